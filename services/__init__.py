@@ -1,0 +1,1 @@
+"""Tunestack services: each subpackage is one container entrypoint (`python -m services.X`)."""

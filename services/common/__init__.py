@@ -1,0 +1,1 @@
+"""Code shared by every service: settings base, artifact registry, errors, progress."""

@@ -1,0 +1,1 @@
+"""Converter: GGUF quantization, servable files for llama.cpp, (later) merge/export/deploy."""

@@ -1,0 +1,1 @@
+"""RAG API: ingest, retrieve, OpenAI-compatible chat/models/embeddings, health."""

@@ -1,0 +1,167 @@
+"""FastAPI application factory: auth, error mapping, health and readiness."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.common.errors import TunestackError
+from services.rag_api import llm as llm_mod
+from services.rag_api import routes_docs, routes_openai
+from services.rag_api.settings import RagSettings
+from services.rag_api.state import AppState
+
+log = logging.getLogger("tunestack.rag_api")
+_bearer = HTTPBearer(auto_error=False)
+
+
+class BodyLimit:
+    """Reject request bodies over a limit before they are parsed or spooled to disk."""
+
+    def __init__(self, app: ASGIApp, limit_bytes: int) -> None:
+        self.app = app
+        self.limit = limit_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(self.limit, send)
+            return
+        seen = 0
+        refused = False
+
+        async def counted() -> Any:
+            nonlocal seen, refused
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    refused = True
+                    raise _BodyTooLarge
+            return msg
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            if refused:
+                await _too_large(self.limit, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(limit: int, send: Send) -> None:
+    resp = JSONResponse(
+        {
+            "error": "TooLarge",
+            "message": f"Request body exceeds {limit // 2**20} MB.",
+            "hint": "Raise TUNESTACK_RAG_MAX_UPLOAD_MB or ingest large files with the CLI.",
+        },
+        status_code=413,
+    )
+    await resp({"type": "http"}, _noop_receive, send)
+
+
+async def _noop_receive() -> Any:
+    return {"type": "http.disconnect"}
+
+
+def create_app(settings: RagSettings | None = None) -> FastAPI:
+    s = settings or RagSettings()
+
+    async def require_key(
+        request: Request, cred: HTTPAuthorizationCredentials | None = Depends(_bearer)
+    ) -> None:
+        if s.api_key is None:
+            return
+        given = cred.credentials if cred else ""
+        if not secrets.compare_digest(given.encode(), s.api_key.get_secret_value().encode()):
+            raise HTTPException(
+                401,
+                "Missing or wrong API key (Authorization: Bearer <TUNESTACK_API_KEY>).",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    app = FastAPI(
+        title="Tunestack RAG API",
+        version="0.1.0",
+        description="Document Q&A over your own collections; OpenAI-compatible /v1.",
+    )
+    app.state.tunestack = AppState.from_settings(s)
+    app.add_middleware(BodyLimit, limit_bytes=s.max_upload_mb * 2**20 + 2**20)
+    auth = [Depends(require_key)]
+    app.include_router(routes_docs.router, dependencies=auth)
+    app.include_router(routes_openai.router, dependencies=auth)
+
+    @app.exception_handler(TunestackError)
+    async def _known(_: Request, e: TunestackError) -> JSONResponse:
+        return JSONResponse(e.to_dict(), status_code=e.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        errs = [
+            {"field": ".".join(str(p) for p in err.get("loc", ())), "problem": err.get("msg")}
+            for err in e.errors()
+        ]
+        return JSONResponse(
+            {"error": "BadInput", "message": "The request is not valid.", "details": errs},
+            status_code=422,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unknown(_: Request, e: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(
+            {
+                "error": "InternalError",
+                "message": f"{type(e).__name__}: {e}",
+                "hint": "See the rag-api log (tunestack logs rag-api).",
+            },
+            status_code=500,
+        )
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness: Chroma and the LLM answer",
+        dependencies=auth,
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        st: AppState = request.app.state.tunestack
+        target = st.llm.target
+        checks: dict[str, dict[str, Any]] = {
+            "chroma": {"url": st.store.url, "ok": st.store.heartbeat()},
+        }
+        try:
+            await llm_mod.list_models(target)
+            checks["llm"] = {"url": target.base_url, "model": target.model, "ok": True}
+        except Exception as e:
+            checks["llm"] = {
+                "url": target.base_url,
+                "model": target.model,
+                "ok": False,
+                "error": type(e).__name__,
+            }
+        ok = all(c["ok"] for c in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "unavailable", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    return app

@@ -1,0 +1,302 @@
+"""Idempotent, crash-safe ingestion of files into a Chroma build.
+
+Idempotency: chunk ids are derived from (source path, content hash, chunk index), and a
+file counts as done only when every chunk of its current hash is present and no chunk of
+an older hash remains. So a rerun after kill -9 upserts the same ids (no duplicates),
+finishes files that were cut off, and skips files that are complete.
+
+Atomicity per file: a file is read, chunked and embedded completely before anything is
+written, so an unreadable file never leaves partial chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from services.common.embedders import Embedder
+from services.common.errors import BadInput
+from services.rag_api import loaders
+from services.rag_api.bm25 import tokenize
+from services.rag_api.chunking import Chunker
+from services.rag_api.store import Build, VectorStore
+
+Status = Literal["ok", "unchanged", "failed", "removed", "skipped"]
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class FileResult:
+    path: str
+    status: Status
+    chunks: int = 0
+    reason: str = ""
+
+
+@dataclass
+class IngestReport:
+    collection: str
+    embedder: str
+    files: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in self.files:
+            out[f.status] = out.get(f.status, 0) + 1
+        return out
+
+    @property
+    def chunks_written(self) -> int:
+        return sum(f.chunks for f in self.files if f.status == "ok")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "embedder": self.embedder,
+            "counts": self.counts,
+            "chunks_written": self.chunks_written,
+            "seconds": round(self.seconds, 3),
+            "files": [asdict(f) for f in self.files],
+        }
+
+
+@dataclass
+class _Pending:
+    source: str
+    content_hash: str
+    texts: list[str]
+    pages: list[str | None]
+
+
+def chunk_id(source: str, content_hash: str, index: int) -> str:
+    src = hashlib.sha256(source.encode()).hexdigest()[:16]
+    return f"{src}-{content_hash[:16]}-{index:05d}"
+
+
+def expand(paths: Iterable[Path]) -> tuple[list[Path], list[FileResult]]:
+    """Files to ingest (folders recursively, hidden entries skipped) and early failures."""
+    files: list[Path] = []
+    problems: list[FileResult] = []
+    for p in paths:
+        p = p.expanduser().resolve()
+        if p.is_dir():
+            for root, dirs, names in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for n in sorted(names):
+                    f = Path(root) / n
+                    if not n.startswith(".") and loaders.is_supported(f):
+                        files.append(f)
+        elif p.is_file():
+            if loaders.is_supported(p):
+                files.append(p)
+            else:
+                problems.append(
+                    FileResult(
+                        str(p),
+                        "failed",
+                        reason=(
+                            f"unsupported file type '{p.suffix}' (supported: "
+                            + ", ".join(loaders.SUPPORTED_SUFFIXES)
+                            + ")"
+                        ),
+                    )
+                )
+        else:
+            problems.append(FileResult(str(p), "failed", reason="no such file or folder"))
+    return sorted(set(files)), problems
+
+
+class Ingestor:
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: Embedder,
+        *,
+        chunk_size: int,
+        chunk_overlap: int,
+        max_file_bytes: int,
+        encode_batch: int = 256,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.chunker = Chunker(chunk_size, chunk_overlap, embedder.tokens)
+        self.max_file_bytes = max_file_bytes
+        self.encode_batch = encode_batch
+
+    def ingest(
+        self,
+        paths: list[Path],
+        collection: str,
+        *,
+        prune: bool = False,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        t0 = time.perf_counter()
+        report = IngestReport(collection, self.embedder.name)
+        files, problems = expand(paths)
+        report.files.extend(problems)
+        if not files and not prune:
+            if not problems:
+                raise BadInput(
+                    "No supported documents found in " + ", ".join(map(str, paths)) + ".",
+                    hint="Supported: " + ", ".join(loaders.SUPPORTED_SUFFIXES),
+                )
+            report.seconds = time.perf_counter() - t0
+            return report
+        build = self.store.create(
+            collection,
+            self.embedder.name,
+            self.embedder.fingerprint,
+            self.embedder.dimension,
+            extra={
+                "chunk_size": self.chunker.chunk_size,
+                "chunk_overlap": self.chunker.chunk_overlap,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+        )
+        manifest = self._manifest(build)
+        changed = False
+        pending: list[_Pending] = []
+        n_pending = 0
+        for i, path in enumerate(files):
+            if progress:
+                progress(path.name, i, len(files))
+            source = str(path)
+            try:
+                data_hash = _hash_file(path)
+            except OSError as e:
+                report.files.append(FileResult(source, "failed", reason=str(e)))
+                continue
+            if _complete(manifest.get(source), data_hash):
+                report.files.append(FileResult(source, "unchanged", manifest[source][data_hash][0]))
+                continue
+            try:
+                sections = loaders.load(path, self.max_file_bytes)
+                texts, pages = [], []
+                for s in sections:
+                    for c in self.chunker.split(s.text):
+                        texts.append(c)
+                        pages.append(s.page)
+                if not texts:
+                    raise loaders.UnreadableFile("no text after chunking")
+            except loaders.UnreadableFile as e:
+                report.files.append(FileResult(source, "failed", reason=str(e)))
+                continue
+            except Exception as e:  # a reader bug must not stop the other files
+                report.files.append(FileResult(source, "failed", reason=f"{type(e).__name__}: {e}"))
+                continue
+            pending.append(_Pending(source, data_hash, texts, pages))
+            n_pending += len(texts)
+            if n_pending >= self.encode_batch:
+                report.files.extend(self._flush(build, pending, manifest))
+                changed = True
+                pending, n_pending = [], 0
+        if pending:
+            report.files.extend(self._flush(build, pending, manifest))
+            changed = True
+        if prune:
+            removed = self._prune(build, manifest, paths)
+            report.files.extend(removed)
+            changed = changed or bool(removed)
+        if changed:
+            self.store.touch(build)
+        if progress:
+            progress("done", len(files), len(files))
+        report.files.sort(key=lambda f: f.path)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+    # ---- internals --------------------------------------------------------------
+    def _manifest(self, build: Build) -> dict[str, dict[str, tuple[int, int]]]:
+        """source -> content_hash -> (chunks present, chunks expected)."""
+        out: dict[str, dict[str, list[int]]] = {}
+        for rec in self.store.iter_records(build, include=["metadatas"]):
+            md = rec["metadatas"] or {}
+            per = out.setdefault(str(md.get("source")), {})
+            h = str(md.get("content_hash"))
+            cur = per.setdefault(h, [0, int(md.get("n_chunks", 0))])
+            cur[0] += 1
+        return {s: {h: (v[0], v[1]) for h, v in d.items()} for s, d in out.items()}
+
+    def _flush(
+        self, build: Build, pending: list[_Pending], manifest: dict[str, Any]
+    ) -> list[FileResult]:
+        all_texts = [t for p in pending for t in p.texts]
+        vecs = self.embedder.encode(all_texts)
+        col = self.store.collection(build)
+        step = max(1, min(self.store.max_batch, 5000))
+        results = []
+        offset = 0
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        for p in pending:
+            n = len(p.texts)
+            ids = [chunk_id(p.source, p.content_hash, i) for i in range(n)]
+            metas: list[dict[str, Any]] = []
+            for i, (text, page) in enumerate(zip(p.texts, p.pages, strict=True)):
+                md: dict[str, Any] = {
+                    "source": p.source,
+                    "file_name": Path(p.source).name,
+                    "chunk_index": i,
+                    "n_chunks": n,
+                    "content_hash": p.content_hash,
+                    "embedder": self.embedder.name,
+                    "embedder_fp": self.embedder.fingerprint,
+                    "bm25": " ".join(tokenize(text)),
+                    "ingested_at": now,
+                }
+                if page:
+                    md["page"] = page
+                metas.append(md)
+            emb = vecs[offset : offset + n]
+            offset += n
+            for s in range(0, n, step):
+                batch = {
+                    "ids": ids[s : s + step],
+                    "embeddings": emb[s : s + step],
+                    "documents": p.texts[s : s + step],
+                    "metadatas": metas[s : s + step],
+                }
+                self.store.call(col.upsert, **batch)
+            # Old versions of the file go only after the new one is fully in place.
+            if any(h != p.content_hash for h in manifest.get(p.source, {})):
+                stale = {"$and": [{"source": p.source}, {"content_hash": {"$ne": p.content_hash}}]}
+                self.store.call(col.delete, where=stale)
+            manifest[p.source] = {p.content_hash: (n, n)}
+            results.append(FileResult(p.source, "ok", n))
+        return results
+
+    def _prune(self, build: Build, manifest: dict[str, Any], roots: list[Path]) -> list[FileResult]:
+        """Remove chunks of files that no longer exist under the given roots."""
+        col = self.store.collection(build)
+        resolved = [r.expanduser().resolve() for r in roots]
+        out = []
+        for source in sorted(manifest):
+            src = Path(source)
+            under = any(src == r or r in src.parents for r in resolved)
+            if under and not src.exists():
+                n = sum(c for c, _ in manifest[source].values())
+                self.store.call(col.delete, where={"source": source})
+                out.append(FileResult(source, "removed", n, reason="file no longer exists"))
+        for r in out:
+            manifest.pop(r.path, None)
+        return out
+
+
+def _hash_file(path: Path) -> str:
+    from services.common.hashing import file_sha256
+
+    return file_sha256(path)
+
+
+def _complete(per_hash: dict[str, tuple[int, int]] | None, data_hash: str) -> bool:
+    if not per_hash or set(per_hash) != {data_hash}:
+        return False
+    present, expected = per_hash[data_hash]
+    return present == expected > 0

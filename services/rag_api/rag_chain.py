@@ -1,0 +1,106 @@
+"""The RAG chain: numbered context -> LangChain prompt -> OpenAI-compatible chat model.
+
+Small local models often ignore the instruction to cite. Rather than return an answer
+without provenance, `citation_suffix` appends the numbers of the passages the answer's
+words come from (token overlap above a threshold); markers the model wrote itself are
+kept as they are, and nothing is appended to an answer that overlaps no passage.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+
+from services.rag_api.bm25 import tokenize
+from services.rag_api.retrieval import Hit
+
+SYSTEM = (
+    "You answer questions about the user's documents. Use only the numbered context "
+    "passages. Cite the passages you use like [1] or [2]. If the passages do not contain "
+    "the answer, say that you do not know."
+)
+PROMPT = ChatPromptTemplate.from_messages(
+    [
+        ("system", SYSTEM),
+        MessagesPlaceholder("history", optional=True),
+        ("human", "Context:\n{context}\n\nQuestion: {question}"),
+    ]
+)
+_MARKER = re.compile(r"\[(\d{1,2})\]")
+
+
+def format_context(hits: list[Hit], max_chars: int = 6000) -> str:
+    parts: list[str] = []
+    used = 0
+    for i, h in enumerate(hits, start=1):
+        where = h.file_name + (f", page {h.page}" if h.page else "")
+        block = f"[{i}] ({where}) {h.text}"
+        if used + len(block) > max_chars and parts:
+            break
+        parts.append(block)
+        used += len(block)
+    return "\n\n".join(parts)
+
+
+def history_messages(messages: list[dict[str, Any]]) -> list[BaseMessage]:
+    """Earlier turns of an OpenAI messages list, for follow-up questions."""
+    out: list[BaseMessage] = []
+    for m in messages[:-1][-6:]:
+        content = m.get("content") or ""
+        if not isinstance(content, str):
+            continue
+        if m.get("role") == "user":
+            out.append(HumanMessage(content))
+        elif m.get("role") == "assistant":
+            out.append(AIMessage(content))
+    return out
+
+
+def prompt_input(question: str, hits: list[Hit], history: list[BaseMessage]) -> dict[str, Any]:
+    return {"context": format_context(hits), "question": question, "history": history}
+
+
+async def answer(llm: Any, inputs: dict[str, Any]) -> tuple[str, dict[str, int]]:
+    msg = await (PROMPT | llm).ainvoke(inputs)
+    usage = getattr(msg, "usage_metadata", None) or {}
+    return str(msg.content), _usage(usage)
+
+
+async def stream(llm: Any, inputs: dict[str, Any]) -> AsyncIterator[AIMessageChunk]:
+    async for chunk in (PROMPT | llm).astream(inputs):
+        yield chunk
+
+
+def _usage(u: Any) -> dict[str, int]:
+    return {
+        "prompt_tokens": int(u.get("input_tokens", 0)),
+        "completion_tokens": int(u.get("output_tokens", 0)),
+        "total_tokens": int(u.get("total_tokens", 0)),
+    }
+
+
+def cited_numbers(answer_text: str, n_sources: int) -> list[int]:
+    return sorted({int(m) for m in _MARKER.findall(answer_text) if 1 <= int(m) <= n_sources})
+
+
+def citation_suffix(answer_text: str, hits: list[Hit], min_overlap: float = 0.25) -> str:
+    """Markers to append when the model cited nothing: passages the answer overlaps.
+
+    Returned as a suffix (" [1][3]") so streaming and non-streaming answers get the same
+    treatment: the suffix is sent as the last content delta of a stream.
+    """
+    if not hits or not answer_text.strip() or cited_numbers(answer_text, len(hits)):
+        return ""
+    answer_tokens = set(tokenize(answer_text))
+    if not answer_tokens:
+        return ""
+    nums = []
+    for i, h in enumerate(hits, start=1):
+        overlap = len(answer_tokens & set(tokenize(h.text))) / len(answer_tokens)
+        if overlap >= min_overlap:
+            nums.append(i)
+    return (" " + "".join(f"[{n}]" for n in nums)) if nums else ""

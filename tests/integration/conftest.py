@@ -1,0 +1,100 @@
+"""Real components for integration tests: a Chroma server, the llama.cpp server with
+the bundled model and the RAG API under uvicorn, started exactly as `tunestack up` does
+(LocalStack), on free ports, in a temp TUNESTACK_HOME."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from platform_cli.local_stack import LocalStack
+from platform_cli.settings import StackSettings
+from services.common.embedders import Embedder, EmbedderPool
+from services.common.registry import Registry
+from services.converter.servable import servable_gguf
+from services.rag_api.store import VectorStore
+from tests.conftest import free_port
+
+
+@dataclass
+class Stack:
+    settings: StackSettings
+    local: LocalStack
+    home: Path
+
+    @property
+    def api(self) -> str:
+        return self.settings.api_url
+
+    @property
+    def registry(self) -> Registry:
+        return Registry(self.home)
+
+    def env(self) -> dict[str, str]:
+        """Environment for a `tunestack` CLI subprocess that targets this stack."""
+        s = self.settings
+        return {
+            **os.environ,
+            "TUNESTACK_HOME": str(self.home),
+            "TUNESTACK_API_PORT": str(s.api_port),
+            "TUNESTACK_CHROMA_PORT": str(s.chroma_port),
+            "TUNESTACK_LLM_PORT": str(s.llm_port),
+            "TUNESTACK_UI_PORT": str(s.ui_port),
+        }
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("tunestack-home")
+    s = StackSettings(
+        home=home,
+        api_port=free_port(),
+        chroma_port=free_port(),
+        llm_port=free_port(),
+        ui_port=free_port(),
+    )
+    local = LocalStack(s)
+    _, gguf = servable_gguf(Registry(s.home_dir), s.default_llm)
+    try:
+        local.up(["chroma", "llm", "rag-api"], lambda m: None, llm_model_path=gguf)
+        yield Stack(s, local, s.home_dir)
+    finally:
+        local.down()
+
+
+@pytest.fixture(scope="session")
+def store(stack: Stack) -> VectorStore:
+    return VectorStore(stack.settings.chroma_url)
+
+
+@pytest.fixture(scope="session")
+def embedder(stack: Stack) -> Embedder:
+    return EmbedderPool(stack.registry).get("all-minilm-l6-v2")
+
+
+def start_api(stack: Stack, port: int, **env: str) -> subprocess.Popen[bytes]:
+    """An extra API process with its own settings (auth, limits, dead peers)."""
+    full = {**os.environ, **stack.local.child_env(), "TUNESTACK_RAG_PORT": str(port), **env}
+    log = (stack.home / f"api-{port}.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.rag_api"], env=full, stdout=log, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(
+        f"API on {port} did not start: {(stack.home / f'api-{port}.log').read_text()}"
+    )

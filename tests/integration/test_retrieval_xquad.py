@@ -1,0 +1,47 @@
+"""Retrieval smoke on human questions: XQuAD (en), question -> its paragraph."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from services.common.embedders import EmbedderPool
+from services.rag_api.ingest import Ingestor
+from services.rag_api.retrieval import Retriever
+from services.rag_api.store import VectorStore
+from tests.conftest import SHARED_DATA
+from tests.integration.conftest import Stack
+
+XQUAD = SHARED_DATA / "xquad" / "xquad.en.json"
+
+
+@pytest.mark.skipif(not XQUAD.exists(), reason="../shared/data is not present")
+def test_dense_hit_at_5_on_xquad_en(tmp_path: Path, stack: Stack, store: VectorStore) -> None:
+    data = json.loads(XQUAD.read_text())
+    questions: list[tuple[str, str]] = []
+    for a, article in enumerate(data["data"]):
+        for p, para in enumerate(article["paragraphs"]):
+            name = f"a{a:02d}p{p:02d}.txt"
+            (tmp_path / name).write_text(para["context"])
+            questions += [(qa["question"], name) for qa in para["qas"]]
+    pool = EmbedderPool(stack.registry)
+    emb = pool.get("all-minilm-l6-v2")
+    rep = Ingestor(store, emb, chunk_size=256, chunk_overlap=32, max_file_bytes=2**20).ingest(
+        [tmp_path], "xquad-en"
+    )
+    assert rep.counts == {"ok": 240}
+
+    retriever = Retriever(store, pool, "all-minilm-l6-v2")
+    hits = {"dense": 0, "bm25": 0, "hybrid": 0}
+    sample = questions if len(questions) <= 1200 else questions[:1200]
+    for mode in hits:
+        for q, name in sample:
+            res = retriever.retrieve("xquad-en", q, mode=mode, top_k=5)
+            hits[mode] += any(h.file_name == name for h in res.hits)
+    rates = {m: n / len(sample) for m, n in hits.items()}
+    print(f"\nXQuAD-en hit@5 over {len(sample)} questions: {rates}")
+    assert rates["dense"] >= 0.90
+    assert rates["hybrid"] >= 0.90
+    assert rates["bm25"] >= 0.75
