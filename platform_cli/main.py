@@ -164,7 +164,7 @@ def ingest(
         from services.common.embedders import EmbedderPool
 
         with console.status("Loading embedder..."):
-            emb = EmbedderPool(Registry(s.home_dir)).get(embedder or s.default_embedder)
+            emb = EmbedderPool(Registry(s.home_dir), precision=s.embed_precision).get(embedder or s.default_embedder)
         ing = Ingestor(
             store,
             emb,
@@ -270,7 +270,7 @@ def reindex(
 
     def go() -> Any:
         store = VectorStore(s.chroma_url)
-        emb = EmbedderPool(Registry(s.home_dir)).get(embedder)
+        emb = EmbedderPool(Registry(s.home_dir), precision=s.embed_precision).get(embedder)
         with progress_bar("Reindexing") as prog:
             task = prog.task_ids[0]
             return do_reindex(

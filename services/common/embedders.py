@@ -25,7 +25,8 @@ class Embedder:
     name: str
     fingerprint: str
     model: SentenceTransformer
-    batch_size: int = 64
+    batch_size: int = 32
+    precision: str = "fp32"  # "bf16": autocast matmuls (see resolve_precision)
 
     @property
     def dimension(self) -> int:
@@ -50,14 +51,18 @@ class Embedder:
         kwargs: dict[str, Any] = {}
         if prompt:
             kwargs["prompt"] = prompt
-        vecs = self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=show_progress,
-            **kwargs,
-        )
+        import torch
+
+        device = str(self.model.device).split(":")[0]
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            vecs = self.model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=show_progress,
+                **kwargs,
+            )
         return np.asarray(vecs, dtype=np.float32)
 
     def ident(self) -> dict[str, str]:
@@ -67,10 +72,18 @@ class Embedder:
 class EmbedderPool:
     """An LRU of loaded models: loading takes seconds, encoding milliseconds."""
 
-    def __init__(self, registry: Registry, *, capacity: int = 3, device: str | None = None):
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        capacity: int = 3,
+        device: str | None = None,
+        precision: str = "auto",
+    ):
         self.registry = registry
         self.capacity = capacity
         self.device = device
+        self.precision = precision
         self._cache: OrderedDict[str, Embedder] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -81,23 +94,29 @@ class EmbedderPool:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            emb = load_embedder(entry, device=self.device)
+            emb = load_embedder(entry, device=self.device, precision=self.precision)
             self._cache[key] = emb
             while len(self._cache) > self.capacity:
                 self._cache.popitem(last=False)
             return emb
 
 
-def load_embedder(entry: Entry, *, device: str | None = None) -> Embedder:
+def load_embedder(entry: Entry, *, device: str | None = None, precision: str = "auto") -> Embedder:
     from sentence_transformers import SentenceTransformer
 
     from services.common.logs import quiet_libraries
-    from services.common.torch_setup import configure_torch
+    from services.common.torch_setup import configure_torch, resolve_precision
 
     quiet_libraries()
     configure_torch()
-    model = SentenceTransformer(str(entry.model_path), device=device or _default_device())
-    return Embedder(name=entry.name, fingerprint=entry.fingerprint, model=model)
+    dev = device or _default_device()
+    model = SentenceTransformer(str(entry.model_path), device=dev)
+    return Embedder(
+        name=entry.name,
+        fingerprint=entry.fingerprint,
+        model=model,
+        precision=resolve_precision(precision, dev),
+    )
 
 
 def _default_device() -> str:

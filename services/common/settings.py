@@ -32,6 +32,12 @@ class CommonSettings(BaseSettings):
         validation_alias=AliasChoices("TUNESTACK_DEFAULT_LLM"),
     )
 
+    embed_precision: str = Field(
+        default="auto",
+        validation_alias=AliasChoices("TUNESTACK_EMBED_PRECISION"),
+        description="auto | fp32 | bf16: bf16 where the CPU/GPU does it natively.",
+    )
+
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()

@@ -22,7 +22,14 @@ class LlmTarget:
     api_key: str
     timeout_s: float = 120.0
 
-    def chat_model(self, *, temperature: float, max_tokens: int, streaming: bool) -> Any:
+    def chat_model(
+        self,
+        *,
+        temperature: float,
+        max_tokens: int,
+        streaming: bool,
+        frequency_penalty: float = 0.0,
+    ) -> Any:
         from langchain_openai import ChatOpenAI
 
         return ChatOpenAI(
@@ -30,6 +37,7 @@ class LlmTarget:
             api_key=self.api_key,
             model=self.model,
             temperature=temperature,
+            frequency_penalty=frequency_penalty or None,
             max_tokens=max_tokens,
             timeout=self.timeout_s,
             max_retries=0,

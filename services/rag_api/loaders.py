@@ -177,4 +177,6 @@ def _html_to_text(html: str) -> str:
     soup = BeautifulSoup(html, "html.parser")
     for tag in soup(["script", "style", "noscript", "template"]):
         tag.decompose()
-    return soup.get_text("\n")
+    lines = (line.strip() for line in soup.get_text("\n").splitlines())
+    # drop separator-only lines that navigation bars leave behind ("·", "|", "»")
+    return "\n".join(line for line in lines if any(ch.isalnum() for ch in line))

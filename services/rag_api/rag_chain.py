@@ -18,16 +18,19 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from services.rag_api.bm25 import tokenize
 from services.rag_api.retrieval import Hit
 
+# Context goes in the system message and the question stays the user turn: measured on
+# samples/questions.json with the bundled 135M model, this layout answered more questions
+# correctly and rambled less than "Context: ... Question: ..." in one user message.
 SYSTEM = (
-    "You answer questions about the user's documents. Use only the numbered context "
-    "passages. Cite the passages you use like [1] or [2]. If the passages do not contain "
-    "the answer, say that you do not know."
+    "Answer the question in one or two sentences using only the passages below. End with "
+    "the number of the passage you used, like [1]. If the passages do not contain the "
+    "answer, say that you do not know.\n\n{context}"
 )
 PROMPT = ChatPromptTemplate.from_messages(
     [
         ("system", SYSTEM),
         MessagesPlaceholder("history", optional=True),
-        ("human", "Context:\n{context}\n\nQuestion: {question}"),
+        ("human", "{question}"),
     ]
 )
 _MARKER = re.compile(r"\[(\d{1,2})\]")
@@ -38,7 +41,7 @@ def format_context(hits: list[Hit], max_chars: int = 6000) -> str:
     used = 0
     for i, h in enumerate(hits, start=1):
         where = h.file_name + (f", page {h.page}" if h.page else "")
-        block = f"[{i}] ({where}) {h.text}"
+        block = f"Passage [{i}] ({where}):\n{h.text}"
         if used + len(block) > max_chars and parts:
             break
         parts.append(block)
@@ -88,19 +91,28 @@ def cited_numbers(answer_text: str, n_sources: int) -> list[int]:
 
 
 def citation_suffix(answer_text: str, hits: list[Hit], min_overlap: float = 0.25) -> str:
-    """Markers to append when the model cited nothing: passages the answer overlaps.
+    """Markers to append when the model cited nothing: the passages the answer came from.
 
+    Greedy cover of the answer's words: the passage sharing most of them is cited, then
+    another only if it adds words the cited ones lack (>= 20% of the answer), so a short
+    answer found in one passage cites that one rather than every passage on the topic.
     Returned as a suffix (" [1][3]") so streaming and non-streaming answers get the same
     treatment: the suffix is sent as the last content delta of a stream.
     """
     if not hits or not answer_text.strip() or cited_numbers(answer_text, len(hits)):
         return ""
-    answer_tokens = set(tokenize(answer_text))
-    if not answer_tokens:
+    answer = set(tokenize(answer_text))
+    if not answer:
         return ""
-    nums = []
-    for i, h in enumerate(hits, start=1):
-        overlap = len(answer_tokens & set(tokenize(h.text))) / len(answer_tokens)
-        if overlap >= min_overlap:
-            nums.append(i)
-    return (" " + "".join(f"[{n}]" for n in nums)) if nums else ""
+    passages = [set(tokenize(h.text)) & answer for h in hits]
+    covered: set[str] = set()
+    cited: list[int] = []
+    while True:
+        gains = [len(p - covered) for p in passages]
+        best = max(range(len(hits)), key=lambda i: (gains[i], -i))
+        need = min_overlap if not cited else 0.2
+        if best in cited or gains[best] / len(answer) < need:
+            break
+        cited.append(best)
+        covered |= passages[best]
+    return (" " + "".join(f"[{i + 1}]" for i in sorted(cited))) if cited else ""

@@ -76,6 +76,9 @@ async def chat_completions(request: Request, body: ChatRequest) -> Any:
         temperature=st.settings.temperature if body.temperature is None else body.temperature,
         max_tokens=body.max_tokens or st.settings.max_tokens,
         streaming=body.stream,
+        frequency_penalty=st.settings.frequency_penalty
+        if body.frequency_penalty is None
+        else body.frequency_penalty,
     )
     messages = [m.model_dump() for m in body.messages]
     inputs = rag_chain.prompt_input(question, hits, rag_chain.history_messages(messages))

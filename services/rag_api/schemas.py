@@ -30,6 +30,7 @@ class ChatRequest(BaseModel):
     stream: bool = False
     temperature: float | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     top_k: int | None = Field(default=None, ge=1, le=50)
     retrieval_mode: Literal["dense", "bm25", "hybrid"] = "dense"
     embedder: str | None = None

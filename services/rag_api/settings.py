@@ -35,5 +35,8 @@ class RagSettings(CommonSettings):
     top_k: int = 4
     max_tokens: int = 256
     temperature: float = 0.0
+    frequency_penalty: float = Field(
+        default=0.5, description="Curbs the repetition loops small models fall into."
+    )
     embed_batch_size: int = 64
     workers: int = 1

@@ -30,7 +30,7 @@ class AppState:
     def from_settings(cls, s: RagSettings) -> AppState:
         registry = Registry(s.home_dir)
         store = VectorStore(s.chroma_url)
-        pool = EmbedderPool(registry)
+        pool = EmbedderPool(registry, precision=s.embed_precision)
         return cls(
             settings=s,
             registry=registry,

@@ -1,0 +1,96 @@
+"""Shared bench plumbing: a throwaway Chroma server, timing, peak memory, medians."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def chroma_server() -> Iterator[str]:
+    from platform_cli.local_stack import chroma_binary
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as d:
+        proc = subprocess.Popen(
+            [chroma_binary(), "run", "--path", d, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/api/v2/heartbeat")
+        try:
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def wait_http(url: str, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_isolated(script: Path, args: list[str]) -> dict:
+    """Run one measurement in a fresh process, so peak RSS belongs to that method alone."""
+    out = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def percentile(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def xquad_paragraphs(lang: str = "en") -> list[str]:
+    data = json.loads((SHARED / "xquad" / f"xquad.{lang}.json").read_text())
+    return [p["context"] for a in data["data"] for p in a["paragraphs"]]
+
+
+def xquad_questions(lang: str = "en") -> list[str]:
+    data = json.loads((SHARED / "xquad" / f"xquad.{lang}.json").read_text())
+    return [q["question"] for a in data["data"] for p in a["paragraphs"] for q in p["qas"]]

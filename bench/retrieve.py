@@ -1,0 +1,152 @@
+"""Latency of POST /v1/retrieve (uvicorn, real Chroma server) at 10k and 100k chunks.
+
+Real query embeddings (XQuAD-en questions through the API's embedder); the stored
+chunks are XQuAD-en paragraph chunks embedded with the same model and replicated with
+small vector noise up to the target size (embedding 100k real chunks would take ~15 min
+on 2 cores and measure the embedder, not retrieval). Prints p50/p95 per mode and the API
+process's peak RSS. Target: dense p95 <= 50 ms at 100k.
+
+    .venv/bin/python bench/retrieve.py [--sizes 10000,100000] [--queries 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from _harness import (
+    chroma_server,
+    free_port,
+    percentile,
+    wait_http,
+    xquad_paragraphs,
+    xquad_questions,
+)
+
+
+def vm_hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def fill(chroma: str, home: Path, target: int, have: int) -> int:
+    from services.common.embedders import EmbedderPool
+    from services.common.registry import Registry
+    from services.rag_api.bm25 import tokenize
+    from services.rag_api.chunking import Chunker
+    from services.rag_api.store import VectorStore
+
+    emb = EmbedderPool(Registry(home)).get("all-minilm-l6-v2")
+    chunker = Chunker(128, 16, emb.tokens)
+    texts = [c for p in xquad_paragraphs("en") for c in chunker.split(p)]
+    vecs = emb.encode(texts)
+    toks = [" ".join(tokenize(t)) for t in texts]
+    store = VectorStore(chroma)
+    build = store.create("bench", emb.name, emb.fingerprint, emb.dimension)
+    col = store.collection(build)
+    rng = np.random.default_rng(0)
+    step = 5000
+    for start in range(have, target, step):
+        idx = np.arange(start, min(target, start + step))
+        base = idx % len(texts)
+        v = vecs[base] + rng.normal(0, 0.02, (len(idx), vecs.shape[1])).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        col.upsert(
+            ids=[f"c{i:07d}" for i in idx],
+            embeddings=v,
+            documents=[texts[b] for b in base],
+            metadatas=[
+                {
+                    "source": f"/synthetic/doc{i // 8}.txt",
+                    "file_name": f"doc{i // 8}.txt",
+                    "chunk_index": int(i % 8),
+                    "n_chunks": 8,
+                    "content_hash": "x",
+                    "embedder": emb.name,
+                    "embedder_fp": emb.fingerprint,
+                    "bm25": toks[b],
+                }
+                for i, b in zip(idx, base, strict=True)
+            ],
+        )
+        print(f"  stored {min(target, start + step)}/{target}", file=sys.stderr, end="\r")
+    store.touch(build)
+    return target
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--queries", type=int, default=200)
+    a = ap.parse_args()
+    sizes = [int(x) for x in a.sizes.split(",")]
+    questions = xquad_questions("en")[: a.queries]
+    rows = []
+    with tempfile.TemporaryDirectory() as home, chroma_server() as chroma:
+        port = free_port()
+        env = {
+            **os.environ,
+            "TUNESTACK_HOME": home,
+            "TUNESTACK_RAG_CHROMA_URL": chroma,
+            "TUNESTACK_RAG_PORT": str(port),
+        }
+        api = subprocess.Popen(
+            [sys.executable, "-m", "services.rag_api"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(url + "/healthz")
+            have = 0
+            for n in sizes:
+                t = time.perf_counter()
+                have = fill(chroma, Path(home), n, have)
+                print(f"filled {n} chunks in {time.perf_counter() - t:.0f}s", file=sys.stderr)
+                with httpx.Client(base_url=url, timeout=120) as c:
+                    for mode in ("dense", "bm25", "hybrid"):
+                        body = {"collection": "bench", "mode": mode, "top_k": 5}
+                        t = time.perf_counter()
+                        c.post("/v1/retrieve", json={**body, "query": "warm up"}).raise_for_status()
+                        first = (time.perf_counter() - t) * 1000
+                        for q in questions[:10]:
+                            c.post("/v1/retrieve", json={**body, "query": q})
+                        lat = []
+                        for q in questions:
+                            t = time.perf_counter()
+                            c.post("/v1/retrieve", json={**body, "query": q}).raise_for_status()
+                            lat.append((time.perf_counter() - t) * 1000)
+                        rows.append(
+                            (
+                                n,
+                                mode,
+                                percentile(lat, 50),
+                                percentile(lat, 95),
+                                first,
+                                vm_hwm_mb(api.pid),
+                            )
+                        )
+        finally:
+            api.terminate()
+            api.wait(10)
+    print(f"\n/v1/retrieve latency, {len(questions)} sequential queries, top_k=5 (ms)")
+    print(f"{'chunks':>8s} {'mode':7s} {'p50':>7s} {'p95':>7s} {'first':>8s} {'API RSS MB':>11s}")
+    for n, mode, p50, p95, first, rss in rows:
+        print(f"{n:8d} {mode:7s} {p50:7.1f} {p95:7.1f} {first:8.0f} {rss:11.0f}")
+    dense100 = [r for r in rows if r[1] == "dense" and r[0] == max(sizes)]
+    if dense100:
+        print(f"dense p95 at {max(sizes)}: {dense100[0][3]:.1f} ms (target <= 50 ms)")
+
+
+if __name__ == "__main__":
+    main()

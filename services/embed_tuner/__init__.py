@@ -1,0 +1,1 @@
+"""Embedding tuner: synthesize queries from documents, fine-tune, evaluate, report."""
