@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,27 +44,77 @@ def _run(fn: Any) -> Any:
 
 
 def _resolve_mode(mode: str) -> str:
-    if mode == "docker":
-        fail(
-            TunestackError(
-                "Docker mode is not available in this version yet.",
-                hint="Use --mode local (the embedded default).",
-            )
-        )
-    return "local"
+    from platform_cli.stack_mode import resolve_up_mode
+
+    return str(_run(lambda: resolve_up_mode(mode)))
+
+
+def _active_mode(mode: str | None) -> str:
+    from platform_cli.stack_mode import active_mode
+
+    return str(_run(lambda: active_mode(settings(), mode)))
+
+
+@app.callback()
+def _main(ctx: typer.Context) -> None:
+    # In docker mode, job commands re-run themselves inside their compose job container.
+    from platform_cli.stack_mode import delegate_job, job_service
+
+    argv = sys.argv[1:]
+    if not argv or argv[0] != ctx.invoked_subcommand or job_service(argv) is None:
+        return
+    code = _run(lambda: delegate_job(argv, settings()))
+    if code is not None:
+        raise typer.Exit(code)
 
 
 # ---- stack --------------------------------------------------------------------------
+
+ModeOption = Annotated[
+    str | None, typer.Option("--mode", help="auto | local | docker (default: the running stack)")
+]
 
 
 @app.command()
 def up(
     mode: Annotated[str, typer.Option(help="auto | local | docker")] = "auto",
+    llm: Annotated[
+        str | None, typer.Option(help="Docker mode LLM server: ollama | llamacpp.")
+    ] = None,
+    gpu: Annotated[bool, typer.Option("--gpu", help="Docker mode: use NVIDIA GPUs.")] = False,
+    build: Annotated[bool, typer.Option("--build", help="Docker mode: rebuild images.")] = False,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Do not start the Streamlit UI.")] = False,
 ) -> None:
     """Start the stack: Chroma, the LLM server, the RAG API and the UI."""
     s = settings()
-    _resolve_mode(mode)
+    if _resolve_mode(mode) == "docker":
+        from platform_cli.docker_stack import DockerStack
+        from platform_cli.stack_mode import local_running
+
+        if local_running(s):
+            fail(
+                TunestackError(
+                    "The local stack is running; the docker stack needs the same ports.",
+                    hint="Stop it first (tunestack down --mode local), or keep it: --mode local.",
+                )
+            )
+        server = llm or s.llm_server
+        dstack = DockerStack(s, gpu=gpu)
+        _run(
+            lambda: dstack.up(
+                server, lambda msg: console.print(f"  {msg}"), ui=not no_ui, build=build
+            )
+        )
+        console.print(f"[green]Stack is up (docker, {server}).[/] API {s.api_url}  UI {s.ui_url}")
+        return
+    if llm == "ollama" or gpu:
+        fail(
+            TunestackError(
+                "Local mode runs llama.cpp on the CPU; --llm ollama and --gpu need docker mode.",
+                hint="Start Docker and use --mode docker, or point TUNESTACK_RAG_LLM_BASE_URL "
+                "at an Ollama you run yourself (http://127.0.0.1:11434/v1).",
+            )
+        )
     stack = LocalStack(s)
 
     def go() -> None:
@@ -81,15 +132,57 @@ def up(
 
 
 @app.command()
-def down() -> None:
-    """Stop every local service started by `tunestack up`."""
+def down(
+    mode: ModeOption = None,
+    volumes: Annotated[
+        bool, typer.Option("--volumes", "-v", help="Docker mode: also delete the volumes.")
+    ] = False,
+) -> None:
+    """Stop the stack started by `tunestack up` (docker services or local processes)."""
+    if _active_mode(mode) == "docker":
+        from platform_cli.docker_stack import DockerStack
+
+        _run(lambda: DockerStack(settings()).down(volumes=volumes))
+        console.print(
+            "Stopped the docker stack" + (" and deleted its volumes." if volumes else ".")
+        )
+        return
     stopped = LocalStack(settings()).down()
     console.print("Stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(
+    as_json: Annotated[bool, typer.Option("--json")] = False, mode: ModeOption = None
+) -> None:
     """Health of each service with its URL."""
+    if _active_mode(mode) == "docker":
+        from platform_cli.docker_stack import DockerStack
+
+        drows = _run(lambda: DockerStack(settings()).status())
+        if as_json:
+            console.print_json(
+                json.dumps(
+                    [
+                        {
+                            "service": r.name,
+                            "state": r.state,
+                            "url": r.url,
+                            "mode": "docker",
+                            "compose_service": r.service,
+                            "container": r.container,
+                        }
+                        for r in drows
+                    ]
+                )
+            )
+            return
+        t = Table("service", "state", "url", "container")
+        for r in drows:
+            color = {"healthy": "green", "stopped": "dim"}.get(r.state, "yellow")
+            t.add_row(r.name, f"[{color}]{r.state}[/]", r.url, r.container or "-")
+        console.print(t)
+        return
     rows = LocalStack(settings()).status()
     if as_json:
         console.print_json(
@@ -116,11 +209,18 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 @app.command()
 def logs(
-    service: Annotated[str, typer.Argument(help="chroma | llm | rag-api | ui")],
+    service: Annotated[
+        str, typer.Argument(help="chroma | llm | rag-api | ui (docker: any service)")
+    ],
     follow: Annotated[bool, typer.Option("-f", "--follow")] = False,
     lines: Annotated[int, typer.Option("-n")] = 50,
+    mode: ModeOption = None,
 ) -> None:
     """Show a service's log."""
+    if _active_mode(mode) == "docker":
+        from platform_cli.docker_stack import DockerStack
+
+        raise typer.Exit(_run(lambda: DockerStack(settings()).logs(service, follow, lines)))
     if service not in ORDER:
         fail(TunestackError(f"Unknown service '{service}'.", hint="One of: " + ", ".join(ORDER)))
     path = LocalStack(settings()).log_dir / f"{service}.log"
@@ -164,7 +264,9 @@ def ingest(
         from services.common.embedders import EmbedderPool
 
         with console.status("Loading embedder..."):
-            emb = EmbedderPool(Registry(s.home_dir), precision=s.embed_precision).get(embedder or s.default_embedder)
+            emb = EmbedderPool(Registry(s.home_dir), precision=s.embed_precision).get(
+                embedder or s.default_embedder
+            )
         ing = Ingestor(
             store,
             emb,
