@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# `make test-compose`: the real stack under docker compose, end to end, on a machine
+# that reaches no image registry (CI). Installs docker.io, docker-compose and debootstrap
+# when missing, starts dockerd when none answers, builds a local base image and a
+# wheelhouse, then runs the desktop installer for the llamacpp profile (builds every
+# image, brings the stack up) and the e2e tests (ingest, answer with citations, a job
+# container, healthchecks, restart with volumes, down -v). Stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+start=$SECONDS
+last=$SECONDS
+phase() {
+  echo "=== [compose-e2e +$((SECONDS - last))s, total $((SECONDS - start))s] $*"
+  last=$SECONDS
+}
+
+# Isolated from a desktop stack on the same machine: own project name and ports.
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-tunestack-e2e}
+export TUNESTACK_API_PORT=${TUNESTACK_API_PORT:-18000}
+export TUNESTACK_CHROMA_PORT=${TUNESTACK_CHROMA_PORT:-18001}
+export TUNESTACK_LLM_PORT=${TUNESTACK_LLM_PORT:-18080}
+export TUNESTACK_UI_PORT=${TUNESTACK_UI_PORT:-18501}
+export TUNESTACK_LLM_SERVER=llamacpp
+export HF_HUB_OFFLINE=1
+# Offline image builds: local base image, wheels from this machine, its CA bundle.
+export BASE_IMAGE=${BASE_IMAGE:-tunestack/base:bookworm}
+export WHEELHOUSE=.cache/wheelhouse
+export PIP_NO_INDEX=1
+export EXTRA_CA_CERTS=.cache/certs
+
+started_dockerd=0
+created_env=0
+cleanup() {
+  local rc=$?
+  phase "cleanup"
+  if docker info >/dev/null 2>&1; then
+    .venv/bin/tunestack down --mode docker --volumes >/dev/null 2>&1 || true
+  fi
+  if [ "$created_env" = 1 ]; then rm -f .env; fi
+  if [ "$started_dockerd" = 1 ] && [ -f /tmp/tunestack-dockerd.pid ]; then
+    kill "$(cat /tmp/tunestack-dockerd.pid)" 2>/dev/null || true
+    for _ in $(seq 30); do docker info >/dev/null 2>&1 || break; sleep 1; done
+    echo "stopped dockerd"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+
+phase "docker host: packages"
+need=()
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v shellcheck >/dev/null || need+=(shellcheck)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+.venv/bin/pip install -q tree-sitter==0.26.1 tree-sitter-powershell==0.26.4 2>/dev/null ||
+  echo "note: tree-sitter-powershell unavailable; the install.ps1 parse test will skip"
+
+phase "unit tests of compose files, installers and docker mode (no engine needed)"
+.venv/bin/pytest -q -p no:cacheprovider tests/unit/test_compose_files.py \
+  tests/unit/test_install_scripts.py tests/unit/test_docker_mode.py
+
+phase "docker host: engine"
+if ! docker info >/dev/null 2>&1; then
+  dockerd >/tmp/tunestack-dockerd.log 2>&1 &
+  echo $! >/tmp/tunestack-dockerd.pid
+  started_dockerd=1
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { tail -20 /tmp/tunestack-dockerd.log; exit 1; }
+  echo "started dockerd (pid $(cat /tmp/tunestack-dockerd.pid))"
+fi
+
+phase "base image (debootstrap + docker import)"
+PYTHON=.venv/bin/python infra/ci/base_image.sh "$BASE_IMAGE"
+
+phase "wheelhouse"
+infra/ci/wheelhouse.sh "$WHEELHOUSE"
+mkdir -p .cache/certs
+cp /etc/ssl/certs/ca-certificates.crt .cache/certs/host-ca-bundle.crt
+
+phase "install.sh --llm llamacpp (build images, up)"
+[ -f .env ] || created_env=1
+infra/desktop/install.sh --llm llamacpp --no-gpu
+
+phase "e2e tests"
+.venv/bin/pytest -m docker tests/e2e -p no:cacheprovider --durations=0 -q
+
+phase "validate the ollama and gpu variants (docker-compose config)"
+for variant in "--profile ollama" "--profile llamacpp --profile jobs" "--profile ollama --profile jobs -f compose/compose.gpu.yml"; do
+  # shellcheck disable=SC2086
+  docker-compose --env-file compose/.env.example -f compose/compose.yml $variant config -q
+  echo "ok: $variant"
+done
+
+phase "done"

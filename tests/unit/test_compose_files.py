@@ -1,0 +1,178 @@
+"""compose/: the files render under docker-compose for every profile and override, every
+variable they read is documented in .env.example, and the pins agree with pyproject."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.common.registry import BASE_MODELS
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose"
+FILES = (COMPOSE / "compose.yml", COMPOSE / "compose.gpu.yml")
+LONG_RUNNING = ("chroma", "ollama", "llamacpp", "rag-api", "ui")
+JOBS = ("trainer", "converter", "embed-tuner")
+
+sys.path.insert(0, str(COMPOSE))
+import role_requirements  # noqa: E402
+
+
+def _compose() -> dict:
+    return yaml.safe_load((COMPOSE / "compose.yml").read_text())
+
+
+def _variables(text: str) -> set[str]:
+    return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
+
+
+def _example() -> dict[str, str]:
+    out = {}
+    for line in (COMPOSE / ".env.example").read_text().splitlines():
+        m = re.match(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def test_env_example_documents_every_variable() -> None:
+    used = set()
+    for f in FILES:
+        used |= _variables(f.read_text())
+    # bare keys in `environment:` are passed through from the environment / .env
+    for svc in _compose()["services"].values():
+        env = svc.get("environment") or {}
+        used |= {k for k, v in env.items() if v is None}
+    documented = set(_example())
+    assert used - documented == set(), f"undocumented in .env.example: {used - documented}"
+    assert "TUNESTACK_VERSION" in documented
+
+
+def test_services_profiles_healthchecks_and_dependencies() -> None:
+    services = _compose()["services"]
+    assert set(LONG_RUNNING) | set(JOBS) | {"ollama-pull"} == set(services)
+    assert services["ollama"]["profiles"] == ["ollama"]
+    assert services["llamacpp"]["profiles"] == ["llamacpp"]
+    for name in LONG_RUNNING:
+        assert services[name]["healthcheck"]["test"], name
+    for name in JOBS:
+        assert services[name]["profiles"] == ["jobs"]
+        assert services[name]["build"]["target"] == "jobs"
+        assert services[name]["depends_on"]["chroma"]["condition"] == "service_healthy"
+    assert services["rag-api"]["depends_on"]["chroma"]["condition"] == "service_healthy"
+    assert services["ui"]["depends_on"]["rag-api"]["condition"] == "service_healthy"
+    # both LLM servers answer as http://llm:8080 inside the network
+    for name in ("ollama", "llamacpp"):
+        assert "llm" in services[name]["networks"]["default"]["aliases"]
+    assert services["rag-api"]["environment"]["TUNESTACK_RAG_LLM_BASE_URL"] == "http://llm:8080/v1"
+
+
+def test_ports_bind_to_localhost_by_default_and_images_are_required() -> None:
+    text = (COMPOSE / "compose.yml").read_text()
+    services = _compose()["services"]
+    for name in LONG_RUNNING:
+        for port in services[name]["ports"]:
+            assert port.startswith("${TUNESTACK_BIND:-127.0.0.1}:"), (name, port)
+    assert "${TUNESTACK_VERSION:?" in text
+    assert _example()["TUNESTACK_BIND"] == "127.0.0.1"
+
+
+def test_named_volumes_hold_the_state() -> None:
+    c = _compose()
+    assert set(c["volumes"]) == {"home", "chroma-data", "ollama-models"}
+    for name in ("llamacpp", "rag-api", *JOBS):
+        assert "home:/data/tunestack" in c["services"][name]["volumes"]
+    assert "chroma-data:/data" in c["services"]["chroma"]["volumes"]
+
+
+def test_pins_agree_with_pyproject_and_registry() -> None:
+    chroma = role_requirements.requirements("chroma")
+    assert chroma == ["chromadb==1.5.9"]
+    version = chroma[0].split("==")[1]
+    assert _compose()["services"]["chroma"]["image"].endswith(f":{version}}}")
+    assert _example()["CHROMA_IMAGE"].endswith(f":{version}")
+    packages = {m.kind: m.package for m in BASE_MODELS.values()}
+    assert packages["llm"] == role_requirements.LLM_MODEL
+    assert packages["embedder"] == role_requirements.EMBED_MODEL
+
+
+def test_role_requirements_keep_torch_out_of_the_ui() -> None:
+    ui = role_requirements.requirements("ui")
+    assert any(r.startswith("streamlit") for r in ui)
+    assert not any(r.startswith(("torch", "sentence-transformers", "chromadb")) for r in ui)
+    rag = role_requirements.requirements("rag")
+    assert "torch==2.13.0" in rag and not any(r.startswith("tunestack") for r in rag)
+    jobs = role_requirements.requirements("jobs")
+    assert set(rag) <= set(jobs) and any(r.startswith("llama-cpp-python") for r in jobs)
+    assert role_requirements.requirements("torch") == ["torch==2.13.0"]
+    assert role_requirements.model_packages("ui") == []
+
+
+def test_dockerfile_targets_and_non_root_user() -> None:
+    text = (COMPOSE / "Dockerfile").read_text()
+    targets = set(re.findall(r"^FROM \S+ AS (\S+)$", text, re.M))
+    assert {"base", "ui", "llamacpp", "rag-api", "jobs", "chroma"} <= targets
+    finals = re.split(r"^FROM ", text, flags=re.M)
+    for block in finals:
+        name = block.split("\n", 1)[0].split(" AS ")[-1]
+        if name in ("ui", "llamacpp", "rag-api", "jobs", "chroma"):
+            assert "USER tunestack" in block, name
+    assert "ARG BASE_IMAGE=python:3.11-slim" in text
+    # docker-compose v1 builds with the classic builder: no BuildKit-only syntax
+    assert not re.search(r"^RUN\s+--mount", text, re.M)
+
+
+def _docker_compose() -> str:
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("docker-compose (v1) is not installed (make test-compose installs it)")
+    return exe
+
+
+@pytest.mark.parametrize(
+    ("extra", "profiles", "expect"),
+    [
+        ([], ["ollama"], {"chroma", "ollama", "ollama-pull", "rag-api", "ui"}),
+        ([], ["llamacpp"], {"chroma", "llamacpp", "rag-api", "ui"}),
+        ([], ["llamacpp", "jobs"], {"chroma", "llamacpp", "rag-api", "ui", *JOBS}),
+        (["compose.gpu.yml"], ["ollama", "jobs"], {"chroma", "ollama", "ollama-pull", *JOBS}),
+    ],
+)
+def test_docker_compose_config_renders(
+    extra: list[str], profiles: list[str], expect: set[str], tmp_path: Path
+) -> None:
+    argv = [_docker_compose(), "--env-file", str(COMPOSE / ".env.example")]
+    for f in ["compose.yml", *extra]:
+        argv += ["-f", str(COMPOSE / f)]
+    for p in profiles:
+        argv += ["--profile", p]
+    r = subprocess.run([*argv, "config"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    cfg = yaml.safe_load(r.stdout)
+    assert expect <= set(cfg["services"])
+    if extra:
+        trainer = cfg["services"]["trainer"]
+        devices = trainer["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["driver"] == "nvidia"
+        assert trainer["image"].endswith("-cuda")
+        assert "cu128" in trainer["build"]["args"]["TORCH_INDEX_URL"]
+        assert "deploy" in cfg["services"]["ollama"]
+
+
+def test_docker_compose_names_a_missing_required_value(tmp_path: Path) -> None:
+    env = tmp_path / "empty.env"
+    env.write_text("")
+    r = subprocess.run(
+        [_docker_compose(), "--env-file", str(env), "-f", str(COMPOSE / "compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin:/usr/local/bin"},
+    )
+    assert r.returncode != 0 and "TUNESTACK_VERSION" in r.stderr
