@@ -23,12 +23,13 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: help setup demo test test-slow check fmt up down status bench samples clean
+.PHONY: help setup demo test test-slow test-compose check fmt up down status bench bench-compose samples clean
 
 help:
 	@echo "make demo   install, ingest the sample corpus, ask three questions, leave the UI up"
 	@echo "make test   unit + integration tests on real components (what CI runs)"
 	@echo "make check  ruff + mypy    make up / down / status    make bench    make test-slow"
+	@echo "make test-compose  the docker compose stack end to end (installs and starts Docker)"
 
 setup: $(STAMP)
 
@@ -74,6 +75,11 @@ test: setup samples
 test-slow: setup samples
 	$(BIN)/pytest -m slow tests
 
+# The real compose stack: installs docker.io/docker-compose/debootstrap when missing,
+# starts dockerd when none answers (and stops it after), builds every image offline.
+test-compose: setup samples
+	bash infra/ci/compose_e2e.sh
+
 check: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -95,6 +101,9 @@ status:
 bench: setup samples
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/retrieve.py
+
+bench-compose: setup
+	$(BIN)/python bench/compose_up.py
 
 clean:
 	-$(TS) down
