@@ -12,6 +12,7 @@ import httpx
 import typer
 from rich.table import Table
 
+from platform_cli.cmd_llm import llm_app
 from platform_cli.local_stack import ORDER, LocalStack
 from platform_cli.output import console, err_console, fail, progress_bar
 from platform_cli.settings import StackSettings
@@ -29,6 +30,7 @@ models_app = typer.Typer(help="The model registry (TUNESTACK_HOME/models).", no_
 collections_app = typer.Typer(help="Collections in the vector store.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(collections_app, name="collections")
+app.add_typer(llm_app, name="llm")
 
 
 def settings() -> StackSettings:

@@ -1,0 +1,263 @@
+"""The training config: LLaMA-Factory's YAML keys, validated before anything is loaded.
+
+Users arrive with LLaMA-Factory YAML files, so the keys, their meaning and their defaults
+are LLaMA-Factory's (which are mostly Hugging Face TrainingArguments' defaults). A typo
+must not be silently ignored, so an unknown key is an error that suggests the closest
+known one; keys that only matter to LLaMA-Factory's own machinery (caching, workers,
+timeouts) are accepted and reported as ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from services.common.errors import BadInput
+
+SUPPORTED_STAGES = ("sft", "pt")
+LATER_STAGES = ("dpo", "kto", "rm", "ppo", "orpo", "simpo")
+
+# Keys LLaMA-Factory users commonly carry that change nothing here.
+IGNORED_KEYS = frozenset(
+    {
+        "overwrite_cache",
+        "preprocessing_num_workers",
+        "ddp_timeout",
+        "use_fast_tokenizer",
+        "cache_dir",
+        "tokenized_path",
+        "streaming",
+        "buffer_size",
+        "mix_strategy",
+        "interleave_probs",
+        "ignore_pad_token_for_loss",
+        "upcast_layernorm",
+        "disable_gradient_checkpointing",
+        "print_param_status",
+        "include_num_input_tokens_seen",
+        "include_effective_tokens_per_second",
+        "deepspeed",
+        "ddp_find_unused_parameters",
+        "dataloader_pin_memory",
+        "low_cpu_mem_usage",
+        "enable_thinking",
+    }
+)
+
+
+class TrainConfig(BaseModel):
+    """Every key `tunestack llm train` understands, with LLaMA-Factory's defaults."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # ---- model ----
+    model_name_or_path: str
+    template: str | None = None
+    default_system: str | None = None
+    trust_remote_code: bool = False
+    flash_attn: Literal["auto", "disabled", "sdpa", "fa2"] = "auto"
+
+    # ---- method ----
+    stage: str = "sft"
+    do_train: bool = True
+    finetuning_type: Literal["lora", "freeze", "full"] = "lora"
+    lora_rank: int = 8
+    lora_alpha: int | None = None  # None -> 2 * lora_rank, as LLaMA-Factory does
+    lora_dropout: float = 0.0
+    lora_target: str = "all"
+    additional_target: str | None = None
+    quantization_bit: int | None = None
+    quantization_type: Literal["nf4", "fp4"] = "nf4"
+    double_quantization: bool = True
+    freeze_trainable_layers: int = 2
+    freeze_trainable_modules: str = "all"
+
+    # ---- dataset ----
+    dataset: list[str] = []
+    eval_dataset: list[str] = []
+    dataset_dir: str = "data"
+    cutoff_len: int = 2048
+    max_samples: int | None = None
+    val_size: float = 0.0
+    packing: bool = False
+    neat_packing: bool = False
+    train_on_prompt: bool = False
+    mask_history: bool = False
+    group_by_length: bool = False
+
+    # ---- output ----
+    output_dir: str | None = None
+    run_name: str | None = None
+    logging_steps: float = 500
+    save_steps: float = 500
+    save_total_limit: int | None = None
+    save_only_model: bool = False
+    plot_loss: bool = True
+    overwrite_output_dir: bool = False
+    report_to: list[str] = ["none"]
+    logging_dir: str | None = None
+
+    # ---- train ----
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 5e-5
+    num_train_epochs: float = 3.0
+    max_steps: int = -1
+    lr_scheduler_type: str = "linear"
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    bf16: bool = False
+    fp16: bool = False
+    seed: int = 42
+    gradient_checkpointing: bool = False
+    resume_from_checkpoint: bool | str | None = None
+    dataloader_num_workers: int = 0
+
+    # ---- eval ----
+    eval_strategy: Literal["no", "steps", "epoch"] = "no"
+    eval_steps: float | None = None
+    per_device_eval_batch_size: int = 8
+
+    @field_validator("dataset", "eval_dataset", "report_to", mode="before")
+    @classmethod
+    def _comma_list(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("stage")
+    @classmethod
+    def _stage(cls, v: str) -> str:
+        if v in LATER_STAGES:
+            raise ValueError(
+                f"stage '{v}' is not supported yet; this trainer runs sft (supervised "
+                "fine-tuning) and pt (plain-text pre-training)"
+            )
+        if v not in SUPPORTED_STAGES:
+            raise ValueError(f"unknown stage '{v}'; use sft or pt")
+        return v
+
+    @field_validator("quantization_bit")
+    @classmethod
+    def _qbit(cls, v: int | None) -> int | None:
+        if v not in (None, 4, 8):
+            raise ValueError("quantization_bit must be 4 or 8 (QLoRA with bitsandbytes)")
+        return v
+
+    @field_validator("report_to")
+    @classmethod
+    def _report_to(cls, v: list[str]) -> list[str]:
+        bad = [r for r in v if r not in ("none", "tensorboard")]
+        if bad:
+            raise ValueError(f"report_to {bad} is not supported; use none or tensorboard")
+        return v or ["none"]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if not self.do_train:
+            raise ValueError("do_train: false; for evaluation use `tunestack llm eval`")
+        if self.bf16 and self.fp16:
+            raise ValueError("bf16 and fp16 are both true; pick one")
+        if self.quantization_bit and self.finetuning_type != "lora":
+            raise ValueError("quantization_bit (QLoRA) needs finetuning_type: lora")
+        if self.neat_packing:
+            raise ValueError(
+                "neat_packing is not supported (it needs flash-attention varlen kernels); "
+                "use packing: true"
+            )
+        if self.cutoff_len < 8:
+            raise ValueError("cutoff_len must be at least 8 tokens")
+        if self.val_size < 0 or (self.val_size >= 1 and not float(self.val_size).is_integer()):
+            raise ValueError("val_size is a fraction in [0, 1) or a whole number of samples")
+        if self.lora_rank < 1:
+            raise ValueError("lora_rank must be >= 1")
+        if not self.dataset:
+            raise ValueError("no dataset given; set dataset: NAME[,NAME...] from dataset_info.json")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError("set max_steps > 0 or num_train_epochs > 0")
+        return self
+
+    @property
+    def effective_lora_alpha(self) -> int:
+        return self.lora_alpha if self.lora_alpha is not None else self.lora_rank * 2
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` pairs from the command line; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(
+                f"'{pair}' is not a key=value override.",
+                hint="Write overrides like max_steps=20 learning_rate=1.0e-4",
+            )
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return out
+
+
+def load_config(
+    path: Path | None, overrides: dict[str, Any] | None = None
+) -> tuple[TrainConfig, list[str]]:
+    """Read a LLaMA-Factory style YAML, apply overrides, validate every key.
+
+    Returns the config and the keys that were accepted but ignored.
+    """
+    data: dict[str, Any] = {}
+    where = str(path) if path else "the command line"
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise BadInput(f"Config file {path} does not exist.") from e
+        except yaml.YAMLError as e:
+            raise BadInput(f"{path} is not valid YAML: {e}") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise BadInput(
+                f"{path} must be a mapping of keys to values, not {type(loaded).__name__}."
+            )
+        data.update(loaded)
+    data.update(overrides or {})
+
+    ignored = sorted(k for k in data if k in IGNORED_KEYS)
+    for k in ignored:
+        data.pop(k)
+    known = set(TrainConfig.model_fields)
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        lines = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, known, n=1)
+            lines.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise BadInput(
+            f"Unknown key(s) in {where}: " + ", ".join(lines),
+            hint="Keys follow LLaMA-Factory's YAML; see README 'LLM fine-tuning' for the list.",
+        )
+    # LLaMA-Factory accepts `dataset_dir: data` relative to where it runs; so do we.
+    try:
+        cfg = TrainConfig.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "config"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{key}: {msg}")
+        raise BadInput(
+            f"Invalid training config in {where}: " + "; ".join(problems),
+            hint="Fix the key(s) named above (YAML file or key=value override).",
+        ) from e
+    return cfg, ignored

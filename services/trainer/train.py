@@ -1,0 +1,505 @@
+"""One training run: validate, tokenize, train (resumable), save LLaMA-Factory's outputs,
+register the result.
+
+Output files in output_dir carry LLaMA-Factory's names (adapter_model.safetensors,
+adapter_config.json, trainer_log.jsonl, training_loss.png, train_results.json,
+all_results.json, trainer_state.json, training_args.yaml, checkpoint-N/), plus
+data_order.jsonl: the sample ids of every micro-batch, which is how a resumed run is
+checked to see the same data in the same order. The registry entry
+(models/llm/<run>/meta.json) is written last, so a run is visible only once complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.common import atomic
+from services.common.errors import BadInput
+from services.common.registry import BASE_MODELS, Registry, validate_name, versions
+from services.trainer import datasets as ds
+from services.trainer.callbacks import (
+    DATA_ORDER_NAME,
+    LogCallback,
+    ProgressCallback,
+    truncate_jsonl,
+)
+from services.trainer.config import TrainConfig
+from services.trainer.model_loading import (
+    has_cuda,
+    load_model_for_training,
+    load_tokenizer,
+    resolve_base,
+    trainable_parameters,
+)
+from services.trainer.preprocess import (
+    ExampleDataset,
+    PadCollator,
+    PrepStats,
+    build_examples,
+    split_validation,
+)
+from services.trainer.settings import TrainSettings
+from services.trainer.templates import chat_format, resolve_template
+
+CHECKPOINT_PREFIX = "checkpoint-"
+Say = Callable[[str], None]
+
+
+@dataclass
+class TrainResult:
+    run_name: str
+    output_dir: Path
+    registry_dir: Path
+    metrics: dict[str, Any]
+    stats: PrepStats
+    resumed_from: str | None = None
+    ignored_keys: list[str] = field(default_factory=list)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---- checkpoints ----------------------------------------------------------------------
+
+
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """checkpoint-N folders that were fully written, oldest first.
+
+    The Trainer writes trainer_state.json last, non-atomically; a checkpoint whose state
+    file is missing or torn (kill -9 during the save) is skipped, so resume falls back to
+    the previous complete one instead of crashing on a half-written folder.
+    """
+    out: list[Path] = []
+    if not output_dir.is_dir():
+        return out
+    for d in output_dir.iterdir():
+        if not (d.is_dir() and d.name.startswith(CHECKPOINT_PREFIX)):
+            continue
+        suffix = d.name[len(CHECKPOINT_PREFIX) :]
+        if not suffix.isdigit():
+            continue
+        try:
+            state = json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if state.get("global_step") != int(suffix):
+            continue
+        out.append(d)
+    return sorted(out, key=lambda d: int(d.name[len(CHECKPOINT_PREFIX) :]))
+
+
+def _choose_resume(cfg: TrainConfig, output_dir: Path, say: Say) -> str | None:
+    """LLaMA-Factory's rules: resume from the latest checkpoint, or refuse to clobber."""
+    r = cfg.resume_from_checkpoint
+    ckpts = complete_checkpoints(output_dir)
+    if isinstance(r, str) and r.lower() not in ("true", "false"):
+        p = Path(r)
+        if p.name.isdigit() or r.isdigit():
+            p = output_dir / f"{CHECKPOINT_PREFIX}{r}"
+        if p.resolve() not in [c.resolve() for c in complete_checkpoints(p.parent)]:
+            raise BadInput(
+                f"resume_from_checkpoint: {r} is not a complete checkpoint folder.",
+                hint="Use resume_from_checkpoint: true for the latest one in output_dir.",
+            )
+        return str(p)
+    explicit = r is True or (isinstance(r, str) and r.lower() == "true")
+    if explicit:
+        if not ckpts:
+            raise BadInput(
+                f"resume_from_checkpoint: true, but {output_dir} has no complete checkpoint.",
+                hint="Start without resume_from_checkpoint (checkpoints appear every save_steps).",
+            )
+        return str(ckpts[-1])
+    if cfg.overwrite_output_dir:
+        return None
+    if ckpts and r is None:
+        say(
+            f"Resuming from {ckpts[-1].name} in {output_dir} "
+            "(set overwrite_output_dir: true to start over)."
+        )
+        return str(ckpts[-1])
+    if output_dir.is_dir() and any(not p.name.startswith(".") for p in output_dir.iterdir()):
+        raise BadInput(
+            f"Output directory {output_dir} already exists and is not empty.",
+            hint="Set overwrite_output_dir: true, choose another output_dir/run_name, or "
+            "resume_from_checkpoint: true.",
+        )
+    return None
+
+
+# ---- the run ---------------------------------------------------------------------------
+
+
+def run_name_for(cfg: TrainConfig, config_path: Path | None) -> str:
+    if cfg.run_name:
+        name = cfg.run_name
+    elif cfg.output_dir:
+        name = Path(cfg.output_dir).resolve().name
+    elif config_path is not None:
+        name = config_path.stem
+    else:
+        name = f"{Path(cfg.model_name_or_path).name}-{cfg.finetuning_type}"
+    validate_name(name)
+    if name in BASE_MODELS:
+        raise BadInput(
+            f"Run name '{name}' is a base model's name.", hint="Set run_name to something else."
+        )
+    return name
+
+
+def preflight(cfg: TrainConfig) -> None:
+    """Failures that need no data or model: report them before anything slow happens."""
+    from services.trainer.model_loading import check_quantization
+
+    check_quantization(cfg)
+    if cfg.fp16 and not has_cuda():
+        raise BadInput("fp16: true needs a CUDA GPU.", hint="Use bf16: true or neither on a CPU.")
+    if "tensorboard" in cfg.report_to:
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise BadInput(
+                "report_to: tensorboard needs the tensorboard package.",
+                hint="pip install tensorboard, or report_to: none.",
+            )
+
+
+def prepare_data(
+    cfg: TrainConfig, tokenizer: Any, dataset_dir: Path, say: Say
+) -> tuple[ExampleDataset, ExampleDataset | None, PrepStats, list[ds.LoadedDataset], Any]:
+    template = resolve_template(cfg.template, tokenizer, cfg.default_system)
+    loaded = ds.load_datasets(
+        cfg.dataset, dataset_dir, stage=cfg.stage, max_samples=cfg.max_samples, seed=cfg.seed
+    )
+    stats = PrepStats()
+    examples = []
+    next_id = 0
+    for d in loaded:
+        stats.records += d.records
+        stats.empty += d.empty
+        exs = build_examples(
+            d.conversations,
+            tokenizer,
+            template,
+            stage=cfg.stage,
+            cutoff_len=cfg.cutoff_len,
+            packing=False,
+            train_on_prompt=cfg.train_on_prompt,
+            mask_history=cfg.mask_history,
+            stats=stats,
+            first_id=next_id,
+        )
+        stats.per_dataset[d.attr.name] = len(d.conversations)
+        next_id += len(d.conversations)
+        examples += exs
+    if not examples:
+        raise BadInput(
+            "No trainable samples are left after validation and cutoff_len.",
+            hint=f"Empty: {stats.empty}, dropped at cutoff: {stats.dropped}. "
+            "Raise cutoff_len or check the data.",
+        )
+    val: list[Any] = []
+    if cfg.eval_dataset:
+        eval_loaded = ds.load_datasets(
+            cfg.eval_dataset,
+            dataset_dir,
+            stage=cfg.stage,
+            max_samples=cfg.max_samples,
+            seed=cfg.seed,
+        )
+        vstats = PrepStats()
+        for d in eval_loaded:
+            val += build_examples(
+                d.conversations,
+                tokenizer,
+                template,
+                stage=cfg.stage,
+                cutoff_len=cfg.cutoff_len,
+                packing=False,
+                stats=vstats,
+                first_id=1_000_000 + len(val),
+            )
+    else:
+        examples, val = split_validation(examples, cfg.val_size, cfg.seed)
+    if cfg.packing:
+        from services.trainer.preprocess import pack_examples
+
+        examples = pack_examples(examples, cfg.cutoff_len)
+    say(
+        f"Data: {stats.records} records in {', '.join(cfg.dataset)}; "
+        f"{stats.empty} empty (skipped), {stats.truncated} truncated to cutoff_len "
+        f"{cfg.cutoff_len}, {stats.dropped} dropped (no response left); "
+        f"{len(examples)} training sequences"
+        + (f", {len(val)} validation" if val else "")
+        + f"; {stats.label_tokens} of {stats.tokens} tokens trained."
+    )
+    return (
+        ExampleDataset(examples),
+        ExampleDataset(val) if val else None,
+        stats,
+        loaded,
+        template,
+    )
+
+
+def make_trainer_class() -> Any:
+    from transformers import Trainer
+
+    from services.trainer.loss import label_only_loss, supports_label_only_logits
+
+    class SFTTrainer(Trainer):
+        """Records each micro-batch's sample ids and counts real (non-pad) tokens."""
+
+        def __init__(
+            self,
+            *a: Any,
+            data_order_path: Path | None = None,
+            label_only_logits: bool = True,
+            **kw: Any,
+        ) -> None:
+            super().__init__(*a, **kw)
+            self.data_order_path = data_order_path
+            self.real_tokens = 0
+            self.padded_tokens = 0
+            self.label_only = label_only_logits and supports_label_only_logits(self.model)
+
+        def compute_loss(self, model: Any, inputs: Any, *a: Any, **kw: Any) -> Any:
+            sample_ids = inputs.pop("sample_ids", None)
+            if model.training:
+                mask = inputs.get("attention_mask")
+                if mask is not None:
+                    self.real_tokens += int(mask.sum())
+                    self.padded_tokens += int(mask.numel())
+                if sample_ids is not None and self.data_order_path is not None:
+                    ids = [int(i) for i in sample_ids.flatten().tolist() if i >= 0]
+                    with self.data_order_path.open("a", encoding="utf-8") as f:
+                        f.write(json.dumps({"step": self.state.global_step + 1, "samples": ids}))
+                        f.write("\n")
+            return_outputs = kw.get("return_outputs", a[0] if a else False)
+            if self.label_only and not return_outputs:
+                return label_only_loss(model, inputs, kw.get("num_items_in_batch"))
+            return super().compute_loss(model, inputs, *a, **kw)
+
+        def prediction_step(self, model: Any, inputs: Any, *a: Any, **kw: Any) -> Any:
+            inputs.pop("sample_ids", None)
+            return super().prediction_step(model, inputs, *a, **kw)
+
+    return SFTTrainer
+
+
+def _training_arguments(cfg: TrainConfig, output_dir: Path, has_val: bool) -> Any:
+    from transformers import TrainingArguments
+
+    eval_strategy = cfg.eval_strategy if has_val else "no"
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_steps if cfg.warmup_steps else cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        optim=cfg.optim,
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        save_only_model=cfg.save_only_model,
+        eval_strategy=eval_strategy,
+        eval_steps=cfg.eval_steps if cfg.eval_steps else (cfg.save_steps if has_val else None),
+        bf16=cfg.bf16,
+        fp16=cfg.fp16,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        gradient_checkpointing=False,  # enabled on the model itself (LoRA needs input grads)
+        report_to=[r for r in cfg.report_to if r != "none"] or "none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        use_cpu=not has_cuda(),
+    )
+
+
+def run_training(
+    cfg: TrainConfig,
+    settings: TrainSettings,
+    *,
+    config_path: Path | None = None,
+    ignored_keys: list[str] | None = None,
+    say: Say = print,
+    progress: bool | None = None,
+) -> TrainResult:
+    from services.common.logs import quiet_libraries
+    from services.common.torch_setup import configure_torch
+
+    quiet_libraries()
+    configure_torch()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers v6 renames
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    registry = Registry(settings.home_dir)
+    run = run_name_for(cfg, config_path)
+    reg_dir = registry.entry_dir("llm", run)
+    sub = "adapter" if cfg.finetuning_type == "lora" else "model"
+    output_dir = Path(cfg.output_dir).expanduser().resolve() if cfg.output_dir else reg_dir / sub
+    dataset_dir = Path(cfg.dataset_dir).expanduser().resolve()
+    preflight(cfg)
+    if ignored_keys:
+        say("Ignored (no effect here): " + ", ".join(ignored_keys))
+
+    resume = _choose_resume(cfg, output_dir, say)
+    if resume is None and (reg_dir / "meta.json").is_file() and not cfg.overwrite_output_dir:
+        raise BadInput(
+            f"A run named '{run}' is already registered ({reg_dir}).",
+            hint="Set run_name to a new name, or overwrite_output_dir: true to replace it.",
+        )
+
+    base = resolve_base(cfg.model_name_or_path, registry)
+    tokenizer = load_tokenizer(base.hf_dir, cfg.trust_remote_code)
+    train_ds, val_ds, stats, loaded, template = prepare_data(cfg, tokenizer, dataset_dir, say)
+    if template.jinja is not None:  # keep the template used in training with the adapter
+        tokenizer.chat_template = template.jinja
+
+    if resume is None and output_dir.exists() and cfg.overwrite_output_dir:
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(output_dir / "training_args.yaml", cfg.to_yaml())
+    order_path = output_dir / DATA_ORDER_NAME
+    if resume is None:
+        order_path.unlink(missing_ok=True)
+    else:
+        step = int(Path(resume).name[len(CHECKPOINT_PREFIX) :])
+        truncate_jsonl(order_path, "step", step)
+
+    from transformers import set_seed
+
+    # Seed before the adapter exists: LoRA's A matrices are drawn at creation, and the
+    # Trainer only seeds later, so without this two runs of one config start apart.
+    set_seed(cfg.seed)
+    model = load_model_for_training(cfg, base.hf_dir)
+    trainable, total = trainable_parameters(model)
+    say(
+        f"Model: {base.name} ({cfg.finetuning_type}"
+        + (f", {cfg.quantization_bit}-bit" if cfg.quantization_bit else "")
+        + f"): {trainable:,} of {total:,} parameters trainable "
+        f"({100 * trainable / max(total, 1):.2f}%)."
+    )
+
+    trainer_cls = make_trainer_class()
+    args = _training_arguments(cfg, output_dir, val_ds is not None)
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=[LogCallback(output_dir), ProgressCallback(progress)],
+        data_order_path=order_path,
+        label_only_logits=settings.label_only_logits,
+    )
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import ProgressCallback as HFProgress
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(HFProgress)
+
+    if cfg.logging_dir:  # transformers 5 reads the TensorBoard folder from the environment
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.logging_dir).expanduser())
+    t0 = time.monotonic()
+    result = trainer.train(resume_from_checkpoint=resume)
+    wall = time.monotonic() - t0
+
+    metrics: dict[str, Any] = dict(result.metrics)
+    metrics["global_step"] = trainer.state.global_step
+    runtime = float(metrics.get("train_runtime") or wall)
+    metrics["train_tokens"] = trainer.real_tokens
+    metrics["train_tokens_per_second"] = round(trainer.real_tokens / runtime, 2) if runtime else 0
+    metrics["train_padding_ratio"] = (
+        round(1 - trainer.real_tokens / trainer.padded_tokens, 4) if trainer.padded_tokens else 0
+    )
+    metrics["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    metrics["label_only_logits"] = trainer.label_only
+    if has_cuda():
+        import torch
+
+        metrics["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    if losses:
+        metrics["first_logged_loss"], metrics["last_logged_loss"] = losses[0], losses[-1]
+
+    _save_final_model(trainer, output_dir)
+    trainer.save_metrics("train", metrics)
+    eval_metrics: dict[str, Any] = {}
+    if val_ds is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.save_metrics("eval", eval_metrics)
+    trainer.save_state()
+    if cfg.plot_loss:
+        from services.trainer.plots import plot_loss
+
+        plot_loss(output_dir, trainer.state.log_history, ("loss", "eval_loss"))
+
+    meta = {
+        "kind": "llm",
+        "name": run,
+        "base_model": base.name,
+        "base_hf_id": base.hf_id,
+        "base_model_path": str(base.hf_dir),
+        "source": "tunestack llm train",
+        "stage": cfg.stage,
+        "finetuning_type": cfg.finetuning_type,
+        "model_path": str(output_dir),
+        "adapter_path": str(output_dir) if cfg.finetuning_type == "lora" else None,
+        "output_dir": str(output_dir),
+        "template": template.name,
+        "default_system": cfg.default_system,
+        "chat_format": chat_format(template),
+        "stop_words": template.stop_words,
+        "data_hash": ds.data_hash(loaded),
+        "data": {
+            "datasets": cfg.dataset,
+            "dataset_dir": str(dataset_dir),
+            "stats": stats.to_dict(),
+            "train_sequences": len(train_ds),
+            "validation_sequences": len(val_ds) if val_ds is not None else 0,
+        },
+        "parameters": cfg.model_dump(mode="json"),
+        "metrics": {"train": metrics, **({"eval": eval_metrics} if eval_metrics else {})},
+        "resumed_from": resume,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": versions(),
+    }
+    registry.write("llm", run, meta, replace=True)
+    return TrainResult(run, output_dir, reg_dir, metrics, stats, resume, ignored_keys or [])
+
+
+def _save_final_model(trainer: Any, output_dir: Path) -> None:
+    """Write the adapter (or model) beside the logs, each file appearing atomically."""
+    with_tmp = output_dir / f".final-{os.getpid()}"
+    shutil.rmtree(with_tmp, ignore_errors=True)
+    with_tmp.mkdir()
+    try:
+        trainer.save_model(str(with_tmp))
+        for f in sorted(with_tmp.iterdir()):
+            os.replace(f, output_dir / f.name)
+    finally:
+        shutil.rmtree(with_tmp, ignore_errors=True)
