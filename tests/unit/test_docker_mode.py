@@ -3,6 +3,7 @@ selection, which commands run in job containers, and the compose command lines."
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,15 @@ from platform_cli.compose_cli import ComposeCommand, detect_compose, parse_versi
 from platform_cli.docker_stack import ContainerStatus, DockerStack, job_mounts
 from platform_cli.settings import StackSettings
 from services.common.errors import TunestackError
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Settings come from the environment and .env: make both neutral."""
+    for key in list(os.environ):
+        if key.startswith(("TUNESTACK_", "COMPOSE_")):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
 
 
 def fake_run(answers: dict[str, tuple[int, str]]) -> Any:
