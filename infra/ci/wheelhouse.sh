@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 out=${1:-.cache/wheelhouse}
+# PIP_NO_INDEX=1 is meant for the image builds that use this wheelhouse, not for filling it
+unset PIP_NO_INDEX
 py=${PYTHON:-.venv/bin/python}
 [ -x "$py" ] || py=python3.11
 roles=(ui llm rag jobs chroma)
@@ -36,7 +38,12 @@ sed -i '/^$/d' "$models"
 
 # (pip names every configured file:// index that lacks a project: noise, filtered out)
 quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
-quiet "$py" -m pip wheel -q --wheel-dir "$out" -c constraints.txt --find-links .cache/wheels -r "$reqs"
+wheel=("$py" -m pip wheel --wheel-dir "$out" -c constraints.txt --find-links .cache/wheels -r "$reqs")
+if ! quiet "${wheel[@]}" -q; then
+  echo "pip wheel failed; again with pip's explanation:" >&2
+  quiet "${wheel[@]}" 2>&1 | grep -v -E '^(Collecting|Processing|Saved|  Using|File was already|Looking in)' | tail -40 >&2
+  exit 1
+fi
 quiet "$py" -m pip wheel -q --no-deps --wheel-dir "$out" -r "$models"
 echo "$digest" >"$stamp"
 echo "wheelhouse $out: $(find "$out" -name '*.whl' | wc -l) wheels, $(du -sh "$out" | cut -f1)"
