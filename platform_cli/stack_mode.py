@@ -7,7 +7,8 @@ start local processes in a temp TUNESTACK_HOME, never get redirected into contai
 explicit TUNESTACK_MODE / --mode wins; then running local processes; then a running
 compose project; else local.
 
-Job commands (`llm train|export|deploy`, `embed synth|tune|eval`, `ingest`, `reindex`)
+Job commands (`llm train|eval|chat|export|deploy`, `embed synth|tune|eval`, `ingest`,
+`reindex`)
 run in the compose job containers when the stack is docker: the container's entrypoint
 is this same CLI in local mode, so flags and output are identical.
 """
@@ -28,6 +29,8 @@ Mode = Literal["local", "docker"]
 # command path -> compose job service
 JOB_SERVICES: dict[tuple[str, ...], str] = {
     ("llm", "train"): "trainer",
+    ("llm", "eval"): "trainer",
+    ("llm", "chat"): "trainer",
     ("llm", "export"): "converter",
     ("llm", "deploy"): "converter",
     ("embed", "synth"): "embed-tuner",

@@ -142,6 +142,7 @@ def test_active_mode_follows_the_running_stack(
 def test_job_commands_map_to_job_services() -> None:
     js = stack_mode.job_service
     assert js(["llm", "train", "--config", "x.yaml"]) == "trainer"
+    assert js(["llm", "chat", "run1"]) == js(["llm", "eval", "run1"]) == "trainer"
     assert js(["llm", "export", "run1"]) == "converter"
     assert js(["llm", "deploy", "run1", "--to", "ollama"]) == "converter"
     assert js(["embed", "eval", "--dataset", "d.json"]) == "embed-tuner"
