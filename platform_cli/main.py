@@ -12,6 +12,7 @@ import httpx
 import typer
 from rich.table import Table
 
+from platform_cli.cmd_embed import embed_app
 from platform_cli.cmd_llm import llm_app
 from platform_cli.local_stack import ORDER, LocalStack
 from platform_cli.output import console, err_console, fail, progress_bar
@@ -31,6 +32,7 @@ collections_app = typer.Typer(help="Collections in the vector store.", no_args_i
 app.add_typer(models_app, name="models")
 app.add_typer(collections_app, name="collections")
 app.add_typer(llm_app, name="llm")
+app.add_typer(embed_app, name="embed")
 
 
 def settings() -> StackSettings:
@@ -313,10 +315,23 @@ def ask(
     embedder: Annotated[str | None, typer.Option()] = None,
     mode: Annotated[str, typer.Option(help="dense | bm25 | hybrid")] = "dense",
     top_k: Annotated[int, typer.Option()] = 4,
+    compare: Annotated[
+        str | None,
+        typer.Option(help="Embedders to rank side by side instead of answering, e.g. A,B."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Ask a question; prints the answer with its cited sources."""
     s = settings()
+    if compare:
+        from platform_cli.compare import compare_rankings
+
+        _run(
+            lambda: compare_rankings(
+                s, question, collection, compare.split(","), mode, top_k, as_json, api_post
+            )
+        )
+        return
     body: dict[str, Any] = {
         "model": f"rag/{collection}",
         "messages": [{"role": "user", "content": question}],

@@ -1,0 +1,24 @@
+"""Embedding tuner settings (env prefix TUNESTACK_EMBED_)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import CommonSettings
+
+
+class EmbedSettings(CommonSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TUNESTACK_EMBED_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    chunk_size: int = 256
+    chunk_overlap: int = 32
+    per_chunk: int = 0  # offline: 0 = every pseudo-query candidate; LLM default is 3
+    llm_per_chunk: int = 3
+    val_fraction: float = 0.1
+    epochs: float = 1.0
+    batch_size: int = 32
+    lr: float = 2e-5
+    max_seq_length: int = 256
+    top_k: int = 10

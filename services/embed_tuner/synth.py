@@ -1,0 +1,183 @@
+"""Training queries for an embedder, synthesized from the user's own passages.
+
+Two ways, both writing LlamaIndex's EmbeddingQAFinetuneDataset JSON:
+
+- with an LLM (any OpenAI-compatible endpoint): LlamaIndex's quiz-style prompt, N
+  questions per chunk, parsed robustly, cached per chunk in `<out>.partial.jsonl` so an
+  interrupted run resumes where it stopped;
+- without one (the offline default): pseudo-queries made from the passage's own
+  sentences, see `pseudo_queries` for the method and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.common.errors import BadInput, ServiceUnavailable
+from services.embed_tuner.datasets import QADataset, split_queries
+
+Progress = Callable[[int, int], None]
+
+# LlamaIndex's DEFAULT_QA_GENERATE_PROMPT_TMPL (llama_index.finetuning), the prompt its
+# embedding fine-tuning tutorial uses; kept verbatim so results compare with that path.
+QUIZ_PROMPT = """\
+Context information is below.
+
+---------------------
+{context_str}
+---------------------
+
+Given the context information and not prior knowledge.
+generate only questions based on the below query.
+
+You are a Teacher/ Professor. Your task is to setup \
+{num_questions_per_chunk} questions for an upcoming \
+quiz/examination. The questions should be diverse in nature \
+across the document. Restrict the questions to the \
+context information provided."""
+
+_NUMBERING = re.compile(
+    r"^\s*(?:(?:q(?:uestion)?\s*)?\d+\s*[.):：、-]|q(?:uestion)?\s*[:：]|[-*•·]|\(\d+\))\s*",
+    re.IGNORECASE,
+)
+_NORM = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def _norm(text: str) -> str:
+    return _NORM.sub(" ", text.lower()).strip()
+
+
+def parse_questions(raw: str, passage: str, limit: int) -> list[str]:
+    """Questions from an LLM reply: numbering, bullets, blank lines and duplicates removed;
+    lines that are not questions, and questions copied verbatim from the passage, dropped."""
+    out: list[str] = []
+    seen: set[str] = set()
+    norm_passage = _norm(passage)
+    for line in raw.splitlines():
+        q = _NUMBERING.sub("", line.strip()).strip().strip("\"'“”*").strip()
+        if not q or not (q.endswith(("?", "？")) or (len(q.split()) >= 4 and q[-1:].isalnum())):
+            continue
+        if len(q) < 8 or q.lower().startswith(("here are", "sure", "questions")):
+            continue
+        n = _norm(q)
+        if not n or n in seen or (len(n) > 20 and n in norm_passage):
+            continue
+        seen.add(n)
+        out.append(q)
+        if len(out) >= limit:
+            break
+    return out
+
+
+@dataclass
+class LlmConfig:
+    base_url: str
+    model: str
+    api_key: str = "sk-no-key-required"
+    temperature: float = 0.7
+    max_tokens: int = 256
+    timeout_s: float = 120.0
+
+
+def llm_questions(
+    corpus: dict[str, str],
+    cfg: LlmConfig,
+    per_chunk: int,
+    cache: Path,
+    progress: Progress | None = None,
+) -> dict[str, list[str]]:
+    """chunk id -> questions, resuming from `cache` (JSONL, one line per finished chunk)."""
+    import httpx
+
+    key = hashlib.sha256(json.dumps([cfg.model, per_chunk, QUIZ_PROMPT]).encode()).hexdigest()
+    done: dict[str, list[str]] = {}
+    if cache.exists():
+        for line in cache.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut off by a kill: that chunk is simply redone
+            if row.get("key") == key and row.get("id") in corpus:
+                done[row["id"]] = list(row.get("questions", []))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    url = cfg.base_url.rstrip("/") + "/chat/completions"
+    headers = {"Authorization": f"Bearer {cfg.api_key}"}
+    todo = [cid for cid in corpus if cid not in done]
+    with httpx.Client(timeout=cfg.timeout_s) as client, cache.open("a", encoding="utf-8") as f:
+        for i, cid in enumerate(todo):
+            prompt = QUIZ_PROMPT.format(context_str=corpus[cid], num_questions_per_chunk=per_chunk)
+            body: dict[str, Any] = {
+                "model": cfg.model,
+                "messages": [{"role": "user", "content": prompt}],
+                "temperature": cfg.temperature,
+                "max_tokens": cfg.max_tokens,
+            }
+            try:
+                r = client.post(url, json=body, headers=headers)
+                r.raise_for_status()
+                text = r.json()["choices"][0]["message"]["content"] or ""
+            except httpx.HTTPError as e:
+                raise ServiceUnavailable(
+                    "llm",
+                    f"Question generation failed at {cfg.base_url}: {e}",
+                    hint="Check the server (tunestack status); rerun to resume where it stopped.",
+                ) from e
+            qs = parse_questions(text, corpus[cid], per_chunk)
+            done[cid] = qs
+            f.write(json.dumps({"key": key, "id": cid, "questions": qs}, ensure_ascii=False) + "\n")
+            f.flush()
+            if progress:
+                progress(len(corpus) - len(todo) + i + 1, len(corpus))
+    return done
+
+
+def to_dataset(corpus: dict[str, str], questions: dict[str, list[str]]) -> QADataset:
+    queries: dict[str, str] = {}
+    rel: dict[str, list[str]] = {}
+    for cid, qs in questions.items():
+        for j, q in enumerate(qs):
+            qid = f"{cid}-q{j}"
+            queries[qid] = q
+            rel[qid] = [cid]
+    if not queries:
+        raise BadInput(
+            "No training queries could be made from this corpus.",
+            hint="Give longer passages (several sentences each).",
+        )
+    return QADataset(queries, corpus, rel)
+
+
+def synthesize(
+    corpus: dict[str, str],
+    *,
+    per_chunk: int,
+    val_fraction: float,
+    llm: LlmConfig | None = None,
+    cache: Path | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> tuple[QADataset, QADataset]:
+    if llm is not None:
+        if cache is None:
+            raise ValueError("an LLM run needs a cache path")
+        questions = llm_questions(corpus, llm, per_chunk, cache, progress)
+    else:
+        from services.embed_tuner.pseudo_queries import pseudo_queries
+
+        questions = pseudo_queries(corpus, per_chunk, seed=seed)
+    ds = to_dataset(corpus, questions)
+    train, val = split_queries(ds, val_fraction, seed)
+    return train, val
+
+
+def shuffle_pairs(ds: QADataset, seed: int) -> list[tuple[str, str]]:
+    pairs = ds.pairs()
+    random.Random(seed).shuffle(pairs)
+    return pairs
