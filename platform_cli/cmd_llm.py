@@ -128,6 +128,7 @@ def eval_(
                 template=template,
                 system=system,
                 progress=lambda d, n: prog.update(task, completed=d, total=n),
+                threads=s.threads,
             )
     except TunestackError as e:
         fail(e)
@@ -165,7 +166,9 @@ def chat(
     s = _settings()
     try:
         with err_console.status(f"Loading {run}..."):
-            llm = load_llm(run, Registry(s.home_dir), template=template, system=system)
+            llm = load_llm(
+                run, Registry(s.home_dir), template=template, system=system, threads=s.threads
+            )
     except TunestackError as e:
         fail(e)
     session = ChatSession(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,7 +295,9 @@ def _read_records(path: Path) -> list[tuple[str, Any]]:
 
 
 def _hub_records(attr: DatasetAttr) -> list[tuple[str, Any]]:
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
         raise BadInput(
             f"Dataset '{attr.name}' comes from the hub ({attr.hf_hub_url}) but HF_HUB_OFFLINE=1.",
             hint="Download it once and set file_name to the local file.",

@@ -55,12 +55,13 @@ def evaluate(
     system: str | None = None,
     progress: Progress | None = None,
     llm: LoadedLLM | None = None,
+    threads: int | None = None,
 ) -> EvalResult:
     if not datasets:
         raise BadInput("No dataset to evaluate on.", hint="Pass --dataset NAME.")
     if batch_size < 1 or max_new_tokens < 1:
         raise BadInput("batch size and max new tokens must be positive.")
-    llm = llm or load_llm(name, registry, template=template, system=system)
+    llm = llm or load_llm(name, registry, template=template, system=system, threads=threads)
     ddir = (dataset_dir or default_dataset_dir(llm.meta, fallback_dataset_dir)).resolve()
     loaded = ds.load_datasets(datasets, ddir, stage="sft", max_samples=max_samples, seed=42)
     convs = [c for d in loaded for c in d.conversations]

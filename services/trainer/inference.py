@@ -34,7 +34,12 @@ class LoadedLLM:
 
 
 def load_llm(
-    name: str, registry: Registry, *, template: str | None = None, system: str | None = None
+    name: str,
+    registry: Registry,
+    *,
+    template: str | None = None,
+    system: str | None = None,
+    threads: int | None = None,
 ) -> LoadedLLM:
     """A base model by registry name/path, or a trained run with its adapter merged in.
 
@@ -47,6 +52,8 @@ def load_llm(
     from services.common.torch_setup import configure_torch
 
     configure_torch()
+    if threads:
+        torch.set_num_threads(threads)
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers v6 renames
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -91,18 +91,18 @@ def hf_from_gguf(gguf: Path, dest: Path) -> Path:
     atomic.sweep_stale(dest.parent)
     try:
         with atomic.staged_dir(dest) as tmp:
-            # transformers draws a bare tqdm bar per tensor here; keep the console clean.
+            # transformers draws bare tqdm bars per tensor here; keep the console clean.
             with contextlib.redirect_stderr(io.StringIO()):
                 tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
                 model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            # The weights are now plain float tensors; drop the "quantized with gguf" marks
-            # so save_pretrained writes them as an ordinary model.
-            model.hf_quantizer = None  # type: ignore[assignment]
-            model.is_quantized = False  # type: ignore[assignment]
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
+                # The weights are now plain float tensors; drop the "quantized with gguf"
+                # marks so save_pretrained writes them as an ordinary model.
+                model.hf_quantizer = None  # type: ignore[assignment]
+                model.is_quantized = False  # type: ignore[assignment]
+                if hasattr(model.config, "quantization_config"):
+                    del model.config.quantization_config
+                model.save_pretrained(tmp)
+                tok.save_pretrained(tmp)
             del model
             gc.collect()
     except FileExistsError:

@@ -422,8 +422,15 @@ def run_training(
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(HFProgress)
 
-    if cfg.logging_dir:  # transformers 5 reads the TensorBoard folder from the environment
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(cfg.logging_dir).expanduser())
+    if "tensorboard" in cfg.report_to:
+        # transformers 5 takes the TensorBoard folder only from the environment; hand the
+        # callback its writer instead (default folder: output_dir/runs, as before).
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        trainer.remove_callback(TensorBoardCallback)
+        logdir = Path(cfg.logging_dir).expanduser() if cfg.logging_dir else output_dir / "runs"
+        trainer.add_callback(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(logdir))))
     t0 = time.monotonic()
     result = trainer.train(resume_from_checkpoint=resume)
     wall = time.monotonic() - t0

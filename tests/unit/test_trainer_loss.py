@@ -59,3 +59,45 @@ def test_label_only_applies_to_peft_wrapped_llama_only() -> None:
     assert supports_label_only_logits(model)
     gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2))
     assert not supports_label_only_logits(gpt2)
+
+
+def test_finetuning_types_select_the_right_parameters() -> None:
+    from services.trainer.config import TrainConfig
+    from services.trainer.model_loading import apply_finetuning, linear_module_names
+
+    def cfg(**kw: object) -> TrainConfig:
+        return TrainConfig(model_name_or_path="m", dataset=["d"], **kw)  # type: ignore[arg-type]
+
+    model = tiny_llama()
+    assert linear_module_names(model) == [
+        "down_proj",
+        "gate_proj",
+        "k_proj",
+        "o_proj",
+        "q_proj",
+        "up_proj",
+        "v_proj",
+    ]
+    lora = apply_finetuning(tiny_llama(), cfg(lora_target="q_proj,v_proj", lora_rank=2))
+    trained = {n for n, p in lora.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n and ("q_proj" in n or "v_proj" in n) for n in trained)
+
+    frozen = apply_finetuning(
+        tiny_llama(), cfg(finetuning_type="freeze", freeze_trainable_layers=1)
+    )
+    trained = {n for n, p in frozen.named_parameters() if p.requires_grad}
+    assert trained and all(n.startswith("model.layers.1.") for n in trained)
+    mlp_only = apply_finetuning(
+        tiny_llama(),
+        cfg(finetuning_type="freeze", freeze_trainable_layers=-1, freeze_trainable_modules="mlp"),
+    )
+    trained = {n for n, p in mlp_only.named_parameters() if p.requires_grad}
+    assert trained and all(n.startswith("model.layers.0.mlp.") for n in trained)
+
+    full = apply_finetuning(tiny_llama(), cfg(finetuning_type="full"))
+    assert all(p.requires_grad for p in full.parameters())
+
+    from services.common.errors import BadInput
+
+    with pytest.raises(BadInput, match="matches no linear layer"):
+        apply_finetuning(tiny_llama(), cfg(lora_target="c_attn"))
