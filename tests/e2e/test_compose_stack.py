@@ -149,8 +149,28 @@ def test_a_cli_job_runs_in_a_job_container(stack: DockerStack) -> None:
     assert not oneoff, "run --rm left a job container behind"
     names = {c["name"] for c in api(stack.s, "GET", "/v1/collections")["collections"]}
     assert {"e2e", "e2ejob"} <= names
-    if cli("embed", "eval", "--help").returncode == 0:
-        print("  `embed eval` exists: it runs through the same job plumbing")
+
+
+def test_embed_eval_runs_in_the_embed_tuner_container(stack: DockerStack, tmp_path: Path) -> None:
+    if cli("embed", "eval", "--help").returncode != 0:
+        pytest.skip("`tunestack embed eval` is not in this version (the ingest job covers jobs)")
+    # the sample questions against their source files, as an EmbeddingQAFinetuneDataset
+    files = {p.name: p for p in CORPUS.iterdir() if p.is_file()}
+    qs = [q for q in QUESTIONS if q["source"] in files]
+    dataset = tmp_path / "sample_qa.json"
+    dataset.write_text(
+        json.dumps(
+            {
+                "queries": {f"q{i}": q["question"] for i, q in enumerate(qs)},
+                "corpus": {n: p.read_text(errors="replace") for n, p in files.items()},
+                "relevant_docs": {f"q{i}": [q["source"]] for i, q in enumerate(qs)},
+            }
+        )
+    )
+    dataset.chmod(0o644)
+    r = cli("embed", "eval", "--dataset", str(dataset), "--model", "all-minilm-l6-v2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "mrr@10" in r.stdout and "all-minilm-l6-v2" in r.stdout
 
 
 def test_logs_command(stack: DockerStack) -> None:

@@ -238,3 +238,26 @@ def test_stack_settings_chroma_override(tmp_path: Path, monkeypatch: pytest.Monk
     assert settings(tmp_path).chroma_url == "http://127.0.0.1:8001"
     monkeypatch.setenv("TUNESTACK_CHROMA_URL", "http://chroma:8000")
     assert StackSettings().chroma_url == "http://chroma:8000"
+
+
+def test_up_names_a_taken_port(tmp_path: Path) -> None:
+    import socket
+
+    class NoContainers:
+        class containers:  # mimics the docker SDK client.containers
+            @staticmethod
+            def list(**_: Any) -> list[Any]:
+                return []
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        s = settings(tmp_path, api_port=port)
+        stack = DockerStack(
+            s, ComposeCommand(("docker-compose",), (1, 29), "v1"), client=NoContainers()
+        )
+        with pytest.raises(TunestackError) as e:
+            stack.check_ports(["chroma", "rag-api"])
+    assert f"Port {port} for rag-api" in e.value.message
+    assert "TUNESTACK_API_PORT" in str(e.value.hint)
