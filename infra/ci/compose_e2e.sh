@@ -33,7 +33,6 @@ export HF_HUB_OFFLINE=1
 # Offline image builds: local base image, wheels from this machine, its CA bundle.
 export BASE_IMAGE=${BASE_IMAGE:-tunestack/base:bookworm}
 export WHEELHOUSE=.cache/wheelhouse
-export PIP_NO_INDEX=1
 export EXTRA_CA_CERTS=.cache/certs
 
 started_dockerd=0
@@ -103,6 +102,8 @@ mkdir -p .cache/certs
 cp /etc/ssl/certs/ca-certificates.crt .cache/certs/host-ca-bundle.crt
 
 phase "install.sh --llm llamacpp (build images, up)"
+# only the image builds are offline (this machine's own pip calls above use its indexes)
+export PIP_NO_INDEX=1
 [ -f .env ] || created_env=1
 infra/desktop/install.sh --llm llamacpp --no-gpu
 
