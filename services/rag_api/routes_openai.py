@@ -8,6 +8,7 @@ the configured LLM server, so this API can stand in for it in any OpenAI client.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 import uuid
@@ -72,6 +73,8 @@ async def chat_completions(request: Request, body: ChatRequest) -> Any:
     )
     hits = result.hits
     target = st.llm.target
+    if body.llm:
+        target = dataclasses.replace(target, model=body.llm)
     chat_model = target.chat_model(
         temperature=st.settings.temperature if body.temperature is None else body.temperature,
         max_tokens=body.max_tokens or st.settings.max_tokens,
@@ -211,7 +214,9 @@ def _last_user_text(body: ChatRequest) -> str:
 async def _passthrough(st: AppState, body: ChatRequest) -> Any:
     target = st.llm.target
     url = f"{target.base_url.rstrip('/')}/chat/completions"
-    payload = body.model_dump(exclude_none=True, exclude={"top_k", "retrieval_mode", "embedder"})
+    payload = body.model_dump(
+        exclude_none=True, exclude={"top_k", "retrieval_mode", "embedder", "llm"}
+    )
     headers = {"Authorization": f"Bearer {target.api_key}"}
     client = httpx.AsyncClient(timeout=httpx.Timeout(target.timeout_s, connect=5.0))
     try:

@@ -34,6 +34,11 @@ class ChatRequest(BaseModel):
     top_k: int | None = Field(default=None, ge=1, le=50)
     retrieval_mode: Literal["dense", "bm25", "hybrid"] = "dense"
     embedder: str | None = None
+    llm: str | None = Field(
+        default=None,
+        description="rag/* only: a model the LLM server serves, to answer with instead of "
+        "the deployed one (GET /v1/models lists them).",
+    )
 
 
 class EmbeddingsRequest(BaseModel):
