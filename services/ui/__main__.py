@@ -27,6 +27,8 @@ def main() -> None:
         "false",
         "--server.fileWatcherType",
         "none",
+        "--client.toolbarMode",
+        "viewer",  # no Streamlit "Deploy" button: it would not deploy anything of ours
     ]
     sys.exit(stcli.main())
 

@@ -1,0 +1,169 @@
+"""Chat: ask a collection, read the answer as it streams, open its citations.
+
+The conversation lives in st.session_state, so it survives reruns and page switches
+for as long as the browser tab is open, and is gone on reload (nothing is stored
+server-side: the documents may be private).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import streamlit as st
+
+from services.ui.api_client import ApiClient, ApiError
+from services.ui.components import (
+    collections,
+    forget_readiness,
+    get_client,
+    linked_index,
+    readiness,
+    show_error,
+)
+from services.ui.logic import llm_choices
+
+HISTORY = "chat_history"
+
+
+def render_sources(sources: list[dict[str, Any]]) -> None:
+    """Citations as expandable cards: [n] file · chunk · score, the chunk text inside."""
+    for s in sources:
+        page = f", page {s['page']}" if s.get("page") else ""
+        label = (
+            f"[{s['index']}] {s.get('file_name', '')}{page} · chunk {s.get('chunk_index')} "
+            f"· score {float(s.get('score', 0)):.3f}"
+        )
+        with st.expander(label):
+            st.caption(str(s.get("source", "")))
+            st.markdown(str(s.get("text", "")))
+
+
+def copy_button(text: str, key: str) -> None:
+    """st.code carries Streamlit's copy-to-clipboard icon; a popover keeps it compact."""
+    with st.popover("Copy answer", icon=":material/content_copy:", key=key):
+        st.code(text, language=None, wrap_lines=True)
+
+
+def llm_options(client: ApiClient, llm_up: bool) -> tuple[list[str], str]:
+    """Models the LLM server serves (the deployed one first) and the deployed name."""
+    try:
+        serving = client.get("/v1/registry/models", params={"kind": "llm"})["serving"]
+        models = client.get("/v1/models")["data"] if llm_up else []
+    except ApiError:
+        return [], ""
+    deployed = str(serving.get("llm_model", ""))
+    return llm_choices(models, deployed), deployed
+
+
+def sidebar(client: ApiClient, cols: list[dict[str, Any]], llm_up: bool) -> dict[str, Any]:
+    with st.sidebar:
+        st.subheader("Ask")
+        names = [c["name"] for c in cols]
+        collection = st.selectbox("Collection", names, index=linked_index(names), key="collection")
+        builds = next(c["builds"] for c in cols if c["name"] == collection)
+        embedder = st.selectbox(
+            "Embedder",
+            [b["embedder"] for b in builds],
+            key="embedder",
+            help="A collection is searchable with the embedders it was built for "
+            "(Documents → Reindex adds one).",
+        )
+        options, deployed = llm_options(client, llm_up)
+        llm = st.selectbox(
+            "LLM",
+            options or ["(LLM server down)"],
+            key="llm",
+            disabled=not options,
+            help="Models the LLM server serves; the first is the deployed one.",
+        )
+        mode = st.selectbox("Retrieval", ["dense", "hybrid", "bm25"], key="mode")
+        top_k = st.slider("Passages", 1, 10, 4, key="top_k")
+        max_tokens = st.number_input(
+            "Max answer tokens",
+            min_value=8,
+            max_value=4096,
+            value=None,
+            step=32,
+            placeholder="server default",
+            key="max_tokens",
+            help="Shorter answers come faster from a small CPU model.",
+        )
+        if st.button("Clear conversation", key="clear", icon=":material/delete_sweep:"):
+            st.session_state[HISTORY] = []
+    return {
+        "collection": collection,
+        "embedder": embedder,
+        "llm": llm if options and llm != deployed else None,
+        "retrieval_mode": mode,
+        "top_k": top_k,
+        "max_tokens": int(max_tokens) if max_tokens else None,
+    }
+
+
+def answer(client: ApiClient, history: list[dict[str, Any]], opts: dict[str, Any]) -> None:
+    """Stream one answer into the page; on failure show why and drop the question."""
+    sources: list[dict[str, Any]] = []
+
+    def tokens() -> Iterator[str]:
+        msgs = [{"role": t["role"], "content": t["content"]} for t in history]
+        collection = opts["collection"]
+        extra = {k: v for k, v in opts.items() if k != "collection"}
+        for chunk in client.stream_chat(collection, msgs, **extra):
+            if chunk.get("sources"):
+                sources.extend(chunk["sources"])
+            for choice in chunk.get("choices", []):
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    yield text
+
+    with st.chat_message("assistant"):
+        try:
+            streamed = st.write_stream(tokens())
+        except ApiError as e:
+            show_error(e, "No answer")
+            if e.service:
+                forget_readiness()
+            history.pop()
+            return
+        text = streamed if isinstance(streamed, str) else "".join(map(str, streamed))
+        render_sources(sources)
+        copy_button(text, key=f"copy-{len(history)}")
+    history.append({"role": "assistant", "content": text, "sources": sources})
+
+
+def render() -> None:
+    client = get_client()
+    ready = readiness(client)
+    st.title("Chat with your documents")
+    if not ready["chroma"]:
+        return  # the banner above says what is down and how to start it
+    cols = collections(client)
+    if cols is None:
+        return
+    if not cols:
+        st.info("No collections yet: upload documents on the Documents page.")
+        st.page_link("pages/documents.py", label="Go to Documents", icon=":material/upload:")
+        return
+    opts = sidebar(client, cols, ready["llm"])
+    history: list[dict[str, Any]] = st.session_state.setdefault(HISTORY, [])
+    for i, turn in enumerate(history):
+        with st.chat_message(turn["role"]):
+            st.markdown(turn["content"])
+            if turn["role"] == "assistant":
+                render_sources(turn.get("sources", []))
+                copy_button(turn["content"], key=f"copy-{i}")
+    question = st.chat_input(
+        f"Ask about '{opts['collection']}'" if ready["llm"] else "The LLM server is down",
+        disabled=not ready["llm"],
+    )
+    if not question:
+        return
+    history.append({"role": "user", "content": question})
+    with st.chat_message("user"):
+        st.markdown(question)
+    answer(client, history, opts)
+
+
+if __name__ == "__main__":
+    render()

@@ -1,0 +1,196 @@
+"""Models: the registry as the API reports it — LLM runs and embedders, with their
+metrics, loss curves, exports and which one serves.
+
+Only what a model's meta.json records is shown: exports and the parity table appear once
+the converter writes them; a deploy button appears only when the API says it can deploy
+(otherwise the CLI command is shown), so there is never a button that cannot work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from services.ui.api_client import ApiClient, ApiError
+from services.ui.components import api_image, collections, get_client, show_error, start_job
+from services.ui.logic import flat_metrics, human_size
+
+
+def _pngs(model: dict[str, Any]) -> list[dict[str, Any]]:
+    return [f for f in model.get("files", []) if f["name"].endswith(".png")]
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
+
+
+def metrics_table(metrics: dict[str, Any]) -> None:
+    flat = flat_metrics(metrics)
+    if not flat:
+        st.caption("No metrics recorded.")
+        return
+    _table([{"metric": k, "value": str(v)} for k, v in flat.items()])
+
+
+def llm_tab(client: ApiClient, llms: list[dict[str, Any]], serving: dict[str, Any]) -> None:
+    if not llms:
+        st.caption("No LLM is registered.")
+        return
+    summary = []
+    for m in llms:
+        train = m["metrics"].get("train", {}) if isinstance(m["metrics"], dict) else {}
+        ev = m["metrics"].get("eval", {}) if isinstance(m["metrics"], dict) else {}
+        summary.append(
+            {
+                "run": m["name"],
+                "serving": "yes" if m["deployed"] else "",
+                "base": m.get("base_model") or "(base model)",
+                "created": m.get("created"),
+                "train loss": train.get("train_loss"),
+                "eval loss": ev.get("eval_loss"),
+                "exports": len(m["exports"]),
+            }
+        )
+    _table(summary)
+    name = st.selectbox("Run", [m["name"] for m in llms], key="models_llm")
+    m = next(x for x in llms if x["name"] == name)
+    left, right = st.columns([3, 2])
+    with left:
+        pngs = _pngs(m)
+        for f in pngs:
+            api_image(client, f)
+        if not pngs:
+            st.caption("No loss curve (base models have none; a run's appears after training).")
+    with right:
+        st.markdown(f"**{m['name']}**" + (" · serving now" if m["deployed"] else ""))
+        st.caption(f"base: {m.get('base_model') or '—'} · source: {m.get('source') or '—'}")
+        metrics_table(m["metrics"])
+    if m["exports"]:
+        st.markdown("**Exports**")
+        _table(
+            [
+                {
+                    **{k: v for k, v in row.items() if k not in ("size", "parity")},
+                    "size": human_size(row.get("size") or row.get("bytes")),
+                }
+                for row in m["exports"]
+            ]
+        )
+    if m["parity"]:
+        st.markdown("**Parity (HF vs GGUF)**")
+        _table(m["parity"])
+    if m["exports"] and not m["deployed"]:
+        if serving.get("deploy_available"):
+            if st.button(f"Deploy {m['name']}", key=f"deploy-{m['name']}", type="primary"):
+                try:
+                    client.post(f"/v1/registry/models/llm/{m['name']}/deploy", timeout=600)
+                    st.success(f"{m['name']} is deployed.")
+                except ApiError as e:
+                    show_error(e, "Deploy failed")
+        else:
+            st.caption(serving.get("deploy_hint", ""))
+
+
+def embedder_tab(
+    client: ApiClient, embs: list[dict[str, Any]], latest: dict[str, dict[str, float]]
+) -> None:
+    if not embs:
+        st.caption("No embedder is registered.")
+        return
+    summary = []
+    for m in embs:
+        val = m["metrics"].get("validation", {}) if isinstance(m["metrics"], dict) else {}
+        mrr = next((v for k, v in val.items() if k.endswith("mrr@10")), None)
+        summary.append(
+            {
+                "embedder": m["name"],
+                "default": "yes" if m["deployed"] else "",
+                "base": m.get("base_model") or "(base model)",
+                "fingerprint": m.get("fingerprint"),
+                "validation MRR@10": mrr,
+                "last report MRR@10": latest.get(m["name"], {}).get("mrr@10"),
+                "collections": ", ".join(m["collections"]),
+            }
+        )
+    _table(summary)
+    name = st.selectbox("Embedder", [m["name"] for m in embs], key="models_emb")
+    m = next(x for x in embs if x["name"] == name)
+    left, right = st.columns([3, 2])
+    with left:
+        for f in _pngs(m):
+            api_image(client, f)
+        if not _pngs(m):
+            st.caption("No training curve (base models have none).")
+    with right:
+        metrics_table(m["metrics"])
+        if m.get("parameters"):
+            with st.expander("Training parameters"):
+                st.json(m["parameters"], expanded=False)
+    reindex_action(client, m)
+
+
+def reindex_action(client: ApiClient, model: dict[str, Any]) -> None:
+    cols = collections(client)
+    if cols is None:
+        return
+    todo = [c["name"] for c in cols if c["name"] not in model["collections"]]
+    if not todo:
+        st.caption(
+            "Every collection is built for this embedder."
+            if cols
+            else "No collections yet: upload documents on the Documents page."
+        )
+        return
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    target = c1.selectbox(f"Build a collection for {model['name']}", todo, key="models_reidx_c")
+    if c2.button("Reindex", key="models_reindex", icon=":material/build:"):
+        start_job(
+            client,
+            "reindex",
+            {"collection": target, "embedder": model["name"]},
+            f"Building '{target}' for {model['name']}",
+        )
+
+
+def latest_report_metrics(client: ApiClient) -> dict[str, dict[str, float]]:
+    """Each embedder's metrics in the newest report that evaluated it."""
+    try:
+        reports = client.get("/v1/reports", params={"limit": 50})["reports"]
+    except ApiError:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for r in reports:  # newest first
+        for name, vals in r["models"].items():
+            out.setdefault(name, vals)
+    return out
+
+
+def render() -> None:
+    client = get_client()
+    st.title("Models")
+    try:
+        body = client.get("/v1/registry/models")
+    except ApiError as e:
+        show_error(e, "The model registry is unavailable")
+        return
+    serving = body["serving"]
+    st.caption(
+        f"Serving LLM **{serving['llm_model']}** at {serving['llm_base_url']} · "
+        f"default embedder **{serving['default_embedder']}**"
+    )
+    for w in body.get("warnings", []):
+        st.warning(w)
+    models = body["models"]
+    llm, emb = st.tabs(["LLM runs", "Embedders"])
+    with llm:
+        llm_tab(client, [m for m in models if m["kind"] == "llm"], serving)
+    with emb:
+        embedder_tab(
+            client, [m for m in models if m["kind"] == "embedder"], latest_report_metrics(client)
+        )
+
+
+if __name__ == "__main__":
+    render()
