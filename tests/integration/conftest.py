@@ -98,3 +98,7 @@ def start_api(stack: Stack, port: int, **env: str) -> subprocess.Popen[bytes]:
     raise RuntimeError(
         f"API on {port} did not start: {(stack.home / f'api-{port}.log').read_text()}"
     )
+
+
+# UI test data and processes, shared by the UI, browser and admin-API test modules.
+from tests.integration.ui_fixtures import degraded_api, ui_data, ui_server  # noqa: E402, F401

@@ -1,0 +1,313 @@
+"""Each UI page's logic under Streamlit's AppTest, against the real API of the session
+stack (real Chroma, llama.cpp server, uvicorn). The browser test (test_ui_browser.py)
+covers what AppTest cannot drive: file uploads and the rendered page."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT, SAMPLES, free_port
+from tests.integration.conftest import Stack
+from tests.integration.ui_fixtures import DegradedApi, UiData, ingest
+
+APP = str(ROOT / "services" / "ui" / "app.py")
+
+
+@pytest.fixture
+def ui_env(stack: Stack) -> Iterator[dict[str, str]]:
+    """Point the UI at the stack; restore the environment afterwards."""
+    names = ("TUNESTACK_UI_API_URL", "TUNESTACK_API_KEY")
+    old = {n: os.environ.get(n) for n in names}
+    os.environ["TUNESTACK_UI_API_URL"] = stack.api
+    os.environ.pop("TUNESTACK_API_KEY", None)
+    yield os.environ  # type: ignore[misc]
+    for n, v in old.items():
+        if v is None:
+            os.environ.pop(n, None)
+        else:
+            os.environ[n] = v
+
+
+def page(name: str | None = None, timeout: float = 120) -> AppTest:
+    """The app, run once, switched to a page (the default page is Chat).
+
+    AppTest's switch_page runs the page script on its own (not through app.py's
+    st.navigation), so the banner is checked on the default page.
+    """
+    at = AppTest.from_file(APP, default_timeout=timeout).run()
+    if name:
+        at.switch_page(f"pages/{name}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown) + "\n".join(c.value for c in at.caption)
+
+
+# ---- Chat ---------------------------------------------------------------------------
+
+
+def test_chat_streams_answer_with_citation_cards_and_keeps_history(
+    ui_env: None, ui_data: UiData
+) -> None:
+    at = page()
+    sb = at.sidebar
+    sb.selectbox(key="collection").set_value(ui_data.collection).run()
+    assert set(sb.selectbox(key="embedder").options) == {"all-minilm-l6-v2", ui_data.tuned}
+    assert sb.selectbox(key="llm").options[0] == "smollm2-135m-instruct"
+    sb.number_input(key="max_tokens").set_value(48).run()
+    at.chat_input[0].set_value("How long is the warranty?").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    msgs = at.chat_message
+    assert [m.name for m in msgs] == ["user", "assistant"]
+    answer = msgs[1].markdown[0].value
+    assert answer.strip()
+    cards = [e for e in at.expander if e.label.startswith("[")]
+    assert cards and cards[0].label.startswith("[1] ")
+    assert "score 0." in cards[0].label and ".md" in cards[0].label
+    assert cards[0].markdown[0].value.strip()  # the chunk text inside the card
+    assert any(c.value == answer for c in at.code)  # the copy-able answer
+
+    at.run()  # any rerun (another widget, a page switch) keeps the conversation
+    assert [m.name for m in at.chat_message] == ["user", "assistant"]
+    at.sidebar.button(key="clear").click().run()
+    assert not at.chat_message
+
+
+def test_chat_with_tuned_embedder_and_bm25(ui_env: None, ui_data: UiData) -> None:
+    at = page()
+    at.sidebar.selectbox(key="collection").set_value(ui_data.collection).run()
+    at.sidebar.selectbox(key="embedder").set_value(ui_data.tuned).run()
+    at.sidebar.selectbox(key="mode").set_value("hybrid").run()
+    at.sidebar.slider(key="top_k").set_value(2)
+    at.sidebar.number_input(key="max_tokens").set_value(8).run()
+    at.chat_input[0].set_value("What does the LO-200 cost?").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [e for e in at.expander if e.label.startswith("[1]")]
+
+
+def test_banner_names_what_is_down_and_how_to_start_it(
+    ui_env: dict[str, str], degraded_api: DegradedApi
+) -> None:
+    ui_env["TUNESTACK_UI_API_URL"] = degraded_api.url
+    ui_env["TUNESTACK_API_KEY"] = degraded_api.key
+    at = page()
+    errors = [e.value for e in at.error]
+    assert any("Chroma" in e and "tunestack up" in e for e in errors), errors
+    assert any("LLM server is down" in e and "tunestack up" in e for e in errors), errors
+    assert not at.chat_input  # nothing to chat with
+    at.switch_page("pages/models.py").run()  # the registry still works without Chroma
+    assert not at.exception
+    assert any("Collections are unknown" in w.value for w in at.warning)
+
+    ui_env["TUNESTACK_API_KEY"] = "wrong"
+    at = page()
+    assert any("refused the API key" in e.value for e in at.error)
+
+    ui_env["TUNESTACK_UI_API_URL"] = f"http://127.0.0.1:{free_port()}"
+    at = page()
+    assert len(at.error) == 1 and "RAG API is down" in at.error[0].value
+    assert "tunestack up" in at.error[0].value and not at.title
+
+
+# ---- Compare ------------------------------------------------------------------------
+
+
+def test_compare_two_ranked_columns_with_movement_and_highlight(
+    ui_env: None, ui_data: UiData
+) -> None:
+    at = page("compare")
+    at.selectbox(key="cmp_collection").set_value(ui_data.collection).run()
+    assert at.selectbox(key="cmp_left").value == "all-minilm-l6-v2"
+    assert at.selectbox(key="cmp_right").value == ui_data.tuned
+    at.text_input(key="cmp_query").set_value("How long is the warranty on the lamp?")
+    at.number_input(key="cmp_k").set_value(5)
+    at.button[0].click().run()  # the form's submit button
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    columns = [m.value for m in at.markdown if 'class="ts-column"' in m.value]
+    assert len(columns) == 2
+    left, right = columns
+    assert left.count('class="ts-hit"') == 5 and right.count('class="ts-hit"') == 5
+    assert "ts-move" not in left and right.count("ts-move") == 5
+    assert any(a in right for a in ("▲", "▼", "=", "new"))
+    assert "background:#" in left  # a chunk found by both is coloured the same
+
+    hl = at.selectbox(key="cmp_highlight")
+    chunk = hl.options[1]  # the left column's first chunk
+    hl.set_value(chunk).run()
+    columns = [m.value for m in at.markdown if 'class="ts-column"' in m.value]
+    assert columns[0].count("3px solid") == 1
+
+    at.selectbox(key="cmp_extra").set_value("bm25").run()
+    at.button[0].click().run()
+    columns = [m.value for m in at.markdown if 'class="ts-column"' in m.value]
+    assert len(columns) == 3 and columns[2].count('class="ts-hit"') >= 1
+
+
+def test_compare_offers_to_build_the_missing_embedder(ui_env: None, ui_data: UiData) -> None:
+    ingest(httpx_api(), "ui-one", [SAMPLES / "corpus" / "shipping_returns.html"])
+    try:
+        at = page("compare")
+        at.selectbox(key="cmp_collection").set_value("ui-one").run()
+        assert any("built for all-minilm-l6-v2 only" in i.value for i in at.info)
+        at.selectbox(key="cmp_reindex_to").set_value(ui_data.tuned)
+        at.button(key="cmp_reindex").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert at.selectbox(key="cmp_right").options == ["all-minilm-l6-v2", ui_data.tuned]
+        assert not any("only" in i.value for i in at.info)
+    finally:
+        httpx.delete(f"{httpx_api()}/v1/collections/ui-one", timeout=30)
+
+
+def httpx_api() -> str:
+    return os.environ["TUNESTACK_UI_API_URL"]
+
+
+# ---- Evaluate -----------------------------------------------------------------------
+
+
+def test_evaluate_runs_a_job_and_shows_table_chart_and_history(
+    ui_env: None, ui_data: UiData
+) -> None:
+    at = page("evaluate")
+    assert at.selectbox(key="eval_dataset").value == ui_data.dataset or ui_data.dataset in (
+        at.selectbox(key="eval_dataset").options
+    )
+    at.selectbox(key="eval_dataset").set_value(ui_data.dataset)
+    assert at.multiselect(key="eval_models").value == ["all-minilm-l6-v2", ui_data.tuned]
+    at.button(key="eval_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    status = [s for s in at.status if "Evaluating" in s.label]
+    assert status and status[0].label.endswith(": done")
+    frames = [d.value for d in at.dataframe]
+    metrics = next(f for f in frames if "mrr@10" in f.columns)
+    assert list(metrics.index) == ["all-minilm-l6-v2", ui_data.tuned]
+    assert at.get("vega_lite_chart")  # the bar chart
+    assert at.metric and "error" in at.metric[0].label
+    opened = at.selectbox(key="eval_report").value
+    history = next(f for f in frames if "report" in f.columns)
+    assert history["report"].iloc[0] == opened  # newest first, and opened
+
+
+def test_evaluate_upload_dataset_is_checked_by_the_api(ui_env: None) -> None:
+    at = page("evaluate")
+    at.radio(key="eval_source").set_value("Upload").run()
+    assert not at.exception
+    assert not [b for b in at.button if b.key == "eval_upload_btn"]  # no file, no button
+    qa = {
+        "queries": {"q1": "How long is the warranty?", "q2": "Is shipping free?"},
+        "corpus": {"d1": "The warranty lasts two years.", "d2": "Shipping is free."},
+        "relevant_docs": {"q1": ["d1"], "q2": ["d2"]},
+    }
+    at.file_uploader(key="eval_upload").set_value(
+        (
+            "bad-qa.json",
+            json.dumps({**qa, "relevant_docs": {"q1": ["d9"]}}).encode(),
+            "application/json",
+        )
+    ).run()
+    at.button(key="eval_upload_btn").click().run()
+    assert not at.exception
+    assert any("bad-qa.json was not accepted" in e.value and "d9" in e.value for e in at.error)
+    at.file_uploader(key="eval_upload").set_value(
+        ("ui-upload-qa.json", json.dumps(qa).encode(), "application/json")
+    ).run()
+    at.button(key="eval_upload_btn").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert any("2 queries over 2 passages" in s.value for s in at.success)
+    assert any("uploads/ui-upload-qa.json" in c.value for c in at.caption)
+    at.button(key="eval_run").click().run()  # and it evaluates
+    assert at.status and at.status[0].label.endswith(": done"), [e.value for e in at.error]
+
+
+# ---- Models -------------------------------------------------------------------------
+
+
+def test_models_shows_runs_curves_exports_and_embedders(ui_env: None, ui_data: UiData) -> None:
+    at = page("models")
+    assert not at.error, [e.value for e in at.error]
+    assert "smollm2-135m-instruct" in at.caption[0].value  # serving now
+    runs = at.dataframe[0].value
+    assert ui_data.llm_run in list(runs["run"])
+    at.selectbox(key="models_llm").set_value(ui_data.llm_run).run()
+    assert len(at.image) >= 2  # training_loss.png + training_eval_loss.png
+    frames = [d.value for d in at.dataframe]
+    assert any("train.train_loss" in list(f.get("metric", [])) for f in frames)
+    exports = next(f for f in frames if "quant" in f.columns)
+    assert exports["size"].iloc[0] == "4.0 KB"
+    assert any("agreement" in f.columns for f in frames)  # parity table
+    assert any("tunestack llm deploy" in c.value for c in at.caption)  # no dead button
+    assert not [b for b in at.button if (b.key or "").startswith("deploy-")]
+
+    at.selectbox(key="models_emb").set_value(ui_data.tuned).run()
+    embs = next(d.value for d in at.dataframe if "embedder" in d.value.columns)
+    row = embs[embs["embedder"] == ui_data.tuned].iloc[0]
+    assert ui_data.collection in row["collections"] and row["validation MRR@10"] == 0.81
+
+
+# ---- Documents ----------------------------------------------------------------------
+
+
+def test_documents_lists_reindexes_and_deletes_with_confirmation(
+    ui_env: None, ui_data: UiData
+) -> None:
+    ingest(httpx_api(), "ui-del", [SAMPLES / "corpus" / "leave_policy.txt"])
+    at = page("documents")
+    assert not at.error, [e.value for e in at.error]
+    overview = at.dataframe[0].value
+    assert {ui_data.collection, "ui-del"} <= set(overview["collection"])
+
+    at.selectbox(key="docs_reidx_c").set_value("ui-del").run()
+    assert at.selectbox(key="docs_reidx_e").options == [ui_data.tuned]
+    at.button(key="docs_reindex").click().run()
+    assert any("now built for" in s.value for s in at.success), [e.value for e in at.error]
+
+    at.selectbox(key="docs_del_c").set_value("ui-del").run()
+    assert at.button(key="docs_delete").disabled  # nothing typed yet
+    at.text_input(key="docs_del_confirm").set_value("ui-de").run()
+    assert at.button(key="docs_delete").disabled
+    at.text_input(key="docs_del_confirm").set_value("ui-del").run()
+    assert not at.button(key="docs_delete").disabled
+    at.button(key="docs_delete").click().run()
+    assert not at.exception
+    assert any("Deleted 'ui-del'" in s.value for s in at.success)
+    cols = httpx.get(f"{httpx_api()}/v1/collections", timeout=30).json()["collections"]
+    assert "ui-del" not in {c["name"] for c in cols}
+
+
+def test_documents_upload_shows_per_file_status(ui_env: None, ui_data: UiData) -> None:
+    at = page("documents")
+    at.selectbox(key="docs_collection").set_value("➕ New collection…").run()
+    at.text_input(key="docs_new_name").set_value("ui-upload").run()
+    assert at.button(key="docs_ingest").disabled  # no files yet
+    good = SAMPLES / "corpus" / "product_faq.md"
+    files = [
+        (good.name, good.read_bytes(), "text/markdown"),
+        ("broken.pdf", b"%PDF-1.4 this is not really a pdf", "application/pdf"),
+    ]
+    try:
+        at.file_uploader(key="docs_files_0").set_value(files).run()
+        at.button(key="docs_ingest").click().run()
+        assert not at.exception
+        assert any("1 of 2 file(s) ingested" in w.value for w in at.warning)
+        report = at.dataframe[-1].value
+        status = dict(zip(report["file"], report["status"], strict=True))
+        assert status == {good.name: "ok", "broken.pdf": "failed"}
+        assert report[report["file"] == "broken.pdf"]["reason"].iloc[0]  # says why
+        assert "ui-upload" in set(at.dataframe[0].value["collection"])  # the overview
+
+        at.file_uploader(key="docs_files_1").set_value([files[0]]).run()  # emptied, new key
+        at.selectbox(key="docs_collection").set_value("ui-upload").run()
+        at.button(key="docs_ingest").click().run()
+        report = at.dataframe[-1].value
+        assert list(report["status"]) == ["unchanged"]
+    finally:
+        httpx.delete(f"{httpx_api()}/v1/collections/ui-upload", timeout=30)
