@@ -3,12 +3,13 @@
 Each variant trains the same number of optimizer steps on the project dataset
 (samples/llm_sft) in a fresh process, so its peak RSS is its own:
 
-  default          random batches padded to their longest sample, head on labelled tokens only
+  default          LLaMA-Factory's defaults (random batches padded to their longest sample,
+                   gradient checkpointing on), output head on labelled tokens only
   group_by_length  batches of similar length (less padding)        train_sampling: group_by_length
   packing          samples packed into cutoff_len sequences (no padding)           packing: true
   stock_logits     as default, but the output head over every position (transformers' loss)
   bf16             as default, with bf16 autocast (fast only where the CPU has native bf16)
-  grad_ckpt        as default, with gradient checkpointing (activations recomputed)
+  no_grad_ckpt     as default, without gradient checkpointing (disable_gradient_checkpointing)
 
 tokens/s counts real (non-padding) tokens, the work that matters; ratios are against
 `default`. Run: .venv/bin/python bench/train_llm.py [--steps 12] [--batch 8]
@@ -33,7 +34,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "packing": {"packing": True},
     "stock_logits": {},
     "bf16": {"bf16": True},
-    "grad_ckpt": {"gradient_checkpointing": True},
+    "no_grad_ckpt": {"disable_gradient_checkpointing": True},
 }
 
 

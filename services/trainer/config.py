@@ -36,7 +36,6 @@ IGNORED_KEYS = frozenset(
         "interleave_probs",
         "ignore_pad_token_for_loss",
         "upcast_layernorm",
-        "disable_gradient_checkpointing",
         "print_param_status",
         "include_num_input_tokens_seen",
         "include_effective_tokens_per_second",
@@ -116,7 +115,10 @@ class TrainConfig(BaseModel):
     bf16: bool = False
     fp16: bool = False
     seed: int = 42
-    gradient_checkpointing: bool = False
+    # LLaMA-Factory turns gradient checkpointing on unless disable_gradient_checkpointing;
+    # an explicit HF-style gradient_checkpointing key wins over both.
+    disable_gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = None
     resume_from_checkpoint: bool | str | None = None
     dataloader_num_workers: int = 0
 
@@ -185,6 +187,12 @@ class TrainConfig(BaseModel):
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("set max_steps > 0 or num_train_epochs > 0")
         return self
+
+    @property
+    def use_gradient_checkpointing(self) -> bool:
+        if self.gradient_checkpointing is not None:
+            return self.gradient_checkpointing
+        return not self.disable_gradient_checkpointing
 
     @property
     def effective_lora_alpha(self) -> int:

@@ -197,7 +197,7 @@ def load_model_for_training(cfg: TrainConfig, hf_dir: Path) -> Any:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.gradient_checkpointing
+            model, use_gradient_checkpointing=cfg.use_gradient_checkpointing
         )
     return apply_finetuning(model, cfg)
 
@@ -208,8 +208,8 @@ def apply_finetuning(model: Any, cfg: TrainConfig) -> Any:
     if cfg.finetuning_type == "freeze":
         apply_freeze(model, cfg)
     # full: every parameter stays trainable
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if cfg.use_gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
@@ -252,8 +252,8 @@ def apply_lora(model: Any, cfg: TrainConfig) -> Any:
         target_modules=targets,
         modules_to_save=extra,
     )
-    if cfg.gradient_checkpointing and not cfg.quantization_bit:
-        model.gradient_checkpointing_enable()
+    if cfg.use_gradient_checkpointing and not cfg.quantization_bit:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     return get_peft_model(model, lora)
 

@@ -302,3 +302,43 @@ def test_bad_records_and_qlora_on_cpu_are_messages_not_tracebacks(home: Path, co
         assert "CUDA" in r.stderr and "hint" in r.stderr
     r = cli(home, "llm", "train", "--config", str(config), "stage=dpo")
     assert r.returncode == 1 and "not supported yet" in r.stderr
+
+
+def test_freeze_tuning_with_validation_and_accumulation(home: Path, config: Path) -> None:
+    """Full-weight outputs (freeze) load for eval; val_size gives eval_loss; GA steps work."""
+    r = cli(
+        home,
+        "llm",
+        "train",
+        "--config",
+        str(config),
+        "run_name=frozen",
+        "finetuning_type=freeze",
+        "freeze_trainable_layers=1",
+        "max_samples=3",
+        "val_size=2",
+        "gradient_accumulation_steps=2",
+        "max_steps=2",
+        "cutoff_len=64",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = home / "models" / "llm" / "frozen" / "model"
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    assert json.loads((out / "eval_results.json").read_text())["eval_loss"] > 0
+    meta = json.loads((out.parent / "meta.json").read_text())
+    assert meta["adapter_path"] is None and meta["data"]["validation_sequences"] == 2
+    assert meta["data"]["train_sequences"] == 4  # 6 records - 2 held for validation
+    r = cli(
+        home,
+        "llm",
+        "eval",
+        "frozen",
+        "--dataset",
+        "lumen_heldout",
+        "--max-samples",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]

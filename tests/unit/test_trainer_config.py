@@ -30,6 +30,13 @@ def test_llamafactory_yaml_with_overrides(tmp_path: Path) -> None:
     assert cfg.lora_rank == 4 and cfg.effective_lora_alpha == 8  # LLaMA-Factory: 2 x rank
     assert ignored == ["overwrite_cache"]
     assert cfg.template is None and cfg.stage == "sft" and cfg.finetuning_type == "lora"
+    assert cfg.use_gradient_checkpointing  # on by default, as in LLaMA-Factory
+    off, _ = load_config(p, {"disable_gradient_checkpointing": True})
+    assert not off.use_gradient_checkpointing
+    forced, _ = load_config(
+        p, {"disable_gradient_checkpointing": True, "gradient_checkpointing": True}
+    )
+    assert forced.use_gradient_checkpointing
 
 
 def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:

@@ -101,3 +101,26 @@ def test_finetuning_types_select_the_right_parameters() -> None:
 
     with pytest.raises(BadInput, match="matches no linear layer"):
         apply_finetuning(tiny_llama(), cfg(lora_target="c_attn"))
+
+
+def test_gradient_checkpointing_gives_the_same_lora_gradients() -> None:
+    """LLaMA-Factory's default (checkpointing on) must not change what LoRA learns."""
+    from services.trainer.config import TrainConfig
+    from services.trainer.model_loading import apply_finetuning
+
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(3)
+        cfg = TrainConfig(
+            model_name_or_path="m", dataset=["d"], gradient_checkpointing=ckpt, lora_rank=2
+        )
+        model = apply_finetuning(tiny_llama(), cfg)
+        model.train()
+        for n, p in model.named_parameters():  # non-zero B so A gets gradients too
+            if "lora_B" in n:
+                torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(5))
+        label_only_loss(model, batch()).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6), n
