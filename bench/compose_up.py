@@ -10,7 +10,7 @@ base image and the wheelhouse). "Cold" means an empty build cache: targets are b
 the order CI builds them, so the first one also pays for the shared base and wheel stages
 and each later one only for its own layers (the classic builder, as docker-compose v1
 uses, builds preceding stages too; they are cached by then). `--warm` keeps the cache.
-Uses its own compose project and ports, so a running desktop stack is left alone.
+Uses its own compose project and free ports, so a running desktop stack is left alone.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +43,12 @@ BUILD_VARS = {
     "TORCH_INDEX_URL": "TORCH_INDEX_URL",
     "TUNESTACK_UID": "APP_UID",
 }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def build_args() -> list[str]:
@@ -115,8 +122,8 @@ def main() -> None:
     ap.add_argument("--idle-s", type=float, default=20.0, help="settle time before RSS")
     a = ap.parse_args()
     os.environ.setdefault("COMPOSE_PROJECT_NAME", "tunestack-bench")
-    for var, port in (("API", 28000), ("CHROMA", 28001), ("LLM", 28080), ("UI", 28501)):
-        os.environ.setdefault(f"TUNESTACK_{var}_PORT", str(port))
+    for var in ("API", "CHROMA", "LLM", "UI"):
+        os.environ.setdefault(f"TUNESTACK_{var}_PORT", str(free_port()))
     client = docker_client()
     if client is None:
         raise SystemExit("no Docker engine answers")
