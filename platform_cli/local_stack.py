@@ -123,7 +123,9 @@ class LocalStack:
             "ANONYMIZED_TELEMETRY": "False",
         }
 
-    def spec(self, name: str, llm_model_path: Path | None = None) -> ProcSpec:
+    def spec(
+        self, name: str, llm_model_path: Path | None = None, llm_alias: str | None = None
+    ) -> ProcSpec:
         s = self.s
         py = sys.executable
         if name == "chroma":
@@ -156,7 +158,7 @@ class LocalStack:
                     "--model",
                     str(llm_model_path),
                     "--model_alias",
-                    s.default_llm,
+                    llm_alias or s.default_llm,
                     "--host",
                     s.bind,
                     "--port",
@@ -275,9 +277,10 @@ class LocalStack:
         services: list[str],
         on_event: Callable[[str], None],
         llm_model_path: Path | None = None,
+        llm_alias: str | None = None,
     ) -> None:
         """Start in dependency waves: servers with no dependencies boot in parallel."""
-        specs = {n: self.spec(n, llm_model_path) for n in ORDER if n in services}
+        specs = {n: self.spec(n, llm_model_path, llm_alias) for n in ORDER if n in services}
         for wave in (("chroma", "llm"), ("rag-api",), ("ui",)):
             batch = [specs[n] for n in wave if n in specs]
             for spec in batch:

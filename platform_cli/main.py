@@ -12,6 +12,7 @@ import httpx
 import typer
 from rich.table import Table
 
+from platform_cli.cmd_convert import register as register_convert
 from platform_cli.cmd_embed import embed_app
 from platform_cli.cmd_llm import llm_app
 from platform_cli.local_stack import ORDER, LocalStack
@@ -31,6 +32,7 @@ models_app = typer.Typer(help="The model registry (TUNESTACK_HOME/models).", no_
 collections_app = typer.Typer(help="Collections in the vector store.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(collections_app, name="collections")
+register_convert(llm_app)  # tunestack llm export|deploy
 app.add_typer(llm_app, name="llm")
 app.add_typer(embed_app, name="embed")
 
@@ -130,8 +132,16 @@ def up(
         with console.status("Preparing models (first run converts the base LLM to f16)..."):
             _, gguf = servable_gguf(registry, s.default_llm)
             registry.get("embedder", s.default_embedder)
+        from platform_cli.deploy_local import served_model
+
+        deployed = served_model(s)  # `tunestack llm deploy --to llamacpp` survives restarts
+        alias = None
+        if deployed is not None:
+            gguf, alias = deployed
         services = [n for n in ORDER if not (no_ui and n == "ui")]
-        stack.up(services, lambda msg: console.print(f"  {msg}"), llm_model_path=gguf)
+        stack.up(
+            services, lambda msg: console.print(f"  {msg}"), llm_model_path=gguf, llm_alias=alias
+        )
 
     _run(go)
     console.print(f"[green]Stack is up.[/] API {s.api_url}  UI {s.ui_url}")

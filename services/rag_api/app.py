@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.common.errors import TunestackError
 from services.rag_api import llm as llm_mod
 from services.rag_api import routes_admin, routes_docs, routes_jobs, routes_openai
+from services.rag_api.routes_llm_admin import router as llm_admin_router
 from services.rag_api.settings import RagSettings
 from services.rag_api.state import AppState
 
@@ -104,6 +105,7 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
     auth = [Depends(require_key)]
     app.include_router(routes_docs.router, dependencies=auth)
     app.include_router(routes_openai.router, dependencies=auth)
+    app.include_router(llm_admin_router, dependencies=auth)
     app.include_router(routes_admin.router, dependencies=auth)
     app.include_router(routes_jobs.router, dependencies=auth)
 

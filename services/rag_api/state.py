@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class AppState:
         registry = Registry(s.home_dir)
         store = VectorStore(s.chroma_url)
         pool = EmbedderPool(registry, precision=s.embed_precision)
+        model = deployed_model(s) or s.llm_model
         return cls(
             settings=s,
             registry=registry,
@@ -40,9 +42,26 @@ class AppState:
             llm=LlmHolder(
                 LlmTarget(
                     base_url=s.llm_base_url,
-                    model=s.llm_model,
+                    model=model,
                     api_key=s.llm_api_key.get_secret_value(),
                     timeout_s=s.llm_timeout_s,
                 )
             ),
         )
+
+
+def deployed_model(s: RagSettings) -> str | None:
+    """The model `tunestack llm deploy` switched to, if it is on the configured server.
+
+    Written by routes_llm_admin on a switch; honoured only for the same base URL, so
+    pointing the API at another server (TUNESTACK_RAG_LLM_BASE_URL) is never overridden.
+    """
+    path = s.home_dir / "run" / "llm-deployment.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("base_url") != s.llm_base_url:
+        return None
+    model = data.get("model")
+    return str(model) if model else None

@@ -15,10 +15,6 @@ published formats (non-tool branch).
 from __future__ import annotations
 
 import functools
-import json
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -30,8 +26,7 @@ from services.converter.ollama_template import (
     translate,
 )
 from services.trainer.templates import CHATML, LLAMA3
-
-GO_SOURCE = Path(__file__).parent / "data" / "ollama_render.go"
+from tests.go_render import Renderer, go_renderer
 
 QWEN_STYLE = (
     "{%- if messages[0]['role'] == 'system' %}"
@@ -127,29 +122,12 @@ TEMPLATES = {
 
 
 @pytest.fixture(scope="session")
-def go_render(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    go = shutil.which("go")
-    if go is None:
-        return None
-    d = tmp_path_factory.mktemp("gorender")
-    shutil.copy(GO_SOURCE, d / "main.go")
-    env = {"GOFLAGS": "-mod=mod", "GOCACHE": str(d / "cache"), "HOME": str(d), "PATH": "/usr/bin"}
-    subprocess.run([go, "mod", "init", "ollamarender"], cwd=d, check=True, env=env,
-                   capture_output=True)
-    subprocess.run([go, "build", "-o", "render", "."], cwd=d, check=True, env=env,
-                   capture_output=True)
-
-    def render(cases: list[tuple[str, list[dict[str, str]]]]) -> list[str]:
-        payload = json.dumps([{"template": t, "messages": m} for t, m in cases])
-        out = subprocess.run([str(d / "render")], input=payload, capture_output=True,
-                             text=True, check=True)
-        return list(json.loads(out.stdout))
-
-    return render
+def go_render() -> Renderer | None:
+    return go_renderer()
 
 
 @pytest.mark.parametrize("name", list(TEMPLATES))
-def test_go_template_matches_jinja(name: str, go_render) -> None:  # type: ignore[no-untyped-def]
+def test_go_template_matches_jinja(name: str, go_render: Renderer | None) -> None:
     load, bos, eos, family, default = TEMPLATES[name]
     jinja = load()
     t = translate(jinja, bos_token=bos, eos_token=eos)

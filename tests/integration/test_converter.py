@@ -1,0 +1,274 @@
+"""Export and deploy on real components: a LoRA run on the bundled SmolLM2, llama.cpp's own
+converter and quantizer, the parity gate and stop check, the strict fake Ollama (a real
+HTTP server in a thread, generating with llama.cpp), the local llama.cpp server restarted
+on the export, and the RAG API switched to it without losing its collections.
+
+The LoRA adapter is made with peft directly (rank 8 on q/v, B drawn from a seeded normal
+so the merge changes the weights) and registered with the trainer's meta.json fields; a
+trained adapter takes minutes on 2 busy cores and exercises nothing more here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.common.registry import Registry
+from services.converter import deploy as dep
+from services.converter import modelfile as mf
+from services.converter.export import export_run
+from services.converter.ollama_template import render_go_semantics, translate
+from services.converter.settings import ConvertSettings
+from tests.fake_ollama import FakeOllama
+from tests.go_render import go_renderer
+from tests.integration.conftest import Stack
+
+RUN = "conv-lora"
+SYSTEM = "You are Lumen Assistant. Answer in one short sentence."
+
+
+def make_lora_run(registry: Registry, run: str) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from services.trainer.model_loading import load_tokenizer, resolve_base
+
+    base = resolve_base("smollm2-135m-instruct", registry)
+    model = AutoModelForCausalLM.from_pretrained(str(base.hf_dir), dtype=torch.float32)
+    peft_model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
+    )
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.002)
+    adapter = registry.entry_dir("llm", run) / "adapter"
+    peft_model.save_pretrained(adapter)
+    load_tokenizer(base.hf_dir).save_pretrained(adapter)
+    registry.write(
+        "llm",
+        run,
+        {
+            "kind": "llm",
+            "name": run,
+            "base_model": "smollm2-135m-instruct",
+            "base_model_path": str(base.hf_dir),
+            "finetuning_type": "lora",
+            "model_path": str(adapter),
+            "adapter_path": str(adapter),
+            "output_dir": str(adapter),
+            "template": "default",
+            "default_system": SYSTEM,
+            "stop_words": ["<|im_end|>"],
+        },
+        replace=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def exported(stack: Stack) -> dict[str, Any]:
+    registry = stack.registry
+    make_lora_run(registry, RUN)
+    s = ConvertSettings(home=stack.home, parity_prompts=6, stop_prompts=6, stop_max_tokens=160)
+    res = export_run(RUN, s, quants=["f16", "q8_0"], export_size="200MB", say=lambda m: None)
+    return {"result": res, "meta": registry.get("llm", RUN).meta, "settings": s}
+
+
+def test_export_files_parity_and_modelfile(exported: dict[str, Any], stack: Stack) -> None:
+    from gguf import GGUFReader
+
+    meta = exported["meta"]
+    exp = meta["export"]
+    run_dir = stack.registry.entry_dir("llm", RUN)
+    # sharded merge (200MB shards of a ~540 MB fp32 model) and both files, as recorded
+    shards = [f["file"] for f in exp["merged"]["files"] if f["file"].endswith(".safetensors")]
+    assert len(shards) >= 2, shards
+    for q in ("f16", "q8_0"):
+        rec = exp["files"][q]
+        p = Path(rec["path"])
+        assert p.parent == run_dir / "gguf" and p.stat().st_size == rec["size"]
+        assert dep.sha256_file(p) == rec["sha256"]
+        par = rec["parity"]
+        assert par["tokenizer_match"] == "6/6"
+        assert par["ok"], par
+        assert par["top1_agreement"] >= {"f16": 0.98, "q8_0": 0.90}[q]
+        assert rec["stop_check"]["ok"], rec["stop_check"]
+    assert meta["gguf"]["q8_0"] == exp["files"]["q8_0"]["path"]
+    assert {r["name"] for r in meta["exports"]} == {"f16", "q8_0"}
+    # the base GGUF's tokenizer was carried (pre-tokenizer included), chat template is ours
+    fields = GGUFReader(exp["files"]["q8_0"]["path"]).fields
+    assert fields["tokenizer.ggml.pre"].contents() == "smollm"
+    assert fields["tokenizer.ggml.model"].contents() == "gpt2"
+    assert len(fields["tokenizer.ggml.tokens"].contents()) == 49152
+    assert "<|im_start|>" in fields["tokenizer.chat_template"].contents()
+    # nothing half-written is left behind
+    assert not [p for p in run_dir.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+    # the Modelfile: FROM the default quant, translated TEMPLATE, stops, SYSTEM from training
+    parsed = mf.parse((run_dir / "Modelfile").read_text())
+    assert parsed.from_ == f"./gguf/{RUN}.q8_0.gguf"
+    assert parsed.system == SYSTEM
+    assert parsed.stops == ["<|im_end|>"]
+    assert parsed.template is not None and "range $i, $_ := .Messages" in parsed.template
+
+
+def test_deploy_ollama_against_documented_api(
+    exported: dict[str, Any], stack: Stack, tmp_path: Path
+) -> None:
+    go = go_renderer()
+
+    def render(template: str, msgs: list[dict[str, str]]) -> str:
+        if go is not None:
+            return go([(template, msgs)])[0]
+        return render_go_semantics(translate_from_go(template), msgs)
+
+    fake = FakeOllama(tmp_path / "ollama", render)
+    host = fake.start()
+    try:
+        registry = stack.registry
+        entry = registry.get("llm", RUN)
+        f = dep.exported_file(entry, "q8_0")
+        info = dep.deploy_ollama(registry, entry, "lumen-tuned", f, host, lambda m: None)
+        assert info["files"] == {f.path.name: f"sha256:{f.sha256}"}
+        calls = [c for c in fake.requests if c[1] != "/api/tags"]
+        assert calls[:5] == [
+            ("HEAD", f"/api/blobs/sha256:{f.sha256}"),
+            ("POST", f"/api/blobs/sha256:{f.sha256}"),
+            ("POST", "/api/create"),
+            ("POST", "/api/show"),
+            ("POST", "/api/generate"),
+        ]
+        assert info["verify"]["response"].strip()
+        model = fake.models["lumen-tuned:latest"]
+        assert model["system"] == SYSTEM and model["parameters"]["stop"] == ["<|im_end|>"]
+        # /api/chat through the registered template stops at the end of the turn
+        r = httpx.post(
+            f"{host}/api/chat",
+            json={
+                "model": "lumen-tuned",
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "stream": False,
+                "options": {"temperature": 0, "num_predict": 120},
+            },
+            timeout=120,
+        ).json()
+        assert r["done_reason"] == "stop", r
+        assert "<|im_end|>" not in r["message"]["content"]
+        # the listing shows it; a second deploy finds the blob and does not upload again
+        import ollama
+
+        assert "lumen-tuned:latest" in [m.model for m in ollama.Client(host=host).list().models]
+        n_posts = sum(1 for c in fake.requests if c[0] == "POST" and "/blobs/" in c[1])
+        dep.deploy_ollama(registry, entry, "lumen-tuned", f, host, lambda m: None)
+        assert sum(1 for c in fake.requests if c[0] == "POST" and "/blobs/" in c[1]) == n_posts
+    finally:
+        fake.stop()
+
+
+def translate_from_go(template: str) -> Any:
+    """The GoTemplate our exporter wrote (fallback renderer when Go is not installed)."""
+    from services.converter.ollama_template import CHATML_GO, GoTemplate
+
+    head, _, tail = CHATML_GO.partition("__DEFAULT_SYSTEM__")
+    if template.startswith(head):
+        default = template[len(head) : len(template) - len(tail)]
+        return GoTemplate("chatml", template, ["<|im_end|>"], default)
+    return translate("{% for m in messages %}{% endfor %}")  # raises: unknown
+
+
+def test_deploy_refuses_tampered_or_failed_files(exported: dict[str, Any], stack: Stack) -> None:
+    registry = stack.registry
+    entry = registry.get("llm", RUN)
+    bad = json.loads(json.dumps(entry.meta))
+    bad["export"]["files"]["q8_0"]["ok"] = False
+    entry.meta = bad
+    with pytest.raises(dep.BadInput, match="failed its checks"):
+        dep.exported_file(entry, "q8_0")
+    bad["export"]["files"]["q8_0"]["ok"] = True
+    bad["export"]["files"]["q8_0"]["sha256"] = "0" * 64
+    with pytest.raises(dep.TunestackError, match="sha256"):
+        dep.exported_file(entry, "q8_0")
+    with pytest.raises(dep.NotFound, match="no q4_k_m export"):
+        dep.exported_file(registry.get("llm", RUN), "q4_k_m")
+
+
+def test_llamacpp_deploy_switches_rag_api_and_keeps_collections(
+    exported: dict[str, Any], stack: Stack, tmp_path: Path
+) -> None:
+    api = stack.api
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "hours.md").write_text("Lumen & Oak's Berlin store opens at 9:00 on weekdays.\n")
+    env = stack.env()
+    cli = [sys.executable, "-m", "platform_cli.main"]
+    if shutil.which("tunestack"):
+        cli = [str(Path(sys.executable).parent / "tunestack")]
+    subprocess.run(
+        [*cli, "ingest", str(docs), "-c", "convdeploy"], env=env, check=True, capture_output=True
+    )
+    before = httpx.get(f"{api}/v1/admin/llm", timeout=10).json()
+    try:
+        p = subprocess.run(
+            [
+                *cli,
+                "llm",
+                "deploy",
+                RUN,
+                "--to",
+                "llamacpp",
+                "--name",
+                "lumen-tuned",
+                "--quant",
+                "q8_0",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert p.returncode == 0, p.stdout + p.stderr
+        now = httpx.get(f"{api}/v1/admin/llm", timeout=10).json()
+        assert now["model"] == "lumen-tuned"
+        ids = [m["id"] for m in httpx.get(f"{api}/v1/models", timeout=30).json()["data"]]
+        assert "lumen-tuned" in ids and "rag/convdeploy" in ids
+        r = httpx.post(
+            f"{api}/v1/chat/completions",
+            json={
+                "model": "rag/convdeploy",
+                "messages": [{"role": "user", "content": "When does the Berlin store open?"}],
+            },
+            timeout=300,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["sources"][0]["file_name"] == "hours.md"
+        # a failed switch (a model the server does not have) leaves the deployed one
+        r = httpx.post(
+            f"{api}/v1/admin/llm",
+            json={"model": "no-such-model", "base_url": "http://127.0.0.1:9/v1"},
+            timeout=30,
+        )
+        assert r.status_code == 503
+        assert httpx.get(f"{api}/v1/admin/llm", timeout=10).json()["model"] == "lumen-tuned"
+        meta = stack.registry.get("llm", RUN).meta
+        assert meta["deployments"][-1]["to"] == "llamacpp"
+    finally:
+        _restore_base(stack, before)
+
+
+def _restore_base(stack: Stack, before: dict[str, Any]) -> None:
+    """Put the session's stack back on the base model for the tests that follow."""
+    from platform_cli.deploy_local import deploy_llamacpp, served_path
+    from services.converter.servable import servable_gguf
+
+    _, gguf = servable_gguf(stack.registry, stack.settings.default_llm)
+    deploy_llamacpp(stack.settings, gguf, stack.settings.default_llm, lambda m: None)
+    served_path(stack.home).unlink(missing_ok=True)
+    httpx.post(f"{stack.api}/v1/admin/llm", json={"model": before["model"]}, timeout=60)
