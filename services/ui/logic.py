@@ -69,7 +69,7 @@ def hit_card_html(
     move: str | None,
     color: str | None,
     highlighted: bool,
-    snippet_chars: int = 220,
+    snippet_chars: int = 180,
 ) -> str:
     """One ranked chunk as an HTML card (text escaped): rank, arrow, score, source, text."""
     text = str(hit.get("text", ""))

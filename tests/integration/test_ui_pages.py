@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -14,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT, SAMPLES, free_port
 from tests.integration.conftest import Stack
-from tests.integration.ui_fixtures import DegradedApi, UiData, ingest
+from tests.integration.ui_fixtures import DegradedApi, UiData, fill_synthetic, ingest
 
 APP = str(ROOT / "services" / "ui" / "app.py")
 
@@ -42,7 +43,7 @@ def page(name: str | None = None, timeout: float = 120) -> AppTest:
     """
     at = AppTest.from_file(APP, default_timeout=timeout).run()
     if name:
-        at.switch_page(f"pages/{name}.py").run()
+        at.switch_page(f"views/{name}.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -104,7 +105,7 @@ def test_banner_names_what_is_down_and_how_to_start_it(
     assert any("Chroma" in e and "tunestack up" in e for e in errors), errors
     assert any("LLM server is down" in e and "tunestack up" in e for e in errors), errors
     assert not at.chat_input  # nothing to chat with
-    at.switch_page("pages/models.py").run()  # the registry still works without Chroma
+    at.switch_page("views/models.py").run()  # the registry still works without Chroma
     assert not at.exception
     assert any("Collections are unknown" in w.value for w in at.warning)
 
@@ -285,7 +286,7 @@ def test_documents_lists_reindexes_and_deletes_with_confirmation(
 
 def test_documents_upload_shows_per_file_status(ui_env: None, ui_data: UiData) -> None:
     at = page("documents")
-    at.selectbox(key="docs_collection").set_value("➕ New collection…").run()
+    at.selectbox(key="docs_collection").set_value("New collection…").run()
     at.text_input(key="docs_new_name").set_value("ui-upload").run()
     assert at.button(key="docs_ingest").disabled  # no files yet
     good = SAMPLES / "corpus" / "product_faq.md"
@@ -311,3 +312,28 @@ def test_documents_upload_shows_per_file_status(ui_env: None, ui_data: UiData) -
         assert list(report["status"]) == ["unchanged"]
     finally:
         httpx.delete(f"{httpx_api()}/v1/collections/ui-upload", timeout=30)
+
+
+# ---- 10k chunks -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_pages_load_under_two_seconds_at_10k_chunks(stack: Stack, ui_env: None) -> None:
+    """Each page's Streamlit run (API calls, tables, charts) with a 10k-chunk collection.
+
+    bench/ui_pages.py measures the same in a browser too; this guards the budget."""
+    fill_synthetic(stack.settings.chroma_url, stack.registry, "ui-10k", 10_000)
+    times = {}
+    for name in ("chat", "compare", "evaluate", "models", "documents"):
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.query_params["collection"] = "ui-10k"
+        at.run()  # warm: imports, client pool
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.query_params["collection"] = "ui-10k"
+        t = time.perf_counter()
+        at.run()
+        if name != "chat":
+            at.switch_page(f"views/{name}.py").run()
+        times[name] = time.perf_counter() - t
+        assert not at.exception and not at.error, (name, [e.value for e in at.error])
+    assert max(times.values()) < 2.0, times

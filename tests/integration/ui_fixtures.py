@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -28,7 +29,9 @@ import pytest
 from services.common.hashing import dir_fingerprint
 from services.common.registry import Registry
 from tests.conftest import SAMPLES, free_port
-from tests.integration.conftest import Stack, start_api
+
+if TYPE_CHECKING:  # conftest imports this module: no import cycle at run time
+    from tests.integration.conftest import Stack
 
 UI_COLLECTION = "ui"
 TUNED = "ui-tuned"
@@ -178,6 +181,8 @@ class DegradedApi:
 @pytest.fixture(scope="session")
 def degraded_api(stack: Stack) -> Iterator[DegradedApi]:
     """A second API process with a key and with Chroma and the LLM pointing at dead ports."""
+    from tests.integration.conftest import start_api
+
     port = free_port()
     key = "ui-test-key"
     proc = start_api(
@@ -233,3 +238,50 @@ def ui_server(stack: Stack, ui_data: UiData) -> Iterator[str]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def fill_synthetic(chroma_url: str, reg: Registry, name: str, n: int) -> None:
+    """A collection of n chunks for the base embedder, upserted directly (as bench/retrieve.py
+    does): sample-corpus texts repeated, random unit vectors, BM25 tokens. Embedding 10k
+    chunks would take minutes and measure the embedder, not the pages."""
+    from services.rag_api.bm25 import tokenize
+    from services.rag_api.store import VectorStore
+
+    emb = reg.get("embedder", "all-minilm-l6-v2")
+    store = VectorStore(chroma_url)
+    if any(b.name == name for b in store.builds(name)):
+        return
+    paras = [
+        p.strip()
+        for f in sorted((SAMPLES / "corpus").glob("*.md"))
+        for p in f.read_text(errors="ignore").split("\n\n")
+        if len(p.strip()) > 80
+    ]
+    toks = [" ".join(tokenize(p)) for p in paras]
+    build = store.create(name, emb.name, emb.fingerprint, 384)
+    col = store.collection(build)
+    rng = np.random.default_rng(0)
+    step = 2500
+    for start in range(0, n, step):
+        idx = range(start, min(n, start + step))
+        vecs = rng.normal(size=(len(idx), 384)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        col.upsert(
+            ids=[f"s{i:07d}" for i in idx],
+            embeddings=vecs,
+            documents=[paras[i % len(paras)] for i in idx],
+            metadatas=[
+                {
+                    "source": f"/synthetic/doc{i // 10}.md",
+                    "file_name": f"doc{i // 10}.md",
+                    "chunk_index": i % 10,
+                    "n_chunks": 10,
+                    "content_hash": "synthetic",
+                    "embedder": emb.name,
+                    "embedder_fp": emb.fingerprint,
+                    "bm25": toks[i % len(paras)],
+                }
+                for i in idx
+            ],
+        )
+    store.touch(build)

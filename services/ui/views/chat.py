@@ -143,7 +143,7 @@ def render() -> None:
         return
     if not cols:
         st.info("No collections yet: upload documents on the Documents page.")
-        st.page_link("pages/documents.py", label="Go to Documents", icon=":material/upload:")
+        st.page_link("views/documents.py", label="Go to Documents", icon=":material/upload:")
         return
     opts = sidebar(client, cols, ready["llm"])
     history: list[dict[str, Any]] = st.session_state.setdefault(HISTORY, [])

@@ -115,7 +115,7 @@ def render() -> None:
         offer_reindex(client, collection, built)
 
     with st.form("cmp_form", border=False):
-        q1, q2, q3 = st.columns([6, 1, 1], vertical_alignment="bottom")
+        q1, q2, q3 = st.columns([5, 1, 1.4], vertical_alignment="bottom")
         query = q1.text_input("Query", key="cmp_query", placeholder="Ask a question…")
         top_k = q2.number_input("Top k", 1, 20, 5, key="cmp_k")
         go = q3.form_submit_button("Compare", type="primary", icon=":material/search:")

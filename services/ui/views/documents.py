@@ -24,7 +24,7 @@ from services.ui.components import (
 )
 from services.ui.logic import ingest_rows
 
-NEW = "➕ New collection…"
+NEW = "New collection…"  # never a valid collection name (spaces, …)
 TYPES = ["md", "markdown", "txt", "pdf", "docx", "html", "htm"]
 LAST = "docs_last_ingest"
 DELETED = "docs_deleted"
@@ -78,9 +78,13 @@ def upload_section(client: ApiClient, cols: list[dict[str, Any]]) -> None:
     models, serving = reg
     names = [c["name"] for c in cols]
     c1, c2, c3 = st.columns(3)
-    choice = c1.selectbox(
-        "Collection", [*names, NEW], index=linked_index(names), key="docs_collection"
-    )
+    wanted = st.query_params.get("collection")
+    if wanted and wanted not in names:  # a link to a collection to create: name prefilled
+        st.session_state.setdefault("docs_new_name", wanted)
+        index = len(names)
+    else:
+        index = linked_index(names)
+    choice = c1.selectbox("Collection", [*names, NEW], index=index, key="docs_collection")
     collection = (
         c2.text_input("New collection name", key="docs_new_name", placeholder="e.g. handbook")
         if choice == NEW

@@ -1,0 +1,120 @@
+"""UI helpers without a server: rank movement, colours, cards, tables; and the rule that
+services/ui never imports model or vector-store code (it runs in a slim image)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+
+from services.ui import logic
+from tests.conftest import ROOT
+
+HEAVY = ("torch", "sentence_transformers", "transformers", "chromadb", "services.rag_api")
+
+
+def hit(id_: str, rank: int, text: str = "t", score: float = 0.5) -> dict:
+    return {"id": id_, "rank": rank, "text": text, "score": score, "file_name": "a.md"}
+
+
+def test_movement_against_the_base_ranking() -> None:
+    before = {"a": 1, "b": 2, "c": 5}
+    assert logic.movement(1, before, "a") == "="
+    assert logic.movement(1, before, "c") == "▲4"
+    assert logic.movement(4, before, "b") == "▼2"
+    assert logic.movement(1, before, "zz") == "new"
+    assert logic.movement_color("▲4") != logic.movement_color("▼2")
+
+
+def test_shared_chunks_get_one_colour_each_and_unique_ones_none() -> None:
+    left = [hit("a", 1), hit("b", 2), hit("c", 3)]
+    right = [hit("c", 1), hit("d", 2), hit("a", 3)]
+    colors = logic.shared_colors([left, right])
+    assert set(colors) == {"a", "c"} and colors["a"] != colors["c"]
+    many = [[hit(str(i), i) for i in range(30)]] * 2
+    assert len(logic.shared_colors(many)) == 30  # the palette cycles
+
+
+def test_card_escapes_chunk_text_and_marks_highlight() -> None:
+    evil = hit("x\"'", 1, text="<script>alert(1)</script> & more " + "w" * 400)
+    card = logic.hit_card_html(evil, "▲2", "#fde68a", highlighted=True)
+    assert "<script>" not in card and "&lt;script&gt;" in card
+    assert 'data-chunk="x&quot;&#x27;"' in card
+    assert "3px solid" in card and "▲2" in card and "…" in card
+    plain = logic.hit_card_html(hit("y", 2), None, None, highlighted=False)
+    assert "ts-move" not in plain and "3px solid" not in plain
+
+
+def test_pick_pair_prefers_default_left_and_tuned_right() -> None:
+    assert logic.pick_pair(["a", "base", "tuned"], "base", ["tuned"]) == ("base", "tuned")
+    assert logic.pick_pair(["x", "y"], "base", []) == ("x", "y")
+    assert logic.pick_pair(["only"], "base", []) == ("only", "only")
+    assert logic.pick_pair([], "base", []) == ("", "")
+
+
+def test_metric_and_chart_rows() -> None:
+    models = {"base": {"hit@1": 0.5, "mrr@10": 0.6}, "tuned": {"hit@1": 0.7, "mrr@10": 0.8}}
+    rows = logic.metric_rows(models, ("hit@1", "mrr@10", "ndcg@10"))
+    assert rows == [
+        {"model": "base", "hit@1": 0.5, "mrr@10": 0.6},
+        {"model": "tuned", "hit@1": 0.7, "mrr@10": 0.8},
+    ]
+    chart = logic.chart_rows(models, ("hit@1", "ndcg@10"))
+    assert chart == [
+        {"model": "base", "metric": "hit@1", "value": 0.5},
+        {"model": "tuned", "metric": "hit@1", "value": 0.7},
+    ]
+
+
+def test_small_formatters() -> None:
+    assert logic.human_size(4096) == "4.0 KB" and logic.human_size(12) == "12 B"
+    assert logic.human_size(3 * 2**30) == "3.0 GB" and logic.human_size(None) == "—"
+    nested = {"train": {"loss": 1.5, "x": [1]}, "eval": {"predict": {"bleu": 2}}, "n": 3}
+    assert logic.flat_metrics(nested) == {"train.loss": 1.5, "eval.predict.bleu": 2, "n": 3}
+    served = [
+        {"id": "rag/kb", "owned_by": "tunestack-rag"},
+        {"id": "qwen", "owned_by": "llamacpp"},
+        {"id": "e", "owned_by": "tunestack-embedder"},
+        {"id": "smol", "owned_by": "llamacpp"},
+    ]
+    assert logic.llm_choices(served, "smol") == ["smol", "qwen"]
+    job = {"message": "encoding", "done": 3, "total": 10}
+    assert logic.job_text(job) == "encoding (3/10)"
+    report = {"files": [{"path": "a.md", "status": "failed", "chunks": 0, "reason": "empty"}]}
+    assert logic.ingest_rows(report) == [
+        {"file": "a.md", "status": "failed", "chunks": 0, "reason": "empty"}
+    ]
+
+
+def test_ui_source_never_imports_model_or_store_code() -> None:
+    for path in sorted((ROOT / "services" / "ui").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith(HEAVY), f"{path.name} imports {name}"
+
+
+def test_ui_modules_load_without_heavy_packages() -> None:
+    """Import every UI module in a fresh interpreter and list what got loaded."""
+    code = (
+        "import importlib, json, pkgutil, sys\n"
+        "import services.ui, services.ui.views\n"
+        "mods = ['services.ui.api_client', 'services.ui.components', 'services.ui.logic',"
+        " 'services.ui.settings'] + ['services.ui.views.' + m.name for m in"
+        " pkgutil.iter_modules(services.ui.views.__path__)]\n"
+        "[importlib.import_module(m) for m in mods]\n"
+        "print(json.dumps({'mods': mods, 'loaded': sorted(sys.modules)}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    body = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(body["mods"]) >= 9  # five pages among them
+    heavy = [m for m in body["loaded"] if m.split(".")[0] in HEAVY or m.startswith(HEAVY)]
+    assert not heavy, heavy
