@@ -50,6 +50,7 @@ def _synth(
     llm_model: str | None,
     cache: Path,
     seed: int,
+    method: str = "sentences",
 ) -> tuple[Any, Any]:
     from services.embed_tuner.synth import LlmConfig, synthesize
 
@@ -66,6 +67,7 @@ def _synth(
             llm=cfg,
             cache=cache,
             seed=seed,
+            method=method,
             progress=lambda d, t: prog.update(task, completed=d, total=t),
         )
 
@@ -73,6 +75,9 @@ def _synth(
 Docs = Annotated[Path | None, typer.Option(help="Documents folder (chunked as ingest does).")]
 Corpus = Annotated[Path | None, typer.Option(help="Corpus file: SQuAD/QA JSON, JSONL, text.")]
 Llm = Annotated[str | None, typer.Option(help="OpenAI-compatible base URL; offline if omitted.")]
+Pseudo = Annotated[
+    str, typer.Option(help="Offline queries: sentences (default) | mixed (+clauses, cloze).")
+]
 
 
 @embed_app.command()
@@ -87,6 +92,7 @@ def synth(
     embedder: Annotated[
         str, typer.Option(help="Its tokenizer sizes --docs chunks.")
     ] = "all-minilm-l6-v2",
+    pseudo: Pseudo = "sentences",
     seed: int = 0,
 ) -> None:
     """Synthesize (query, passage) pairs; writes OUT and OUT's .val twin."""
@@ -102,6 +108,7 @@ def synth(
             llm_model,
             out.with_suffix(".partial.jsonl"),
             seed,
+            pseudo,
         )
         train.save(out)
         val_path = out.with_name(out.stem + ".val" + out.suffix)
@@ -138,6 +145,7 @@ def tune(
     loss: Annotated[str | None, typer.Option(help="mnrl | cached-mnrl | triplet | cosent")] = None,
     hard_negatives: Annotated[int, typer.Option(help="Mined negatives per pair.")] = 0,
     matryoshka: Annotated[str | None, typer.Option(help="e.g. 384,256,128,64")] = None,
+    pseudo: Pseudo = "sentences",
     seed: int = 0,
     overwrite: bool = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -162,7 +170,7 @@ def tune(
             passages = _corpus(s, docs, corpus, base)
             cache = Registry(s.home_dir).kind_dir("embedder") / f".synth-{name}.partial.jsonl"
             train_qa, validation = _synth(
-                s, passages, per_chunk, val_fraction, llm, llm_model, cache, seed
+                s, passages, per_chunk, val_fraction, llm, llm_model, cache, seed, pseudo
             )
             data = TrainData.from_qa(train_qa)
         dims = [int(d) for d in matryoshka.split(",")] if matryoshka else []

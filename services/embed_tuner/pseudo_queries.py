@@ -17,6 +17,8 @@ from __future__ import annotations
 import random
 import re
 
+from services.common.errors import BadInput
+
 _SENT_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？；])")
 _CLAUSE = re.compile(r"\s*[,;:，；：]\s*|\s+(?:and|but|while|which|whereas|although)\s+")
 _NUMBER = re.compile(r"\b\d[\d,.–-]*(?:\s*(?:%|percent|million|billion|thousand))?\b")
@@ -84,12 +86,28 @@ def candidates(passage: str, rng: random.Random) -> list[str]:
     return [q for q in out if not (q in seen or seen.add(q))]  # type: ignore[func-returns-value]
 
 
-def pseudo_queries(corpus: dict[str, str], per_chunk: int, seed: int = 0) -> dict[str, list[str]]:
-    """Up to `per_chunk` queries per passage (0 = all candidates), deterministic by seed."""
+METHODS = ("sentences", "mixed")
+
+
+def pseudo_queries(
+    corpus: dict[str, str], per_chunk: int, seed: int = 0, method: str = "sentences"
+) -> dict[str, list[str]]:
+    """Up to `per_chunk` queries per passage (0 = all candidates), deterministic by seed.
+
+    "sentences" (the default, the measured one): every sentence of the passage.
+    "mixed": sentences plus their clauses and cloze questions, more and shorter queries.
+    """
+    if method not in METHODS:
+        raise BadInput(
+            f"Unknown pseudo-query method '{method}'.", hint="Use " + " or ".join(METHODS)
+        )
     rng = random.Random(seed)
     out: dict[str, list[str]] = {}
     for cid in sorted(corpus):
-        cands = candidates(corpus[cid], rng)
+        if method == "sentences":
+            cands = [s for s in sentences(corpus[cid]) if _words(s) >= MIN_WORDS]
+        else:
+            cands = candidates(corpus[cid], rng)
         if per_chunk and len(cands) > per_chunk:
             cands = rng.sample(cands, per_chunk)
         out[cid] = cands

@@ -48,6 +48,7 @@ _NUMBERING = re.compile(
     re.IGNORECASE,
 )
 _NORM = re.compile(r"[\W_]+", re.UNICODE)
+_SPLIT_QUESTIONS = re.compile(r"(?<=[?？])\s+")  # small models put several on one line
 
 
 def _norm(text: str) -> str:
@@ -60,8 +61,9 @@ def parse_questions(raw: str, passage: str, limit: int) -> list[str]:
     out: list[str] = []
     seen: set[str] = set()
     norm_passage = _norm(passage)
-    for line in raw.splitlines():
-        q = _NUMBERING.sub("", line.strip()).strip().strip("\"'“”*").strip()
+    pieces = [p for line in raw.splitlines() for p in _SPLIT_QUESTIONS.split(line)]
+    for piece in pieces:
+        q = _NUMBERING.sub("", piece.strip()).strip().strip("\"'“”*").strip()
         if not q or not (q.endswith(("?", "？")) or (len(q.split()) >= 4 and q[-1:].isalnum())):
             continue
         if len(q) < 8 or q.lower().startswith(("here are", "sure", "questions")):
@@ -162,6 +164,7 @@ def synthesize(
     llm: LlmConfig | None = None,
     cache: Path | None = None,
     seed: int = 0,
+    method: str = "sentences",
     progress: Progress | None = None,
 ) -> tuple[QADataset, QADataset]:
     if llm is not None:
@@ -171,7 +174,7 @@ def synthesize(
     else:
         from services.embed_tuner.pseudo_queries import pseudo_queries
 
-        questions = pseudo_queries(corpus, per_chunk, seed=seed)
+        questions = pseudo_queries(corpus, per_chunk, seed=seed, method=method)
     ds = to_dataset(corpus, questions)
     train, val = split_queries(ds, val_fraction, seed)
     return train, val

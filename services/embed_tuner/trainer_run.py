@@ -74,6 +74,7 @@ def run_trainer(
     device = "cuda" if cuda else "cpu"
     model = SentenceTransformer(str(base.model_path), device=device)
     model.max_seq_length = params.max_seq_length
+    model.model_card_data.generate_widget_examples = False  # slow, and prints a progress bar
     ds = Dataset.from_dict(data.columns)
     if params.hard_negatives and data.kind == "pair":
         from sentence_transformers.util import mine_hard_negatives
@@ -144,6 +145,9 @@ def run_trainer(
         evaluator=evaluator,
         callbacks=[_progress_callback(progress)],
     )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # we show a progress bar; logs go to the entry
     resume = any(p.name.startswith("checkpoint-") for p in work.iterdir())
     if evaluator is not None and not resume:
         base_scores = evaluator(model)  # step 0: the base model, a checkpoint to beat

@@ -129,6 +129,11 @@ Q3: The LO-200 Path Light costs 49 EUR.
         "What is the price in euros?",
     ]
     assert parse_questions(raw, passage, 1) == qs[:1]
+    one_line = "What was the lineup? How many sacks did they have? Answer: none"
+    assert parse_questions(one_line, passage, 5) == [
+        "What was the lineup?",
+        "How many sacks did they have?",
+    ]
 
 
 def test_pseudo_queries_are_deterministic_and_from_the_passage() -> None:
@@ -139,8 +144,12 @@ def test_pseudo_queries_are_deterministic_and_from_the_passage() -> None:
     cands = candidates(p, random.Random(0))
     assert p.split(". ")[0] + "." in cands
     assert any(c.startswith("When") and "1995" not in c for c in cands)
-    assert pseudo_queries({"a": p}, 3) == pseudo_queries({"a": p}, 3)
-    assert len(pseudo_queries({"a": p}, 3)["a"]) == 3
+    assert pseudo_queries({"a": p}, 0)["a"] == [
+        p.split(". ")[0] + ".",
+        "They were founded in 1995.",
+    ]
+    mixed = pseudo_queries({"a": p}, 3, method="mixed")
+    assert mixed == pseudo_queries({"a": p}, 3, method="mixed") and len(mixed["a"]) == 3
     zh = pseudo_queries({"z": "北京是中国的首都。上海是中国最大的城市，人口超过两千万。"}, 0)["z"]
     assert "北京是中国的首都。" in zh
 
