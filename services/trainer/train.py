@@ -431,15 +431,19 @@ def run_training(
         trainer.remove_callback(TensorBoardCallback)
         logdir = Path(cfg.logging_dir).expanduser() if cfg.logging_dir else output_dir / "runs"
         trainer.add_callback(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(logdir))))
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     result = trainer.train(resume_from_checkpoint=resume)
-    wall = time.monotonic() - t0
+    wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
 
     metrics: dict[str, Any] = dict(result.metrics)
     metrics["global_step"] = trainer.state.global_step
     runtime = float(metrics.get("train_runtime") or wall)
     metrics["train_tokens"] = trainer.real_tokens
     metrics["train_tokens_per_second"] = round(trainer.real_tokens / runtime, 2) if runtime else 0
+    # CPU seconds are what a shared machine cannot inflate: tokens per CPU-second compares
+    # methods fairly even when other processes take the cores (wall-clock tokens/s cannot).
+    metrics["train_cpu_seconds"] = round(cpu, 1)
+    metrics["train_tokens_per_cpu_second"] = round(trainer.real_tokens / cpu, 2) if cpu else 0
     metrics["train_padding_ratio"] = (
         round(1 - trainer.real_tokens / trainer.padded_tokens, 4) if trainer.padded_tokens else 0
     )
