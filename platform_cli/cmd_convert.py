@@ -98,6 +98,10 @@ def deploy(
     no_switch: Annotated[
         bool, typer.Option("--no-switch", help="Do not switch the RAG API to it.")
     ] = False,
+    api_url: Annotated[
+        str | None,
+        typer.Option(envvar="TUNESTACK_API_URL", help="RAG API to switch (default: local)."),
+    ] = None,
 ) -> None:
     """Register the export with Ollama or (re)start llama.cpp on it; switch the RAG API."""
     from platform_cli.settings import StackSettings
@@ -110,6 +114,12 @@ def deploy(
         validate_name(model.replace(":", "-").replace("/", "-"))
         if to not in ("ollama", "llamacpp"):
             raise BadInput(f"--to {to}: use ollama or llamacpp.")
+        if to == "llamacpp" and stack.chroma_url_override:
+            # a compose job container: a llama.cpp server started here dies with it
+            raise BadInput(
+                "--to llamacpp restarts the local llama.cpp server; this is a job container.",
+                hint="In docker mode deploy with --to ollama, or run the stack with --mode local.",
+            )
         registry = Registry(s.home_dir)
         entry = registry.get("llm", run)
         f = dep.exported_file(entry, quant.lower())
@@ -127,7 +137,11 @@ def deploy(
             import os
 
             switched = dep.switch_rag_api(
-                stack.api_url, os.environ.get("TUNESTACK_API_KEY"), info["base_url"], model, run
+                api_url or stack.api_url,
+                os.environ.get("TUNESTACK_API_KEY"),
+                info["base_url"],
+                model,
+                run,
             )
             info["rag_api"] = switched
         dep.record_deployment(registry, run, info)

@@ -343,6 +343,7 @@ def export_run(
             adapter_modelfile = entry.dir / "Modelfile.adapter"
 
         # ---- commit: move into place, then meta.json ---------------------------------
+        t_commit = time.monotonic()
         gguf_dir = entry.dir / "gguf"
         gguf_dir.mkdir(exist_ok=True)
         for q, path in produced.items():
@@ -368,6 +369,7 @@ def export_run(
         if adapter_modelfile is not None:
             os.replace(stage / "Modelfile.adapter", adapter_modelfile)
 
+        timings["hash_and_commit"] = round(time.monotonic() - t_commit, 2)
         seconds = round(time.monotonic() - t_start, 2)
         export_meta = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -1,12 +1,15 @@
 """Choose the GGUF file the llama.cpp server loads for a registered LLM.
 
-The bundled SmolLM2 ships as Q4_1. llama.cpp's CPU Q4_1 path (weights x activations
-quantized to Q8_1) decodes that 135M model into nonsense ("What is the capital of
-France?" -> "L'Étoile, la Marseillaise, ...") in llama-cpp-python 0.3.36 on this CPU,
-while the same weights expanded to F16 answer correctly ("...is Paris."), as do the
-dequantized weights under transformers. So a Q4_1 base is re-quantized once to F16 with
-llama.cpp's own quantizer: identical weights, correct arithmetic, and at 135M still only
-~260 MB and faster than Q4_1 here. tests/integration checks the answer.
+The bundled SmolLM2 ships as Q4_1. Asked "What is the capital of France?", it answers
+"L'Étoile, la Marseillaise, ..." under llama.cpp and "The capital of France is Paris." as
+F16. That is not a broken kernel: the model is nearly tied at the first answer token
+(transformers, fp32, same weights: "The" 0.152 vs "L" 0.140), and llama.cpp quantizes the
+activations of every quantized matmul to 8 bits, which alone flips the tie (the same
+activation rounding applied inside transformers gives "L" and the same words); q8_0 files
+flip it too, and another llama.cpp build (xllamacpp) agrees. README, Models, has the
+measurements. Where a greedy first token decides the answer, 16-bit weights are the fix,
+so a Q4_1 base is re-quantized once to F16 with llama.cpp's own quantizer: identical
+weights, ~260 MB, and faster than Q4_1 on this CPU. tests/integration checks the answer.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from services.common.registry import Entry, Registry
 
-# GGUF types whose CPU kernels we found wrong for small models; served as F16 instead.
+# Bundled base types served as F16 (their 8-bit activation rounding flips near-ties).
 SERVE_AS_F16 = frozenset({"q4_1"})
 
 
