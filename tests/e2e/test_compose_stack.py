@@ -88,6 +88,15 @@ def test_every_service_is_healthy_by_its_own_healthcheck(stack: DockerStack) -> 
             assert all(b["HostIp"] == "127.0.0.1" for b in bindings), (name, bindings)
     # services run as the non-root user
     assert containers["rag-api"].exec_run("id -u").output.decode().strip() != "0"
+    # the slim UI image (no torch) has everything the UI's modules import
+    probe = (
+        "import importlib, pkgutil, services.ui as p; "
+        "[importlib.import_module(m.name)"
+        " for m in pkgutil.walk_packages(p.__path__, 'services.ui.')"
+        " if not m.name.endswith(('__main__', '.app'))]"
+    )
+    r = containers["ui"].exec_run(["python", "-c", probe])
+    assert r.exit_code == 0, r.output.decode()[-2000:]
     r = cli("status", "--json")
     rows = {row["service"]: row for row in json.loads(r.stdout)}
     assert {n: rows[n]["state"] for n in rows} == dict.fromkeys(
