@@ -46,6 +46,7 @@ THRESHOLDS: dict[str, float] = {
     "q4_1": 0.75,
 }
 STOP_CHECK_MIN = 0.95
+REPEAT_PENALTY = 1.1  # Ollama's default (repeat_last_n 64); see stop_check
 
 PROMPTS: tuple[str, ...] = (
     "What is the capital of France?",
@@ -185,16 +186,25 @@ def gguf_parity(
 def stop_check(
     gguf: Path, prompts: list[list[int]], stop_ids: list[int], threads: int, max_tokens: int
 ) -> dict[str, Any]:
-    """Share of prompts whose greedy answer ends on an end-of-turn token within budget."""
+    """Share of prompts whose greedy answer ends on an end-of-turn token within budget.
+
+    Decoding is greedy with Ollama's default repeat penalty (1.1 over the last 64 tokens,
+    which llama-cpp-python's default window also is): a small model decoded with no
+    penalty at all can loop on a list ("tips") forever whatever its template, which would
+    measure the decoder settings, not whether the file knows when a turn ends.
+    """
     t0 = time.monotonic()
     n_ctx = max(len(p) for p in prompts) + max_tokens + 8
     llm = _open(gguf, threads, max(n_ctx, 256))
     stopped = 0
     lengths = []
-    for ids in prompts:
+    running_on: list[int] = []
+    for i, ids in enumerate(prompts):
         n = 0
         ended = False
-        for t in llm.generate(ids, temp=0.0, top_k=1, reset=True):
+        for t in llm.generate(
+            ids, temp=0.0, top_k=1, repeat_penalty=REPEAT_PENALTY, reset=True
+        ):
             if t in stop_ids:
                 ended = True
                 break
@@ -203,6 +213,8 @@ def stop_check(
                 break
         stopped += int(ended)
         lengths.append(n)
+        if not ended:
+            running_on.append(i)
     del llm
     rate = stopped / len(prompts) if prompts else 0.0
     return {
@@ -212,7 +224,9 @@ def stop_check(
         "threshold": STOP_CHECK_MIN,
         "ok": rate >= STOP_CHECK_MIN,
         "max_tokens": max_tokens,
+        "repeat_penalty": REPEAT_PENALTY,
         "mean_answer_tokens": round(sum(lengths) / max(len(lengths), 1), 1),
+        "not_stopped": running_on,  # prompt indices that ran out of budget
         "stop_token_ids": stop_ids,
         "seconds": round(time.monotonic() - t0, 2),
     }
