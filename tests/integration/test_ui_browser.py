@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import ROOT
 from tests.integration.conftest import Stack
 from tests.integration.ui_fixtures import UiData
 
@@ -37,13 +38,16 @@ FLAGS = (
     "--window-size=1280,800",
 )
 LOAD_TIMES: dict[str, float] = {}
+ARTIFACTS = ROOT / "test-artifacts"  # the artifacts_dir fixture's folder, whatever the cwd
 
 
 @pytest.fixture(scope="module")
 def browser(artifacts_dir: Path) -> Iterator[Any]:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    if missing:
         msg = (
-            "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+            f"{' and '.join(missing)} not found: needs Debian's chromium and chromium-driver"
+            " (apt-get install chromium chromium-driver)"
         )
         if os.environ.get("CI"):
             pytest.fail(msg)
@@ -69,16 +73,19 @@ def browser(artifacts_dir: Path) -> Iterator[Any]:
 
 
 def wait(driver: Any, cond: Callable[[Any], Any], timeout: float = 60, what: str = "") -> Any:
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(cond)
+    try:  # a Streamlit rerun can replace an element between finding and reading it
+        return WebDriverWait(
+            driver, timeout, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]
+        ).until(cond)
     except TimeoutException:
-        driver.save_screenshot(
-            str(Path("test-artifacts") / f"ui-timeout-{uuid.uuid4().hex[:6]}.png")
-        )
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+        shot = ARTIFACTS / f"ui-timeout-{uuid.uuid4().hex[:6]}.png"
+        driver.save_screenshot(str(shot))
+        raise AssertionError(
+            f"timed out after {timeout}s waiting for {what} (screenshot: {shot})"
+        ) from None
 
 
 def css(driver: Any, selector: str) -> list[Any]:

@@ -120,14 +120,15 @@ def render() -> None:
         top_k = q2.number_input("Top k", 1, 20, 5, key="cmp_k")
         go = q3.form_submit_button("Compare", type="primary", icon=":material/search:")
     if go and query.strip():
-        try:
-            left = retrieve(client, collection, query, left_emb, "dense", min(100, top_k * 5))
-            rres = retrieve(client, collection, query, right_emb, "dense", top_k)
-            third = (
-                retrieve(client, collection, query, left_emb, extra, top_k)
-                if extra != "none"
-                else None
-            )
+        try:  # the API loads an embedder on its first query (seconds), hence the spinner
+            with st.spinner("Retrieving…"):
+                left = retrieve(client, collection, query, left_emb, "dense", min(100, top_k * 5))
+                rres = retrieve(client, collection, query, right_emb, "dense", top_k)
+                third = (
+                    retrieve(client, collection, query, left_emb, extra, top_k)
+                    if extra != "none"
+                    else None
+                )
         except ApiError as e:
             show_error(e, "Retrieval failed")
             return

@@ -85,7 +85,8 @@ def llm_tab(client: ApiClient, llms: list[dict[str, Any]], serving: dict[str, An
         if serving.get("deploy_available"):
             if st.button(f"Deploy {m['name']}", key=f"deploy-{m['name']}", type="primary"):
                 try:
-                    client.post(f"/v1/registry/models/llm/{m['name']}/deploy", timeout=600)
+                    with st.spinner(f"Deploying {m['name']}…"):
+                        client.post(f"/v1/registry/models/llm/{m['name']}/deploy", timeout=600)
                     st.success(f"{m['name']} is deployed.")
                 except ApiError as e:
                     show_error(e, "Deploy failed")
