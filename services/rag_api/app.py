@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -79,6 +80,20 @@ async def _noop_receive() -> Any:
     return {"type": "http.disconnect"}
 
 
+def _warm(st: AppState) -> None:
+    """Load the default embedder off the request path: a cold load takes seconds (torch,
+    weights), which would otherwise land on whoever asks first. Failures are only logged:
+    the first request that needs the model reports them properly."""
+
+    def load() -> None:
+        try:
+            st.pool.get(st.settings.default_embedder)
+        except Exception as e:  # reported again by the request that needs it
+            log.warning("embedder warm-up failed: %s", e)
+
+    threading.Thread(target=load, name="embedder-warmup", daemon=True).start()
+
+
 def create_app(settings: RagSettings | None = None) -> FastAPI:
     s = settings or RagSettings()
 
@@ -101,6 +116,8 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
         description="Document Q&A over your own collections; OpenAI-compatible /v1.",
     )
     app.state.tunestack = AppState.from_settings(s)
+    if s.warm_embedder:
+        _warm(app.state.tunestack)
     app.add_middleware(BodyLimit, limit_bytes=s.max_upload_mb * 2**20 + 2**20)
     auth = [Depends(require_key)]
     app.include_router(routes_docs.router, dependencies=auth)

@@ -39,4 +39,9 @@ class RagSettings(CommonSettings):
         default=0.5, description="Curbs the repetition loops small models fall into."
     )
     embed_batch_size: int = 64
+    warm_embedder: bool = Field(
+        default=True,
+        description="Load the default embedder in the background at start, so the first "
+        "query does not wait seconds for it (costs its memory from the start).",
+    )
     workers: int = 1
