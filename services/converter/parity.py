@@ -202,9 +202,7 @@ def stop_check(
     for i, ids in enumerate(prompts):
         n = 0
         ended = False
-        for t in llm.generate(
-            ids, temp=0.0, top_k=1, repeat_penalty=REPEAT_PENALTY, reset=True
-        ):
+        for t in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=REPEAT_PENALTY, reset=True):
             if t in stop_ids:
                 ended = True
                 break
