@@ -11,6 +11,12 @@ request has no system message, MESSAGE history, template rendered, `stop` parame
 applied). Generation is real: the blob is run by llama.cpp with the rendered prompt, so a
 model registered with a wrong template or no stop tokens behaves wrongly here too.
 
+OpenAI compatibility (docs/openai.md), what the RAG API uses once switched to Ollama:
+GET /v1/models (ids with their tag, "name:latest") and non-streamed POST
+/v1/chat/completions (model, messages, temperature, max_tokens, stop; the reply's `model`
+is the requested name), through the same template and stops as /api/chat; errors in
+OpenAI's {"error": {...}} shape, 404 for an unknown model.
+
 `render(template, system, messages)` renders the TEMPLATE; tests pass a Go text/template
 renderer when Go is installed, else the exporter's Python mirror of our Go templates.
 """
@@ -64,7 +70,7 @@ class FakeOllama:
         self.server: ThreadingHTTPServer | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
-    def start(self) -> str:
+    def start(self, port: int = 0) -> str:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -78,7 +84,10 @@ class FakeOllama:
                 try:
                     status, body, stream = fake.handle(method, self.path, self)
                 except HttpError as e:
-                    status, body, stream = e.status, {"error": e.message}, False
+                    err: Any = {"error": e.message}
+                    if self.path.startswith("/v1/"):
+                        err = {"error": {"message": e.message, "type": "api_error"}}
+                    status, body, stream = e.status, err, False
                 if method == "HEAD":
                     self.send_response(status)
                     self.send_header("Content-Length", "0")
@@ -108,7 +117,7 @@ class FakeOllama:
             def do_DELETE(self) -> None:
                 self._dispatch("DELETE")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
@@ -161,6 +170,8 @@ class FakeOllama:
             ("POST", "/api/show"): self.show,
             ("POST", "/api/generate"): self.generate,
             ("POST", "/api/chat"): self.chat,
+            ("GET", "/v1/models"): self.openai_models,
+            ("POST", "/v1/chat/completions"): self.openai_chat,
         }
         fn = routes.get((method, path))
         if fn is None:
@@ -347,3 +358,53 @@ class FakeOllama:
             "eval_count": usage["completion_tokens"],
         }
         return 200, final, False
+
+    # ---- OpenAI compatibility ---------------------------------------------------------
+    def openai_models(self, _: dict[str, Any]) -> tuple[int, Any, bool]:
+        data = [
+            {"id": m["name"], "object": "model", "created": 0, "owned_by": "library"}
+            for m in self.models.values()
+        ]
+        return 200, {"object": "list", "data": data}, False
+
+    def openai_chat(self, req: dict[str, Any]) -> tuple[int, Any, bool]:
+        name = req.get("model")
+        if not isinstance(name, str) or self._full(name) not in self.models:
+            raise HttpError(404, f'model "{name}" not found, try pulling it first')
+        if req.get("stream"):
+            raise HttpError(400, "this fake does not stream /v1/chat/completions")
+        msgs = req.get("messages")
+        if not isinstance(msgs, list) or not msgs:
+            raise HttpError(400, "invalid message format")
+        m = self.models[self._full(name)]
+        flat = [{"role": str(x.get("role")), "content": str(x.get("content"))} for x in msgs]
+        stop = req.get("stop") or []
+        opts = {
+            "temperature": req.get("temperature", 1.0),
+            "num_predict": req.get("max_tokens") or req.get("max_completion_tokens") or 128,
+            "stop": [stop] if isinstance(stop, str) else stop,
+        }
+        _, text, reason, usage = self._generate(m, self._msgs_for(m, flat, None), opts)
+        return (
+            200,
+            {
+                "id": f"chatcmpl-{len(self.requests)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": name,
+                "system_fingerprint": "fp_ollama",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop" if reason == "stop" else "length",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": usage["prompt_tokens"],
+                    "completion_tokens": usage["completion_tokens"],
+                    "total_tokens": usage["total_tokens"],
+                },
+            },
+            False,
+        )

@@ -51,5 +51,11 @@ class ServiceUnavailable(TunestackError):
         return out
 
 
-class EmbedderMismatch(TunestackError):
+class Conflict(TunestackError):
+    """The request is valid but cannot be done in the current state (the hint says how)."""
+
     status_code = 409
+
+
+class EmbedderMismatch(Conflict):
+    pass

@@ -41,8 +41,11 @@ class DeployFile:
     record: dict[str, Any]
 
 
-def exported_file(entry: Entry, quant: str, *, allow_failed: bool = False) -> DeployFile:
-    """The exported GGUF of `quant`, checked against meta.json and the parity gate."""
+def export_record(entry: Entry, quant: str, *, allow_failed: bool = False) -> dict[str, Any]:
+    """meta.json's record of the `quant` export, if there is one and it passed its gate.
+
+    Reads meta.json only (no hashing), so the RAG API can refuse a deploy at once.
+    """
     files = (entry.meta.get("export") or {}).get("files") or {}
     if not files:
         raise NotFound(
@@ -64,6 +67,12 @@ def exported_file(entry: Entry, quant: str, *, allow_failed: bool = False) -> De
             f"{rec['stop_check']['prompts']}); it is not deployed.",
             hint="Deploy a type that passed (see `tunestack models list`), or re-export.",
         )
+    return dict(rec)
+
+
+def exported_file(entry: Entry, quant: str, *, allow_failed: bool = False) -> DeployFile:
+    """The exported GGUF of `quant`, checked against meta.json and the parity gate."""
+    rec = export_record(entry, quant, allow_failed=allow_failed)
     path = Path(rec["path"])
     if not path.is_file() or path.stat().st_size != rec["size"]:
         raise TunestackError(

@@ -34,9 +34,12 @@ class ServingInfo(BaseModel):
     llm_base_url: str
     default_embedder: str
     deploy_available: bool = Field(
-        description="Whether POST .../deploy can switch the LLM from the API."
+        description="Whether POST .../deploy can deploy to Ollama and switch the LLM."
     )
-    deploy_hint: str
+    deploy_hint: str = Field(
+        description="What the API cannot do itself (llama.cpp: the CLI command to run)."
+    )
+    ollama_host: str = Field(description="The Ollama server a deploy registers models with.")
     max_upload_mb: int = Field(description="Largest upload request the API accepts.")
     max_file_mb: int = Field(description="Larger files are skipped at ingest.")
 
@@ -127,9 +130,30 @@ class ReindexJobRequest(BaseModel):
     embedder: str
 
 
+class DeployRequest(BaseModel):
+    to: Literal["ollama", "llamacpp"] = Field(
+        default="ollama",
+        description="ollama: registered with OLLAMA_HOST, then this API switches to it. "
+        "llamacpp: refused with 409 (the API does not own the llama.cpp server; the hint "
+        "is the CLI command).",
+    )
+    quant: str = Field(
+        default="q8_0",
+        pattern=r"^[A-Za-z0-9_]+$",
+        description="Which exported GGUF type (tunestack llm export --quant).",
+    )
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
+        description="Model name on Ollama (default: the run's name, as the CLI's --name).",
+    )
+
+
 class JobInfo(BaseModel):
     id: str
-    kind: Literal["eval", "reindex"]
+    kind: Literal["eval", "reindex", "deploy"]
     status: JobStatus
     done: int
     total: int

@@ -1,17 +1,22 @@
-"""The bodies of background jobs: an embedding evaluation and a collection reindex.
+"""The bodies of background jobs: an embedding evaluation, a collection reindex and an
+LLM deploy to Ollama.
 
-Both reuse the code the CLI runs (services.embed_tuner's evaluate and report, and
-rag_api.reindex), so a report made from the UI is the same as `tunestack embed eval`'s,
-and they share the API's loaded embedders instead of loading a second copy.
+They reuse the code the CLI runs (services.embed_tuner's evaluate and report,
+rag_api.reindex, services.converter.deploy and the /v1/admin/llm switch), so a report
+made from the UI is the same as `tunestack embed eval`'s, a deploy from the UI is the
+same as `tunestack llm deploy --to ollama`'s, and jobs share the API's loaded embedders
+instead of loading a second copy.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from services.common.errors import TunestackError
 from services.rag_api.jobs import Progress
 from services.rag_api.reindex import reindex
 
@@ -109,3 +114,64 @@ def run_reindex(st: AppState, collection: str, embedder: str, progress: Progress
             progress=lambda d, t: progress(d, t, f"embedded {d}/{t} chunks with {emb.name}"),
         )
     return {"collection": collection, "embedder": build.embedder, "chunks": n}
+
+
+def run_deploy(
+    st: AppState, run: str, quant: str, model: str, progress: Progress
+) -> dict[str, Any]:
+    """`tunestack llm deploy RUN --to ollama` inside the API: check the file, register it
+    with Ollama and prove it answers, switch this API (verified again), record it.
+
+    Nothing touches the serving LLM before the switch, and the switch itself verifies
+    before it swaps, so any failure up to there leaves the previous model serving. If
+    recording fails after the switch, the previous target is put back.
+    """
+    from services.converter import deploy as dep
+    from services.rag_api.routes_llm_admin import LlmSwitch, switch_to
+
+    host = st.settings.ollama_host
+    steps = 4
+    progress(0, steps, f"checking the {quant} export of {run} (size, sha256)")
+    entry = st.registry.get("llm", run)
+    f = dep.exported_file(entry, quant)
+    progress(1, steps, f"registering '{model}' with Ollama at {host}")
+
+    def say(msg: str) -> None:
+        progress(1, steps, msg.strip())
+
+    info = dep.deploy_ollama(st.registry, entry, model, f, host, say)
+    info["quant"] = f.quant
+    progress(2, steps, f"Ollama answers with '{model}'; switching the RAG API to it")
+    switched = asyncio.run(
+        switch_to(st, LlmSwitch(model=model, base_url=info["base_url"], run=run))
+    )
+    info["rag_api"] = switched
+    progress(3, steps, f"recording the deployment in {run}'s meta.json")
+    try:
+        dep.record_deployment(st.registry, run, {**info, "by": "rag-api job"})
+    except Exception as e:
+        prev = switched["previous"]
+        asyncio.run(
+            switch_to(
+                st,
+                LlmSwitch(model=prev["model"], base_url=prev["base_url"], verify=False),
+            )
+        )
+        raise TunestackError(
+            f"'{model}' is registered with Ollama, but recording the deployment failed "
+            f"({type(e).__name__}: {e}); the API went back to '{prev['model']}'.",
+            hint=f"Check that TUNESTACK_HOME is writable, then deploy again (or: "
+            f"tunestack llm deploy {run} --to ollama --quant {quant} --name {model}).",
+        ) from e
+    progress(steps, steps, f"'{model}' is serving")
+    return {
+        "run": run,
+        "to": "ollama",
+        "model": model,
+        "quant": f.quant,
+        "host": host,
+        "base_url": info["base_url"],
+        "verify": info["verify"],
+        "previous": switched["previous"],
+        "current": switched["current"],
+    }

@@ -1,10 +1,11 @@
-"""Background jobs with progress that the UI polls (evaluation, reindex).
+"""Background jobs with progress that the UI polls (evaluation, reindex, deploy).
 
 An evaluation or a reindex takes from seconds to many minutes; an HTTP request that
 blocks that long dies behind proxies and leaves the UI without progress. So the API
 queues the work here, answers 202 with a job id at once, and the UI polls
-GET /v1/jobs/{id}. One worker thread runs jobs in order: both kinds are CPU-bound, and
-running two at once on a small machine only makes both slower and starves retrieval.
+GET /v1/jobs/{id}. One worker thread runs jobs in order: evaluation and reindex are
+CPU-bound, and running two at once on a small machine only makes both slower and starves
+retrieval; a deploy (upload to Ollama, one generate, the switch) waits its turn too.
 
 Jobs live in the API process (a restart forgets them; their results, the report folder
 or the new Chroma build, persist). Run the API with one uvicorn worker when the UI
@@ -26,6 +27,7 @@ from typing import Any
 from services.common.errors import NotFound, TunestackError
 
 log = logging.getLogger("tunestack.rag_api.jobs")
+_manager_lock = threading.Lock()
 
 
 @dataclass
@@ -168,3 +170,13 @@ class JobManager:
             job.result, job.error = result, error
             job.status = "failed" if error else "done"
             job.message = error["message"] if error else "done"
+
+
+def app_manager(app_state: Any) -> JobManager:
+    """The app's job manager (on FastAPI's app.state), made on first use."""
+    with _manager_lock:
+        jobs: JobManager | None = getattr(app_state, "tunestack_jobs", None)
+        if jobs is None:
+            jobs = JobManager()
+            app_state.tunestack_jobs = jobs
+    return jobs

@@ -1,4 +1,5 @@
-"""Admin endpoints the UI needs: the model registry, evaluation reports, eval datasets.
+"""Admin endpoints the UI needs: the model registry, evaluation reports, eval datasets,
+and deploying an exported LLM to Ollama (a background job, see job_tasks.run_deploy).
 
 Everything is read from TUNESTACK_HOME through the same Registry the CLI uses, so the UI
 shows what exists and nothing else: a field a model's meta.json lacks (exports, parity)
@@ -8,17 +9,18 @@ is simply absent from the answer. Files are served only through services.rag_api
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import APIRouter, Body, File, Query, Request, UploadFile
+from fastapi.responses import FileResponse
 
-from services.common.errors import BadInput, NotFound, TunestackError
-from services.common.registry import Entry
+from services.common.errors import BadInput, Conflict, NotFound, TunestackError
+from services.common.registry import Entry, validate_name
 from services.rag_api import artifacts
 from services.rag_api.admin_schemas import (
     ERRORS,
@@ -26,7 +28,9 @@ from services.rag_api.admin_schemas import (
     DatasetInfo,
     DatasetsResponse,
     DatasetUploaded,
+    DeployRequest,
     ErrorBody,
+    JobInfo,
     ModelDetail,
     ModelsResponse,
     ModelSummary,
@@ -35,15 +39,22 @@ from services.rag_api.admin_schemas import (
     ReportSummary,
     ServingInfo,
 )
+from services.rag_api.jobs import Progress, app_manager
 from services.rag_api.state import AppState
 from services.rag_api.uploads import sanitize_filename, save_upload
 
 router = APIRouter(prefix="/v1", tags=["admin"], responses=ERRORS)
 KindParam = Literal["llm", "embedder"]
 REPORT_METRICS = ("hit@1", "hit@3", "hit@5", "hit@10", "ndcg@10", "map@100")
+LLAMACPP_HINT = "tunestack llm deploy {run} --to llamacpp --quant {quant}"
 DEPLOY_HINT = (
-    "Deploy from the CLI: `tunestack llm deploy RUN` (with the converter installed); "
-    "the API switches to the deployed model."
+    "Deploy registers the export with Ollama and switches this API to it. The API cannot "
+    "restart a llama.cpp server it does not own; for llama.cpp run "
+    f"`{LLAMACPP_HINT.format(run='RUN', quant='q8_0')}`."
+)
+NO_CLIENT_HINT = (
+    "This API has no `ollama` Python client (install tunestack[rag]); deploy from the CLI: "
+    "`tunestack llm deploy RUN --to ollama|llamacpp --quant q8_0`."
 )
 
 
@@ -54,14 +65,20 @@ def state(request: Request) -> AppState:
 # ---- registry ------------------------------------------------------------------------
 
 
+def _ollama_client_installed() -> bool:
+    return importlib.util.find_spec("ollama") is not None
+
+
 def serving_info(st: AppState) -> ServingInfo:
     target = st.llm.target
+    available = _ollama_client_installed()
     return ServingInfo(
         llm_model=target.model,
         llm_base_url=target.base_url,
         default_embedder=st.settings.default_embedder,
-        deploy_available=False,
-        deploy_hint=DEPLOY_HINT,
+        deploy_available=available,
+        deploy_hint=DEPLOY_HINT if available else NO_CLIENT_HINT,
+        ollama_host=st.settings.ollama_host,
         max_upload_mb=st.settings.max_upload_mb,
         max_file_mb=st.settings.max_file_mb,
     )
@@ -170,20 +187,57 @@ def model_file(request: Request, kind: KindParam, name: str, filename: str) -> F
 
 @router.post(
     "/registry/models/llm/{name}/deploy",
-    summary="Deploy an exported LLM (501 until the converter provides deploy)",
-    status_code=501,
-    responses={501: {"model": ErrorBody, "description": "Not available in this version."}},
-)
-def deploy_llm(request: Request, name: str) -> JSONResponse:
-    _entry(state(request), "llm", name)
-    return JSONResponse(
-        {
-            "error": "NotImplemented",
-            "message": "Deploying from the API is not available in this version.",
-            "hint": DEPLOY_HINT,
+    summary="Deploy an exported LLM to Ollama and switch this API to it (a background job)",
+    response_model=JobInfo,
+    status_code=202,
+    responses={
+        409: {
+            "model": ErrorBody,
+            "description": "--to llamacpp (the hint is the CLI command), or no Ollama client.",
         },
-        status_code=501,
+    },
+)
+def deploy_llm(
+    request: Request, name: str, body: Annotated[DeployRequest | None, Body()] = None
+) -> JobInfo:
+    """What `tunestack llm deploy NAME --to ollama` does, as a job the UI polls: check the
+    GGUF against meta.json, register it with Ollama at OLLAMA_HOST, one generate, then the
+    verified atomic switch of /v1/admin/llm, then meta.json's `deployments`. The export,
+    its gate and its Modelfile are checked before the job is queued; any failure in the
+    job leaves the previous LLM serving.
+    """
+    from services.converter import deploy as dep
+    from services.rag_api import job_tasks
+
+    st = state(request)
+    req = body or DeployRequest()
+    entry = _entry(st, "llm", name)
+    quant = req.quant.lower()
+    model = req.name or name
+    try:
+        validate_name(model.replace(":", "-").replace("/", "-"))
+    except TunestackError as e:
+        raise BadInput(e.message, hint=e.hint) from e
+    if req.to == "llamacpp":
+        cmd = LLAMACPP_HINT.format(run=name, quant=quant)
+        raise Conflict(
+            "The RAG API cannot restart a llama.cpp server it does not own; deploy to "
+            "llama.cpp from the CLI on the machine that runs it (it switches this API too).",
+            hint=cmd if req.name is None else f"{cmd} --name {model}",
+        )
+    if not _ollama_client_installed():
+        raise Conflict("This API cannot reach Ollama: no `ollama` client.", hint=NO_CLIENT_HINT)
+    rec = dep.export_record(entry, quant)
+    dep.modelfile_for(
+        entry, dep.DeployFile(quant, Path(rec["path"]), rec["sha256"], int(rec["size"]), rec)
     )
+
+    def run(progress: Progress) -> dict[str, Any]:
+        return job_tasks.run_deploy(st, name, quant, model, progress)
+
+    params = {"run": name, "to": "ollama", "quant": quant, "name": model}
+    job = app_manager(request.app.state).submit("deploy", params, run, key=f"deploy:{name}")
+    return JobInfo(**job.info())
 
 
 # ---- reports -------------------------------------------------------------------------

@@ -1,12 +1,11 @@
-"""Job endpoints: start an evaluation or a reindex, then poll its progress.
+"""Job endpoints: start an evaluation or a reindex, then poll its progress (a deploy job
+is started by POST /v1/registry/models/llm/{name}/deploy in routes_admin).
 
 Inputs are checked before a job is queued (dataset exists, models are registered,
 collection exists), so a typo is a 404/422 at once rather than a job that fails later.
 """
 
 from __future__ import annotations
-
-import threading
 
 from fastapi import APIRouter, Request
 
@@ -19,13 +18,12 @@ from services.rag_api.admin_schemas import (
     JobsResponse,
     ReindexJobRequest,
 )
-from services.rag_api.jobs import JobManager, Progress
+from services.rag_api.jobs import JobManager, Progress, app_manager
 from services.rag_api.routes_admin import resolve_dataset
 from services.rag_api.state import AppState
 from services.rag_api.store import validate_collection_name
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
-_manager_lock = threading.Lock()
 
 
 def state(request: Request) -> AppState:
@@ -34,13 +32,7 @@ def state(request: Request) -> AppState:
 
 def manager(request: Request) -> JobManager:
     """The app's job manager, made on first use (app.py needs no extra wiring)."""
-    app_state = request.app.state
-    with _manager_lock:
-        jobs: JobManager | None = getattr(app_state, "tunestack_jobs", None)
-        if jobs is None:
-            jobs = JobManager()
-            app_state.tunestack_jobs = jobs
-    return jobs
+    return app_manager(request.app.state)
 
 
 def _registered_embedders(st: AppState, names: list[str]) -> list[str]:

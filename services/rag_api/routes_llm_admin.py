@@ -86,7 +86,11 @@ async def current_llm(request: Request) -> dict[str, Any]:
 
 @router.post("/llm", summary="Switch the RAG chain's LLM atomically (verified first)")
 async def switch_llm(request: Request, body: LlmSwitch) -> dict[str, Any]:
-    st: AppState = request.app.state.tunestack
+    return await switch_to(request.app.state.tunestack, body)
+
+
+async def switch_to(st: AppState, body: LlmSwitch) -> dict[str, Any]:
+    """Verify, swap and persist; also what the API's own deploy job calls."""
     cur = st.llm.target
     new = LlmTarget(
         base_url=body.base_url or cur.base_url,

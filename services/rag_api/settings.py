@@ -23,6 +23,12 @@ class RagSettings(CommonSettings):
     llm_model: str = "smollm2-135m-instruct"
     llm_api_key: SecretStr = SecretStr("sk-no-key-required")
     llm_timeout_s: float = 120.0
+    ollama_host: str = Field(
+        default="http://127.0.0.1:11434",
+        validation_alias=AliasChoices("OLLAMA_HOST", "TUNESTACK_RAG_OLLAMA_HOST"),
+        description="Ollama server that POST /v1/registry/models/llm/{name}/deploy registers "
+        "models with (the same variable the CLI's `llm deploy --to ollama` reads).",
+    )
     api_key: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("TUNESTACK_API_KEY"),

@@ -127,11 +127,12 @@ def follow_job(client: ApiClient, job: dict[str, Any], label: str) -> dict[str, 
 
 
 def start_job(
-    client: ApiClient, kind: str, body: dict[str, Any], label: str
+    client: ApiClient, kind: str, body: dict[str, Any], label: str, path: str | None = None
 ) -> dict[str, Any] | None:
-    """POST /v1/jobs/<kind> and follow it; errors shown, None on failure to start."""
+    """POST /v1/jobs/<kind> (or `path`, which answers a job) and follow it; errors shown,
+    None on failure to start."""
     try:
-        job = client.post(f"/v1/jobs/{kind}", json=body)
+        job = client.post(path or f"/v1/jobs/{kind}", json=body)
     except ApiError as e:
         show_error(e, f"Could not start the {kind}")
         return None

@@ -27,7 +27,9 @@ def test_registry_lists_models_with_metrics_files_and_exports(
 ) -> None:
     body = get(stack, "/v1/registry/models").json()
     assert body["serving"]["llm_model"] == "smollm2-135m-instruct"
-    assert body["serving"]["deploy_available"] is False
+    assert body["serving"]["deploy_available"] is True  # to Ollama, as a job
+    assert "--to llamacpp" in body["serving"]["deploy_hint"]
+    assert body["serving"]["ollama_host"].startswith("http")
     by_name = {m["name"]: m for m in body["models"]}
     run = by_name[ui_data.llm_run]
     assert run["kind"] == "llm" and run["base_model"] == "smollm2-135m-instruct"
@@ -186,12 +188,24 @@ def test_dataset_upload_validates(stack: Stack, tmp_path: Path) -> None:
     assert up("notes.txt", b"hello").status_code == 422
 
 
-def test_deploy_is_a_clear_501(stack: Stack, ui_data: UiData) -> None:
-    r = httpx.post(f"{stack.api}/v1/registry/models/llm/{ui_data.llm_run}/deploy", timeout=30)
-    assert r.status_code == 501
-    assert "tunestack llm deploy" in r.json()["hint"]
+def test_deploy_inputs_are_checked_before_queueing(stack: Stack, ui_data: UiData) -> None:
+    """The refusals; the deploy job itself is in test_converter.py (a real export)."""
+    url = f"{stack.api}/v1/registry/models/llm/{ui_data.llm_run}/deploy"
+    jobs_before = len(get(stack, "/v1/jobs").json()["jobs"])
+    r = httpx.post(url, json={"to": "llamacpp", "quant": "Q8_0"}, timeout=30)
+    assert r.status_code == 409, r.text
+    assert r.json()["error"] == "Conflict"
+    assert r.json()["hint"] == f"tunestack llm deploy {ui_data.llm_run} --to llamacpp --quant q8_0"
+    r = httpx.post(url, timeout=30)  # no body: to=ollama, quant=q8_0
+    assert r.status_code == 404, r.text  # its gguf is listed, but no converter export record
+    assert "has not been exported" in r.json()["message"]
+    assert r.json()["hint"] == f"tunestack llm export {ui_data.llm_run} --quant q8_0"
+    for bad in ({"to": "vllm"}, {"quant": "../x"}, {"name": "../../etc"}, {"name": ""}):
+        r = httpx.post(url, json=bad, timeout=30)
+        assert r.status_code == 422, (bad, r.text)
     r = httpx.post(f"{stack.api}/v1/registry/models/llm/nope/deploy", timeout=30)
     assert r.status_code == 404
+    assert len(get(stack, "/v1/jobs").json()["jobs"]) == jobs_before  # nothing was queued
 
 
 def test_new_endpoints_need_the_key(degraded_api: DegradedApi, ui_data: UiData) -> None:
@@ -237,11 +251,19 @@ def test_openapi_documents_the_new_endpoints(stack: Stack) -> None:
     for path, method in expected.items():
         op = spec["paths"][path][method]
         assert op["summary"], path
-        ok = next(c for c in ("200", "201", "202", "501") if c in op["responses"])
+        ok = next(c for c in ("200", "201", "202") if c in op["responses"])
         assert op["responses"][ok]["content"], path
+        assert "501" not in op["responses"], path
     schemas = spec["components"]["schemas"]
     assert {"JobInfo", "ModelsResponse", "ReportDetail", "DatasetUploaded", "ErrorBody"} <= set(
         schemas
     )
+    deploy = spec["paths"]["/v1/registry/models/llm/{name}/deploy"]["post"]
+    assert {"202", "404", "409", "422"} <= set(deploy["responses"])
+    assert deploy["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/JobInfo"
+    )
+    assert set(schemas["DeployRequest"]["properties"]) == {"to", "quant", "name"}
+    assert "deploy" in schemas["JobInfo"]["properties"]["kind"]["enum"]
     job_op = spec["paths"]["/v1/jobs/{job_id}"]["get"]["responses"]["200"]
     assert job_op["content"]["application/json"]["schema"]["$ref"].endswith("/JobInfo")

@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +273,104 @@ def _restore_base(stack: Stack, before: dict[str, Any]) -> None:
     deploy_llamacpp(stack.settings, gguf, stack.settings.default_llm, lambda m: None)
     served_path(stack.home).unlink(missing_ok=True)
     httpx.post(f"{stack.api}/v1/admin/llm", json={"model": before["model"]}, timeout=60)
+
+
+def test_api_deploy_job_to_ollama_switches_or_keeps_the_old_model(
+    exported: dict[str, Any], stack: Stack, tmp_path: Path
+) -> None:
+    """POST /v1/registry/models/llm/RUN/deploy (what the UI's Deploy button calls) on an
+    API of its own whose OLLAMA_HOST is the strict fake: refused while Ollama is down (the
+    old model keeps serving), then registered, verified, switched and recorded."""
+    from tests.conftest import free_port
+    from tests.integration.conftest import start_api
+    from tests.integration.ui_fixtures import ingest, wait_job
+
+    fake = FakeOllama(
+        tmp_path / "ollama", lambda t, m: render_go_semantics(translate_from_go(t), m)
+    )
+    ollama_port, api_port = free_port(), free_port()
+    host = f"http://127.0.0.1:{ollama_port}"
+    deployment = stack.home / "run" / "llm-deployment.json"
+    saved = deployment.read_bytes() if deployment.is_file() else None
+    proc = start_api(stack, api_port, OLLAMA_HOST=host, TUNESTACK_RAG_WARM_EMBEDDER="false")
+    api = f"http://127.0.0.1:{api_port}"
+    url = f"{api}/v1/registry/models/llm/{RUN}/deploy"
+    try:
+        serving = httpx.get(f"{api}/v1/registry/models", timeout=30).json()["serving"]
+        assert serving["deploy_available"] and serving["ollama_host"] == host
+        before = httpx.get(f"{api}/v1/admin/llm", timeout=10).json()
+        # llama.cpp is the CLI's: 409 with the exact command, nothing queued
+        r = httpx.post(url, json={"to": "llamacpp"}, timeout=30)
+        assert r.status_code == 409
+        assert r.json()["hint"] == f"tunestack llm deploy {RUN} --to llamacpp --quant q8_0"
+        r = httpx.post(url, json={"quant": "q4_k_m"}, timeout=30)
+        assert r.status_code == 404 and "has no q4_k_m export" in r.json()["message"]
+        assert f"tunestack llm export {RUN} --quant q4_k_m" in r.json()["hint"]
+
+        # Ollama down: the job fails with message + hint, the old model keeps serving
+        job = httpx.post(url, json={"name": "lumen-api"}, timeout=30).json()
+        assert job["kind"] == "deploy" and job["params"]["quant"] == "q8_0"
+        job = wait_job(api, job)
+        assert job["status"] == "failed", job
+        assert host in job["error"]["message"] and "OLLAMA_HOST" in job["error"]["hint"]
+        assert httpx.get(f"{api}/v1/admin/llm", timeout=10).json() == before
+
+        fake.start(ollama_port)
+        job = httpx.post(url, json={"name": "lumen-api"}, timeout=30).json()
+        messages = set()
+        deadline = time.monotonic() + 600
+        while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+            messages.add(job["message"])
+            time.sleep(0.2)
+            job = httpx.get(f"{api}/v1/jobs/{job['id']}", timeout=10).json()
+        assert job["status"] == "done", job
+        assert any("Ollama" in m for m in messages), messages
+        res = job["result"]
+        assert res["model"] == "lumen-api" and res["base_url"] == f"{host}/v1"
+        assert res["verify"]["response"].strip() and res["previous"] == before
+        now = httpx.get(f"{api}/v1/admin/llm", timeout=10).json()
+        assert now == {"base_url": f"{host}/v1", "model": "lumen-api"}
+        assert "lumen-api:latest" in fake.models
+        calls = [c for c in fake.requests if c[0] != "HEAD"]
+        assert [c[1] for c in calls[-4:]] == [
+            "/api/show",
+            "/api/generate",
+            "/v1/models",
+            "/v1/chat/completions",  # the API's own verification before the swap
+        ]
+        assert json.loads(deployment.read_text())["model"] == "lumen-api"
+        last = stack.registry.get("llm", RUN).meta["deployments"][-1]
+        assert last["to"] == "ollama" and last["name"] == "lumen-api" and last["quant"] == "q8_0"
+        # the RAG chain now answers through Ollama's OpenAI endpoint
+        docs = tmp_path / "docs"
+        docs.mkdir()
+        (docs / "hours.md").write_text("Lumen & Oak's Berlin store opens at 9:00 on weekdays.\n")
+        ingest(api, "convollama", [docs / "hours.md"])
+        n_chats = sum(1 for c in fake.requests if c[1] == "/v1/chat/completions")
+        r = httpx.post(
+            f"{api}/v1/chat/completions",
+            json={
+                "model": "rag/convollama",
+                "messages": [{"role": "user", "content": "When does the Berlin store open?"}],
+                "max_tokens": 48,
+            },
+            timeout=300,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["sources"][0]["file_name"] == "hours.md"
+        assert sum(1 for c in fake.requests if c[1] == "/v1/chat/completions") == n_chats + 1
+
+        # Ollama gone after a deploy: another deploy fails, 'lumen-api' keeps serving
+        fake.stop()
+        job = wait_job(api, httpx.post(url, json={"name": "lumen-other"}, timeout=30).json())
+        assert job["status"] == "failed" and job["error"]["hint"]
+        assert httpx.get(f"{api}/v1/admin/llm", timeout=10).json()["model"] == "lumen-api"
+    finally:
+        fake.stop()
+        httpx.delete(f"{api}/v1/collections/convollama", timeout=30)
+        proc.terminate()
+        proc.wait(timeout=30)
+        if saved is None:
+            deployment.unlink(missing_ok=True)
+        else:
+            deployment.write_bytes(saved)

@@ -245,8 +245,15 @@ def test_models_shows_runs_curves_exports_and_embedders(ui_env: None, ui_data: U
     exports = next(f for f in frames if "quant" in f.columns)
     assert exports["size"].iloc[0] == "4.0 KB"
     assert any("agreement" in f.columns for f in frames)  # parity table
-    assert any("tunestack llm deploy" in c.value for c in at.caption)  # no dead button
-    assert not [b for b in at.button if (b.key or "").startswith("deploy-")]
+    # deploy to Ollama is a job; llama.cpp's CLI command is shown beside the button
+    assert any("tunestack llm deploy" in c.value for c in at.caption)
+    assert at.selectbox(key=f"dq-{ui_data.llm_run}").value == "q8_0"
+    at.button(key=f"deploy-{ui_data.llm_run}").click().run()
+    assert not at.exception, at.exception
+    # this run's gguf has no converter export record: refused before a job is queued
+    assert any(
+        "has not been exported" in e.value and "tunestack llm export" in e.value for e in at.error
+    ), [e.value for e in at.error]
 
     at.selectbox(key="models_emb").set_value(ui_data.tuned).run()
     embs = next(d.value for d in at.dataframe if "embedder" in d.value.columns)

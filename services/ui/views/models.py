@@ -2,8 +2,9 @@
 metrics, loss curves, exports and which one serves.
 
 Only what a model's meta.json records is shown: exports and the parity table appear once
-the converter writes them; a deploy button appears only when the API says it can deploy
-(otherwise the CLI command is shown), so there is never a button that cannot work.
+the converter writes them. Deploy (to Ollama) runs as an API job with progress, then the
+API serves the model; llama.cpp deploys are the CLI's (the API shows the command), and
+without the API's Ollama client only the CLI command is shown.
 """
 
 from __future__ import annotations
@@ -82,16 +83,36 @@ def llm_tab(client: ApiClient, llms: list[dict[str, Any]], serving: dict[str, An
         st.markdown("**Parity (HF vs GGUF)**")
         _table(m["parity"])
     if m["exports"] and not m["deployed"]:
-        if serving.get("deploy_available"):
-            if st.button(f"Deploy {m['name']}", key=f"deploy-{m['name']}", type="primary"):
-                try:
-                    with st.spinner(f"Deploying {m['name']}…"):
-                        client.post(f"/v1/registry/models/llm/{m['name']}/deploy", timeout=600)
-                    st.success(f"{m['name']} is deployed.")
-                except ApiError as e:
-                    show_error(e, "Deploy failed")
-        else:
-            st.caption(serving.get("deploy_hint", ""))
+        deploy_action(client, m, serving)
+
+
+def deploy_action(client: ApiClient, m: dict[str, Any], serving: dict[str, Any]) -> None:
+    """Deploy to Ollama as a job (progress, then the API serves it); llama.cpp: the CLI."""
+    if not serving.get("deploy_available"):
+        st.caption(serving.get("deploy_hint", ""))
+        return
+    quants = list(dict.fromkeys(str(r["name"]) for r in m["exports"] if r.get("name")))
+    run = m["name"]
+    c1, c2, c3 = st.columns([1, 2, 1], vertical_alignment="bottom")
+    quant = c1.selectbox(
+        "Type", quants, index=quants.index("q8_0") if "q8_0" in quants else 0, key=f"dq-{run}"
+    )
+    name = c2.text_input("Ollama model name", value=run, key=f"dn-{run}").strip() or run
+    if c3.button(f"Deploy {run}", key=f"deploy-{run}", type="primary"):
+        job = start_job(
+            client,
+            "deploy",
+            {"to": "ollama", "quant": quant, "name": name},
+            f"Deploying {run} ({quant}) to Ollama as '{name}'",
+            path=f"/v1/registry/models/llm/{run}/deploy",
+        )
+        if job and job["status"] == "done":
+            res = job["result"] or {}
+            st.success(
+                f"'{name}' is serving from Ollama at {res.get('base_url', '')}; "
+                f"it answered: {res.get('verify', {}).get('response', '').strip()!r}"
+            )
+    st.caption(f"Ollama at {serving.get('ollama_host', '')}. {serving.get('deploy_hint', '')}")
 
 
 def embedder_tab(
