@@ -18,7 +18,7 @@ from pathlib import Path
 
 from _harness import median, peak_rss_mb, run_isolated, xquad_paragraphs
 
-BATCH, LR = 32, 2e-5
+BATCH, LR = 32, 5e-5
 
 
 def pairs(n: int) -> list[tuple[str, str]]:

@@ -19,6 +19,8 @@ class EmbedSettings(CommonSettings):
     val_fraction: float = 0.1
     epochs: float = 1.0
     batch_size: int = 32
-    lr: float = 2e-5
+    # sentence-transformers' usual 2e-5 barely moves a model in the ~35 steps a small
+    # corpus gives (XQuAD-en, 240 paragraphs: error reduction 15.1% at 2e-5, 17.7% at 5e-5).
+    lr: float = 5e-5
     max_seq_length: int = 256
     top_k: int = 10

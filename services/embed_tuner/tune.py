@@ -38,7 +38,7 @@ class TuneParams:
     name: str
     epochs: float = 1.0
     batch_size: int = 32
-    lr: float = 2e-5
+    lr: float = 5e-5  # EmbedSettings.lr explains
     max_seq_length: int = 256
     loss: str | None = None
     hard_negatives: int = 0
