@@ -108,8 +108,14 @@ def render() -> None:
     collection = c1.selectbox("Collection", names, index=linked_index(names), key="cmp_collection")
     built = [b["embedder"] for b in next(c["builds"] for c in cols if c["name"] == collection)]
     base, right = pick_pair(built, serving["default_embedder"], tuned)
-    left_emb = c2.selectbox("Base (left)", built, index=built.index(base), key="cmp_left")
-    right_emb = c3.selectbox("Tuned (right)", built, index=built.index(right), key="cmp_right")
+    if st.session_state.get("cmp_for") != collection or any(
+        st.session_state.get(k) not in built for k in ("cmp_left", "cmp_right")
+    ):
+        # another collection: its own default pair, not the columns kept from the last one
+        st.session_state["cmp_for"] = collection
+        st.session_state["cmp_left"], st.session_state["cmp_right"] = base, right
+    left_emb = c2.selectbox("Base (left)", built, key="cmp_left")
+    right_emb = c3.selectbox("Tuned (right)", built, key="cmp_right")
     extra = c4.selectbox("Third column", ["none", "bm25", "hybrid"], key="cmp_extra")
     if len(built) < 2:
         offer_reindex(client, collection, built)
