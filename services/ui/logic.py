@@ -7,6 +7,7 @@ these functions compute.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -171,3 +172,16 @@ def job_text(job: dict[str, Any]) -> str:
     done, total = job.get("done", 0), job.get("total", 0)
     count = f" ({done}/{total})" if total else ""
     return f"{job.get('message', '')}{count}"
+
+
+_BLOCK_MARKUP = re.compile(r"^(\s{0,3}\d*)([#>]|[-*+] |[.)] |={3,}|-{3,})", re.MULTILINE)
+
+
+def quoted_chunk(text: str) -> str:
+    """A chunk shown as Markdown without its block markup taking over the card.
+
+    Chunks are cut from the user's files: a "# Warranty" line would render as a page-sized
+    heading and a "---" line as a rule. Escaping the line-start markers keeps the words,
+    inline emphasis and wrapping.
+    """
+    return _BLOCK_MARKUP.sub(lambda m: m.group(1) + "\\" + m.group(2), text)

@@ -118,3 +118,12 @@ def test_ui_modules_load_without_heavy_packages() -> None:
     assert len(body["mods"]) >= 9  # five pages among them
     heavy = [m for m in body["loaded"] if m.split(".")[0] in HEAVY or m.startswith(HEAVY)]
     assert not heavy, heavy
+
+
+def test_quoted_chunk_escapes_block_markup_only() -> None:
+    from services.ui.logic import quoted_chunk
+
+    text = "# Warranty\nThe LO-200 has **3 years**.\n- item\n---\n> quote\n12. x"
+    assert quoted_chunk(text) == (
+        "\\# Warranty\nThe LO-200 has **3 years**.\n\\- item\n\\---\n\\> quote\n12\\. x"
+    )

@@ -21,7 +21,7 @@ from services.ui.components import (
     readiness,
     show_error,
 )
-from services.ui.logic import llm_choices
+from services.ui.logic import llm_choices, quoted_chunk
 
 HISTORY = "chat_history"
 
@@ -36,7 +36,7 @@ def render_sources(sources: list[dict[str, Any]]) -> None:
         )
         with st.expander(label):
             st.caption(str(s.get("source", "")))
-            st.markdown(str(s.get("text", "")))
+            st.markdown(quoted_chunk(str(s.get("text", ""))))
 
 
 def copy_button(text: str, key: str) -> None:
