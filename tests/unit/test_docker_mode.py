@@ -253,7 +253,10 @@ def test_up_names_a_taken_port(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        s = settings(tmp_path, api_port=port)
+        with socket.socket() as other:  # chroma on a free port: 8001 may be in use here
+            other.bind(("127.0.0.1", 0))
+            free = other.getsockname()[1]
+        s = settings(tmp_path, api_port=port, chroma_port=free)
         stack = DockerStack(
             s, ComposeCommand(("docker-compose",), (1, 29), "v1"), client=NoContainers()
         )
