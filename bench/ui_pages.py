@@ -87,22 +87,14 @@ def browser_times(ui: str, runs: int) -> dict[str, float]:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from tests.integration.test_ui_browser import CHROMEDRIVER, CHROMIUM, FLAGS
+
     os.environ["SE_OFFLINE"] = "true"
     opts = Options()
-    opts.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,800",
-    ):
+    opts.binary_location = CHROMIUM
+    for flag in FLAGS:  # the browser test's: headless, no sandbox, no network, 1280x800
         opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     out = {}
     try:
         for page, title, ready in PAGES:
