@@ -101,6 +101,11 @@ infra/ci/wheelhouse.sh "$WHEELHOUSE"
 mkdir -p .cache/certs
 cp /etc/ssl/certs/ca-certificates.crt .cache/certs/host-ca-bundle.crt
 
+phase "leftovers of an earlier run (its project's containers and volumes)"
+# A run killed before its cleanup leaves containers and volumes of this project behind;
+# the tests start from empty volumes (e.g. a first ingest reports every file "ok").
+.venv/bin/tunestack down --mode docker --volumes >/dev/null 2>&1 || true
+
 phase "install.sh --llm llamacpp (build images, up)"
 # only the image builds are offline (this machine's own pip calls above use its indexes)
 export PIP_NO_INDEX=1
