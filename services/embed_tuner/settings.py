@@ -17,7 +17,9 @@ class EmbedSettings(CommonSettings):
     per_chunk: int = 0  # offline: 0 = every pseudo-query candidate; LLM default is 3
     llm_per_chunk: int = 3
     val_fraction: float = 0.1
-    epochs: float = 1.0
+    # two passes: on XQuAD-en (1,092 pairs, 35 steps an epoch) the second epoch took the
+    # error reduction from 17.7% to 24.6%; validation picks the best checkpoint anyway
+    epochs: float = 2.0
     batch_size: int = 32
     # sentence-transformers' usual 2e-5 barely moves a model in the ~35 steps a small
     # corpus gives (XQuAD-en, 240 paragraphs: error reduction 15.1% at 2e-5, 17.7% at 5e-5).

@@ -36,7 +36,7 @@ COMPATIBLE = {
 class TuneParams:
     base: str
     name: str
-    epochs: float = 1.0
+    epochs: float = 2.0  # EmbedSettings.epochs explains
     batch_size: int = 32
     lr: float = 5e-5  # EmbedSettings.lr explains
     max_seq_length: int = 256
