@@ -50,6 +50,16 @@ class Stack:
             "TUNESTACK_UI_PORT": str(s.ui_port),
         }
 
+    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """`tunestack ARGS...` as a subprocess against this stack, output captured."""
+        return subprocess.run(
+            [sys.executable, "-m", "platform_cli.main", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:

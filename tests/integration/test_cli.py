@@ -12,13 +12,7 @@ from tests.integration.conftest import Stack
 
 
 def cli(stack: Stack, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "platform_cli.main", *args],
-        env=stack.env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return stack.cli(*args, timeout=timeout)
 
 
 def test_ingest_then_ask_json(stack: Stack) -> None:

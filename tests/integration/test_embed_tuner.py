@@ -27,13 +27,7 @@ needs_data = pytest.mark.skipif(not XQUAD_EN.exists(), reason="../shared/data is
 
 
 def cli(stack: Stack, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "platform_cli.main", *args],
-        env=stack.env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return stack.cli(*args, timeout=timeout)
 
 
 def small_squad(src: Path, dest: Path, articles: int) -> Path:
