@@ -35,12 +35,13 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: help setup demo test test-slow test-compose check fmt up down status bench bench-compose samples clean
+.PHONY: help setup demo test test-slow test-compose check docs fmt up down status bench bench-compose samples clean
 
 help:
 	@echo "make demo   install, ingest the sample corpus, ask three questions, leave the UI up"
 	@echo "make test   unit + integration tests on real components (what CI runs)"
-	@echo "make check  ruff + mypy    make up / down / status    make bench    make test-slow"
+	@echo "make check  ruff, mypy, import contracts, architecture and CLI-docs checks    make docs"
+	@echo "make up / down / status    make bench    make test-slow"
 	@echo "make test-compose  the docker compose stack end to end (installs and starts Docker)"
 
 setup: $(STAMP) $(LLAMA_CPP_SCRIPTS)/.extracted
@@ -103,10 +104,20 @@ test-slow: setup samples
 test-compose: setup samples
 	bash infra/ci/compose_e2e.sh
 
+# Architecture checks (infra/checks/): import contracts in pyproject.toml [tool.importlinter],
+# rules import-linter cannot express, and the README's CLI reference against --help.
 check: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy infra/checks
+	$(BIN)/lint-imports --no-logo --no-cache
+	$(BIN)/python infra/checks/architecture.py
+	$(BIN)/python infra/checks/cli_docs.py --check
+
+# Regenerate the README's CLI reference from the CLI's own --help.
+docs: setup
+	$(BIN)/python infra/checks/cli_docs.py --write
 
 fmt: setup
 	$(BIN)/ruff check --fix .

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -30,7 +31,7 @@ def free_port() -> int:
 
 @contextmanager
 def chroma_server() -> Iterator[str]:
-    from platform_cli.local_stack import chroma_binary
+    from platform_cli.stack.local import chroma_binary
 
     port = free_port()
     with tempfile.TemporaryDirectory() as d:
@@ -94,3 +95,14 @@ def xquad_paragraphs(lang: str = "en") -> list[str]:
 def xquad_questions(lang: str = "en") -> list[str]:
     data = json.loads((SHARED / "xquad" / f"xquad.{lang}.json").read_text())
     return [q["question"] for a in data["data"] for p in a["paragraphs"] for q in p["qas"]]
+
+
+def base_embedder(home: Path | None = None) -> Any:
+    """The bundled all-MiniLM-L6-v2, registered explicitly in `home` (a temp registry by
+    default) and loaded the way the services load it."""
+    from services.common.embedders import EmbedderPool
+    from services.common.registry import Registry
+
+    reg = Registry(home or Path(tempfile.mkdtemp()))
+    reg.ensure("embedder", "all-minilm-l6-v2")
+    return EmbedderPool(reg).get("all-minilm-l6-v2")

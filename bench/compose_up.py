@@ -28,8 +28,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from platform_cli.docker_stack import DockerStack, docker_client, tunestack_version  # noqa: E402
 from platform_cli.settings import StackSettings  # noqa: E402
+from platform_cli.stack.compose import ComposeStack, docker_client, tunestack_version  # noqa: E402
 
 TARGETS = ("ui", "llamacpp", "chroma", "rag-api", "jobs")
 BUILD_VARS = {
@@ -127,7 +127,7 @@ def main() -> None:
     client = docker_client()
     if client is None:
         raise SystemExit("no Docker engine answers")
-    stack = DockerStack(StackSettings())
+    stack = ComposeStack(StackSettings())
 
     if not a.warm:
         print("clearing our images and the build cache ...", flush=True)

@@ -24,7 +24,7 @@ def ours(ds, path: str, precision: str) -> tuple[float, float, float]:  # type: 
     from sentence_transformers import SentenceTransformer
 
     from services.common.embedders import Embedder
-    from services.embed_tuner.evaluate import evaluate
+    from services.common.ir_eval import evaluate
 
     emb = Embedder("bench", "x", SentenceTransformer(path, device="cpu"), precision=precision)
     t = time.perf_counter()
@@ -58,15 +58,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
     a = ap.parse_args()
+    from services.common.qa import QADataset, load_qa
     from services.common.registry import Registry
-    from services.embed_tuner.datasets import QADataset, load_qa
 
     ds = load_qa(SHARED / "xquad" / "xquad.en.json")
     if a.repeat > 1:
         q = {f"{k}#{r}": v for r in range(a.repeat) for k, v in ds.queries.items()}
         rel = {f"{k}#{r}": v for r in range(a.repeat) for k, v in ds.relevant_docs.items()}
         ds = QADataset(q, ds.corpus, rel)
-    path = str(Registry(Path(tempfile.mkdtemp())).get("embedder", "all-minilm-l6-v2").model_path)
+    path = str(Registry(Path(tempfile.mkdtemp())).ensure("embedder", "all-minilm-l6-v2").model_path)
     rows: dict[str, list[tuple[float, float, float]]] = {
         "ours fp32": [],
         "ours bf16": [],

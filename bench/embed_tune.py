@@ -52,7 +52,7 @@ def method_plain(n: int) -> dict:
     from services.common.registry import Registry
 
     ps = pairs(n)
-    path = Registry(Path(tempfile.mkdtemp())).get("embedder", "all-minilm-l6-v2").model_path
+    path = Registry(Path(tempfile.mkdtemp())).ensure("embedder", "all-minilm-l6-v2").model_path
     model = SentenceTransformer(str(path), device="cpu")
     ds = Dataset.from_dict({"anchor": [a for a, _ in ps], "positive": [p for _, p in ps]})
     args = Args(

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -43,15 +42,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _harness import ROOT  # puts ROOT on sys.path; HF_HUB_OFFLINE=1 unless set
 
-from services.common.fdcapture import capture_stderr  # noqa: E402
-from services.common.registry import Registry  # noqa: E402
-from services.converter.export import base_gguf_of, export_run  # noqa: E402
-from services.converter.quantize import quantize  # noqa: E402
-from services.converter.settings import ConvertSettings  # noqa: E402
-from services.converter.toolchain import scripts_dir  # noqa: E402
+from services.common.fdcapture import capture_stderr
+from services.common.records import ExportRun
+from services.common.registry import Registry
+from services.common.settings import process_environ
+from services.converter.convert import base_entry, base_gguf_of
+from services.converter.export import ExportRequest, export
+from services.converter.quantize import quantize
+from services.converter.settings import ConvertSettings
+from services.converter.toolchain import scripts_dir
 
 QUANTS = ["f16", "q8_0", "q4_k_m", "q5_k_m"]
 PROMPTS = [
@@ -63,11 +64,17 @@ PROMPTS = [
 
 def synthetic_run(home: Path) -> str:
     """A LoRA run on the bundled base with nonzero B (as tests/integration does)."""
-    sys.path.insert(0, str(ROOT))
-    from tests.integration.test_converter import make_lora_run
+    from tests.integration.test_converter import make_lora_run  # pytest + torch: only here
 
     make_lora_run(Registry(home), "bench-lora")
     return "bench-lora"
+
+
+def last_export(registry: Registry, run: str) -> ExportRun:
+    export_run = registry.llm(run).record.export
+    if export_run is None:
+        raise SystemExit(f"{run} has not been exported: tunestack llm export {run}")
+    return export_run
 
 
 def _rss_kb(field: str) -> int:
@@ -113,7 +120,7 @@ def convert_child(
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=process_environ({"PYTHONUNBUFFERED": "1"}),
     )
     seconds = time.monotonic() - t0
     if p.returncode != 0:
@@ -185,23 +192,23 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="direct-path and speed repeats")
     args = ap.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    home = Path(os.environ.get("TUNESTACK_HOME") or tempfile.mkdtemp(prefix="bench-export-"))
-    s = ConvertSettings(home=home, threads=args.threads, parity_prompts=6, stop_prompts=6)
+    s = ConvertSettings(threads=args.threads, parity_prompts=6, stop_prompts=6)
+    if "home" not in s.model_fields_set:  # TUNESTACK_HOME unset: a throwaway registry
+        s = s.model_copy(update={"home": Path(tempfile.mkdtemp(prefix="bench-export-"))})
     registry = Registry(s.home_dir)
     run = args.run
     mem_ours: dict[str, float] = {}
     if run is None:
         run = synthetic_run(s.home_dir)
         base = reset_peak()
-        export_run(run, s, quants=QUANTS, export_size="2GB", say=lambda m: None)
+        export(s, ExportRequest(run, QUANTS, "2GB"), say=lambda m: None)
         mem_ours = {
             "export_process_peak_mb": _rss_kb("VmHWM") / 1024,
             "export_process_added_mb": peak_above(base),
         }
-    entry = registry.get("llm", run)
-    exp = entry.meta["export"]  # the gated export: parity and stop figures come from here
-    quants = [q for q in QUANTS[1:] if q in exp["timings_s"]["quantize"]]
+    entry = registry.llm(run)
+    exp = last_export(registry, run)  # the gated export: parity and stop figures come from here
+    quants = [q for q in QUANTS[1:] if q in exp.timings_s["quantize"]]
 
     def conv_s(t: dict[str, Any]) -> float:
         """convert + quantize (+ hash and commit) seconds of one export's timings."""
@@ -213,14 +220,15 @@ def main() -> None:
     # the synthetic run with one parity and one short stop prompt (the gates are not part of
     # the compared time); with --run the user's export is left alone and its one timing used.
     quick = s.model_copy(update={"parity_prompts": 1, "stop_prompts": 1, "stop_max_tokens": 8})
-    ours_t: list[dict[str, Any]] = [] if args.run is None else [exp["timings_s"]]
+    ours_t: list[dict[str, Any]] = [] if args.run is None else [exp.timings_s]
+    base_gguf = base_gguf_of(base_entry(registry, entry))
     runs = []
     for _ in range(args.repeats):
         if args.run is None:
-            export_run(run, quick, quants=QUANTS, export_size="2GB", say=lambda m: None)
-            ours_t.append(registry.get("llm", run).meta["export"]["timings_s"])
+            export(quick, ExportRequest(run, QUANTS, "2GB"), say=lambda m: None)
+            ours_t.append(last_export(registry, run).timings_s)
         with tempfile.TemporaryDirectory(dir=entry.dir) as tmp:
-            runs.append(direct(entry.dir, base_gguf_of(entry, registry), Path(tmp), args.threads))
+            runs.append(direct(entry.dir, base_gguf, Path(tmp), args.threads))
     d = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     totals = [r["convert"] + sum(r[q] for q in quants) for r in runs]
     direct_s = statistics.median(totals)
@@ -235,8 +243,8 @@ def main() -> None:
     def spread(xs: list[float]) -> str:
         return f"({min(xs):.1f}-{max(xs):.1f})"
 
-    tm = exp["timings_s"]
-    print(f"run {run}: merged/ + {', '.join(exp['files'])}; {args.threads} threads")
+    tm = exp.timings_s
+    print(f"run {run}: merged/ + {', '.join(exp.files)}; {args.threads} threads")
     print(
         f"\nconvert + quantize   ours (export), median of {len(ours_t)}   "
         f"direct (llama.cpp), median of {len(runs)}"
@@ -269,17 +277,17 @@ def main() -> None:
         f"RSS added (median of {args.repeats}x{len(PROMPTS)})"
     )
     rows = {}
-    for q, r in exp["files"].items():
-        sp = speed(Path(r["path"]), args.threads, args.repeats)
+    for q, r in exp.files.items():
+        sp = speed(Path(r.path), args.threads, args.repeats)
         rows[q] = {
             **sp,
-            "size": r["size"],
-            "parity": r["parity"]["top1_agreement"],
-            "stop_rate": r["stop_check"]["rate"],
+            "size": r.size,
+            "parity": r.parity.top1_agreement,
+            "stop_rate": r.stop_check.rate,
         }
         print(
-            f"  {q:7s} {r['size'] / 2**20:6.0f} MiB  {r['parity']['top1_agreement']:6.1%}  "
-            f"{r['stop_check']['stopped']:2d}/{r['stop_check']['prompts']:<2d}  "
+            f"  {q:7s} {r.size / 2**20:6.0f} MiB  {r.parity.top1_agreement:6.1%}  "
+            f"{r.stop_check.stopped:2d}/{r.stop_check.prompts:<2d}  "
             f"{sp['prompt_tok_s']:12.0f}  {sp['gen_tok_s']:9.1f} "
             f"({sp['gen_tok_s_min']:.1f}-{sp['gen_tok_s_max']:.1f})  "
             f"{sp['peak_rss_mb']:8.0f} MiB"

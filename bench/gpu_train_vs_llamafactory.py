@@ -236,7 +236,15 @@ def run(carry: Path, epochs: float, model: Path | None, lf_python: str) -> None:
         rows.append(
             run_one(
                 f"tunestack {tag}",
-                [sys.executable, "-m", "services.trainer", "train", "--config", str(ours_cfg)],
+                [
+                    sys.executable,
+                    "-m",
+                    "platform_cli.main",
+                    "llm",
+                    "train",
+                    "--config",
+                    str(ours_cfg),
+                ],
                 ours_out,
                 {**env, "PYTHONPATH": str(ROOT)},
             )

@@ -18,7 +18,15 @@ import time
 import uuid
 from pathlib import Path
 
-from _harness import ROOT, chroma_server, median, peak_rss_mb, run_isolated, xquad_paragraphs
+from _harness import (
+    ROOT,
+    base_embedder,
+    chroma_server,
+    median,
+    peak_rss_mb,
+    run_isolated,
+    xquad_paragraphs,
+)
 
 CHUNK, OVERLAP = 128, 16
 
@@ -30,12 +38,10 @@ def write_docs(folder: Path, copies: int) -> None:
 
 
 def chunks_of(folder: Path) -> list[str]:
-    from services.common.embedders import EmbedderPool
-    from services.common.registry import Registry
-    from services.rag_api.chunking import Chunker
-    from services.rag_api.loaders import load
+    from services.common.documents.chunking import Chunker
+    from services.common.documents.loaders import load
 
-    emb = EmbedderPool(Registry(Path(tempfile.mkdtemp()))).get("all-minilm-l6-v2")
+    emb = base_embedder()
     chunker = Chunker(CHUNK, OVERLAP, emb.tokens)
     return [
         c for p in sorted(folder.iterdir()) for s in load(p, 2**24) for c in chunker.split(s.text)
@@ -43,12 +49,10 @@ def chunks_of(folder: Path) -> list[str]:
 
 
 def method_ours(folder: Path, chroma: str) -> dict:
-    from services.common.embedders import EmbedderPool
-    from services.common.registry import Registry
     from services.rag_api.ingest import Ingestor
     from services.rag_api.store import VectorStore
 
-    emb = EmbedderPool(Registry(Path(tempfile.mkdtemp()))).get("all-minilm-l6-v2")
+    emb = base_embedder()
     ing = Ingestor(
         VectorStore(chroma), emb, chunk_size=CHUNK, chunk_overlap=OVERLAP, max_file_bytes=2**24
     )
@@ -63,7 +67,7 @@ def method_raw(folder: Path, chroma: str) -> dict:
     from services.common.registry import Registry
 
     texts = chunks_of(folder)
-    path = Registry(Path(tempfile.mkdtemp())).get("embedder", "all-minilm-l6-v2").model_path
+    path = Registry(Path(tempfile.mkdtemp())).ensure("embedder", "all-minilm-l6-v2").model_path
     model = SentenceTransformer(str(path), device="cpu")
     t = time.perf_counter()
     model.encode(texts, normalize_embeddings=True)  # sentence-transformers defaults
@@ -83,7 +87,7 @@ def method_llamaindex(folder: Path, chroma: str) -> dict:
     from services.common.registry import Registry
 
     texts = chunks_of(folder)
-    path = Registry(Path(tempfile.mkdtemp())).get("embedder", "all-minilm-l6-v2").model_path
+    path = Registry(Path(tempfile.mkdtemp())).ensure("embedder", "all-minilm-l6-v2").model_path
     embed = HuggingFaceEmbedding(model_name=str(path), device="cpu")
     u = urlparse(chroma)
     client = chromadb.HttpClient(host=u.hostname, port=u.port)

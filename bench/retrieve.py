@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from _harness import (
+    base_embedder,
     chroma_server,
     free_port,
     percentile,
@@ -39,13 +40,11 @@ def vm_hwm_mb(pid: int) -> float:
 
 
 def fill(chroma: str, home: Path, target: int, have: int) -> int:
-    from services.common.embedders import EmbedderPool
-    from services.common.registry import Registry
+    from services.common.documents.chunking import Chunker
     from services.rag_api.bm25 import tokenize
-    from services.rag_api.chunking import Chunker
     from services.rag_api.store import VectorStore
 
-    emb = EmbedderPool(Registry(home)).get("all-minilm-l6-v2")
+    emb = base_embedder(home)
     chunker = Chunker(128, 16, emb.tokens)
     texts = [c for p in xquad_paragraphs("en") for c in chunker.split(p)]
     vecs = emb.encode(texts)
@@ -96,7 +95,7 @@ def main() -> None:
         env = {
             **os.environ,
             "TUNESTACK_HOME": home,
-            "TUNESTACK_RAG_CHROMA_URL": chroma,
+            "TUNESTACK_CHROMA_URL": chroma,
             "TUNESTACK_RAG_PORT": str(port),
         }
         api = subprocess.Popen(

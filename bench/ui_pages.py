@@ -46,7 +46,7 @@ PAGES = (  # page, title, element that says the page is usable
 def script_times(api: str, runs: int) -> dict[str, float]:
     from streamlit.testing.v1 import AppTest
 
-    os.environ["TUNESTACK_UI_API_URL"] = api
+    os.environ["TUNESTACK_API_URL"] = api
     out = {}
     for page, _, _ in PAGES:
         samples = []
@@ -138,10 +138,10 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
     a = ap.parse_args()
-    from platform_cli.local_stack import LocalStack
     from platform_cli.settings import StackSettings
+    from platform_cli.stack import UpOptions
+    from platform_cli.stack.local import LocalStack
     from services.common.registry import Registry
-    from services.converter.servable import servable_gguf
 
     with tempfile.TemporaryDirectory() as home:
         s = StackSettings(
@@ -152,9 +152,8 @@ def main() -> None:
             ui_port=free_port(),
         )
         local = LocalStack(s)
-        _, gguf = servable_gguf(Registry(s.home_dir), s.default_llm)
         try:
-            local.up(["chroma", "llm", "rag-api", "ui"], lambda m: None, llm_model_path=gguf)
+            local.up(UpOptions(), lambda m: None)
             t = time.perf_counter()
             fill_synthetic(s.chroma_url, Registry(s.home_dir), "big", a.chunks)
             print(f"filled {a.chunks} chunks in {time.perf_counter() - t:.0f}s", file=sys.stderr)
@@ -163,7 +162,7 @@ def main() -> None:
                 Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()
             )
             browser = browser_times(s.ui_url, a.runs) if have_browser else {}
-            pids = {st.name: st.pid for st in local.status()}
+            pids = {st.name: st.details["pid"] for st in local.status()}
             mem = {name: proc_mib(pids.get(name)) for name in ("ui", "rag-api")}
         finally:
             local.down()

@@ -7,13 +7,12 @@ ranking (looked up to 5x deeper than shown, so "new" means it was not even close
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any
 
 from rich.table import Table
 
 from platform_cli.output import console
-from platform_cli.settings import StackSettings
+from services.common.api_client import RagClient
+from services.common.api_schemas import HitInfo, RetrieveRequest
 
 
 def movement(rank: int, before: dict[str, int], chunk_id: str) -> str:
@@ -26,34 +25,34 @@ def movement(rank: int, before: dict[str, int], chunk_id: str) -> str:
 
 
 def compare_rankings(
-    s: StackSettings,
+    client: RagClient,
     question: str,
     collection: str,
     embedders: list[str],
     mode: str,
     top_k: int,
     as_json: bool,
-    post: Callable[[StackSettings, str, dict[str, Any]], Any],
 ) -> None:
     embedders = [e.strip() for e in embedders if e.strip()]
-    results = {
-        e: post(
-            s,
-            "/v1/retrieve",
-            {
-                "collection": collection,
-                "query": question,
-                "mode": mode,
-                "top_k": min(100, top_k * 5),
-                "embedder": e,
-            },
-        )["hits"]
+    results: dict[str, list[HitInfo]] = {
+        e: client.retrieve(
+            RetrieveRequest(
+                collection=collection,
+                query=question,
+                mode=mode,
+                top_k=min(100, top_k * 5),
+                embedder=e,
+            )
+        ).hits
         for e in embedders
     }
-    base_rank = {h["id"]: h["rank"] for h in results[embedders[0]]}
+    base_rank = {h.id: h.rank for h in results[embedders[0]]}
     if as_json:
         out = {
-            e: [{**h, "movement": movement(h["rank"], base_rank, h["id"])} for h in hits[:top_k]]
+            e: [
+                {**h.model_dump(), "movement": movement(h.rank, base_rank, h.id)}
+                for h in hits[:top_k]
+            ]
             for e, hits in results.items()
         }
         console.print_json(json.dumps(out, ensure_ascii=False))
@@ -67,10 +66,8 @@ def compare_rankings(
                 cells.append("")
                 continue
             h = hits[r]
-            move = "" if j == 0 else f" [bold]{movement(h['rank'], base_rank, h['id'])}[/]"
-            snippet = h["text"][:90].replace("\n", " ")
-            cells.append(
-                f"{h['file_name']}#{h['chunk_index']} ({h['score']:.3f}){move}\n[dim]{snippet}[/]"
-            )
+            move = "" if j == 0 else f" [bold]{movement(h.rank, base_rank, h.id)}[/]"
+            snippet = h.text[:90].replace("\n", " ")
+            cells.append(f"{h.file_name}#{h.chunk_index} ({h.score:.3f}){move}\n[dim]{snippet}[/]")
         t.add_row(str(r + 1), *cells)
     console.print(t)

@@ -1,11 +1,17 @@
-"""Stack settings: where each service listens and how the stack runs (env prefix TUNESTACK_)."""
+"""Stack settings: where each service listens and how the stack runs (env prefix TUNESTACK_).
+
+The URLs clients use (TUNESTACK_CHROMA_URL, TUNESTACK_API_URL, OLLAMA_HOST) are common
+settings; on the machine that runs the stack they follow from the bind address and the
+ports, so they are derived from those unless set explicitly (a compose job container sets
+them to the services' names in the compose network).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import CommonSettings
@@ -20,10 +26,8 @@ class StackSettings(CommonSettings):
     bind: str = "127.0.0.1"
     api_port: int = 8000
     chroma_port: int = 8001
-    llm_port: int = 8080
+    llm_port: int = Field(default=8080, description="llama.cpp server (TUNESTACK_LLM_PORT).")
     ui_port: int = 8501
-    llm_ctx: int = 4096
-    llm_threads: int | None = None
     start_timeout_s: float = 180.0
     # docker mode (compose/compose.yml); the same .env feeds compose and these settings
     llm_server: Literal["ollama", "llamacpp"] = Field(
@@ -41,23 +45,29 @@ class StackSettings(CommonSettings):
     docker_start_timeout_s: float = Field(
         default=600.0, description="Docker mode: first starts pull models and fill volumes."
     )
-    chroma_url_override: str | None = Field(
+    image_tag: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("TUNESTACK_CHROMA_URL"),
-        description="Where the CLI finds Chroma when not at bind:chroma_port (job containers).",
+        validation_alias=AliasChoices("TUNESTACK_VERSION"),
+        description="Tag of our images (environment or .env); unset = this CLI's version.",
     )
+
+    @model_validator(mode="after")
+    def _derive_urls(self) -> Self:
+        """Client URLs not set explicitly point at this machine's published ports."""
+        derived = {
+            "chroma_url": self.chroma_port,
+            "api_url": self.api_port,
+            "ollama_host": self.ollama_port,
+        }
+        for name, port in derived.items():
+            if name not in self.model_fields_set:
+                # not setattr: that would mark the value as set explicitly
+                self.__dict__[name] = self.url(port)
+        return self
 
     def url(self, port: int) -> str:
         host = "127.0.0.1" if self.bind in ("0.0.0.0", "::") else self.bind
         return f"http://{host}:{port}"
-
-    @property
-    def api_url(self) -> str:
-        return self.url(self.api_port)
-
-    @property
-    def chroma_url(self) -> str:
-        return self.chroma_url_override or self.url(self.chroma_port)
 
     @property
     def llm_url(self) -> str:

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from services.common.logs import quiet_libraries
 from services.common.registry import Entry, Registry
+from services.common.torch_setup import configure_torch, resolve_precision
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -103,9 +105,6 @@ class EmbedderPool:
 
 def load_embedder(entry: Entry, *, device: str | None = None, precision: str = "auto") -> Embedder:
     from sentence_transformers import SentenceTransformer
-
-    from services.common.logs import quiet_libraries
-    from services.common.torch_setup import configure_torch, resolve_precision
 
     quiet_libraries()
     configure_torch()

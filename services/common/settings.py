@@ -1,16 +1,98 @@
-"""Settings shared by every service.
+"""Settings shared by every service, each defined once under one name.
 
-Each service owns one settings class with its own env prefix (TUNESTACK_RAG_, ...);
-they all inherit `home` from here, read from TUNESTACK_HOME, because the artifact
-registry is the one thing every service must agree on.
+Each service owns one settings class with its own env prefix (TUNESTACK_RAG_, ...) and
+inherits these fields from here, read from their single names (TUNESTACK_HOME,
+TUNESTACK_CHROMA_URL, OLLAMA_HOST, ...), because they are values several services must
+agree on: where the registry is, where Chroma and the API answer, how documents are
+chunked (the embedding tuner promises to chunk exactly as ingest does), the API key.
+
+This module and the other `settings.py` modules are the only places that read the
+process environment (a unit test greps for it): code elsewhere takes a settings object,
+so what a service does never depends on a variable read somewhere in passing.
+
+Names used before this layout (TUNESTACK_RAG_CHROMA_URL, TUNESTACK_RAG_OLLAMA_HOST, ...)
+are still accepted for one release, with a deprecation warning naming the new one.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import warnings
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+log = logging.getLogger("tunestack.settings")
+
+# old variable -> (field, new variable); accepted for one release (0.2), then removed.
+DEPRECATED_ENV: dict[str, tuple[str, str]] = {
+    "TUNESTACK_RAG_CHROMA_URL": ("chroma_url", "TUNESTACK_CHROMA_URL"),
+    "TUNESTACK_RAG_OLLAMA_HOST": ("ollama_host", "OLLAMA_HOST"),
+    "TUNESTACK_CONVERT_OLLAMA_HOST": ("ollama_host", "OLLAMA_HOST"),
+    "TUNESTACK_RAG_LLM_MODEL": ("default_llm", "TUNESTACK_DEFAULT_LLM"),
+    "TUNESTACK_RAG_CHUNK_SIZE": ("chunk_size", "TUNESTACK_CHUNK_SIZE"),
+    "TUNESTACK_RAG_CHUNK_OVERLAP": ("chunk_overlap", "TUNESTACK_CHUNK_OVERLAP"),
+    "TUNESTACK_EMBED_CHUNK_SIZE": ("chunk_size", "TUNESTACK_CHUNK_SIZE"),
+    "TUNESTACK_EMBED_CHUNK_OVERLAP": ("chunk_overlap", "TUNESTACK_CHUNK_OVERLAP"),
+    "TUNESTACK_UI_API_URL": ("api_url", "TUNESTACK_API_URL"),
+}
+
+# What chatty libraries should do in every process of ours (set only where unset).
+LIBRARY_ENV_DEFAULTS = {
+    "TOKENIZERS_PARALLELISM": "false",
+    "ANONYMIZED_TELEMETRY": "False",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+}
+
+
+class TunestackDeprecationWarning(UserWarning):
+    """A setting under a name that will stop working (shown by default, unlike
+    DeprecationWarning, because the person to tell is a user, not a developer)."""
+
+
+def _dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values  # pydantic-settings' own dependency; rarely needed
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+class DeprecatedEnvSource(PydanticBaseSettingsSource):
+    """Values from old variable names, below the new names in priority, with a warning."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env_file: Any) -> None:
+        super().__init__(settings_cls)
+        self.env_file = Path(env_file) if isinstance(env_file, str | Path) else None
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        found = {**(_dotenv(self.env_file) if self.env_file else {}), **os.environ}
+        out: dict[str, Any] = {}
+        for old, (field, new) in DEPRECATED_ENV.items():
+            if old not in found or field not in self.settings_cls.model_fields:
+                continue
+            if new in found or field in out:
+                continue
+            warnings.warn(
+                f"{old} is deprecated and will be removed in the next release; set {new} instead.",
+                TunestackDeprecationWarning,
+                stacklevel=2,
+            )
+            out[field] = found[old]
+        return out
 
 
 class CommonSettings(BaseSettings):
@@ -26,18 +108,94 @@ class CommonSettings(BaseSettings):
     default_embedder: str = Field(
         default="all-minilm-l6-v2",
         validation_alias=AliasChoices("TUNESTACK_DEFAULT_EMBEDDER"),
+        description="Embedder used where none is named (ingest, retrieval, the API).",
     )
     default_llm: str = Field(
         default="smollm2-135m-instruct",
         validation_alias=AliasChoices("TUNESTACK_DEFAULT_LLM"),
+        description="The LLM the stack serves and the RAG chain asks for.",
     )
-
     embed_precision: str = Field(
         default="auto",
         validation_alias=AliasChoices("TUNESTACK_EMBED_PRECISION"),
         description="auto | fp32 | bf16: bf16 where the CPU/GPU does it natively.",
     )
+    chroma_url: str = Field(
+        default="http://127.0.0.1:8001",
+        validation_alias=AliasChoices("TUNESTACK_CHROMA_URL"),
+        description="The Chroma server (the CLI derives it from TUNESTACK_CHROMA_PORT).",
+    )
+    ollama_host: str = Field(
+        default="http://127.0.0.1:11434",
+        validation_alias=AliasChoices("OLLAMA_HOST"),
+        description="The Ollama server deploys register models with (Ollama's own name).",
+    )
+    api_url: str = Field(
+        default="http://127.0.0.1:8000",
+        validation_alias=AliasChoices("TUNESTACK_API_URL"),
+        description="Where clients (CLI, UI, deploy) find the RAG API.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TUNESTACK_API_KEY"),
+        description="Bearer key of the RAG API; clients send it, the API requires it.",
+    )
+    chunk_size: int = Field(
+        default=256,
+        validation_alias=AliasChoices("TUNESTACK_CHUNK_SIZE"),
+        description="Chunk size in embedder tokens (ingest, and the tuner's passages).",
+    )
+    chunk_overlap: int = Field(
+        default=32,
+        validation_alias=AliasChoices("TUNESTACK_CHUNK_OVERLAP"),
+        description="Overlap between consecutive chunks, in embedder tokens.",
+    )
+    in_job_container: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("TUNESTACK_IN_JOB_CONTAINER"),
+        description="Set by compose in job containers: nothing started here outlives the job.",
+    )
+    hf_hub_offline: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("HF_HUB_OFFLINE"),
+        description="Never contact the Hugging Face hub (huggingface_hub's own variable).",
+    )
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_unset(cls, v: Any) -> Any:
+        # compose passes `TUNESTACK_API_KEY: ${TUNESTACK_API_KEY:-}`: empty means unset
+        return None if v in ("", None) else v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        deprecated = DeprecatedEnvSource(settings_cls, settings_cls.model_config.get("env_file"))
+        return init_settings, env_settings, dotenv_settings, deprecated, file_secret_settings
 
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
+
+    @property
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key else None
+
+
+def process_environ(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment plus `extra`: what a child process we start inherits
+    (a child must see the same registry, offline flags and proxies as its parent)."""
+    return {**os.environ, **(extra or {})}
+
+
+def apply_library_defaults() -> None:
+    """Quiet the libraries we load (tokenizers, telemetry, hub progress bars), unless the
+    user set those variables otherwise."""
+    for key, value in LIBRARY_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)

@@ -6,16 +6,17 @@ by file (each move is an atomic rename on one filesystem); meta.json, written la
 what makes the new export visible and records each file's size and sha256, so a reader
 that finds a file not matching meta.json knows it was never committed. A server that is
 serving an older file keeps its open copy (rename never touches an open inode).
+
+This module stages, orchestrates, commits and records (`export`); the steps are
+services.converter.convert (HF -> GGUF, quantize, LoRA GGUF), .gates (parity and stop
+check) and .modelfiles (the Modelfiles).
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -24,24 +25,35 @@ from pathlib import Path
 from typing import Any
 
 from services.common import atomic
-from services.common.errors import BadInput, TunestackError
+from services.common.errors import BadInput
+from services.common.records import ExportFile, ExportRun, FileRef, LlmRecord, now
 from services.common.registry import Entry, Registry, versions
-from services.converter import modelfile as mf
-from services.converter import parity
-from services.converter.ollama_template import UntranslatableTemplate, as_dict, translate
-from services.converter.quantize import FTYPES, quantize
+from services.converter import gates, modelfiles
+from services.converter.convert import GgufBuild, base_entry, base_gguf_of
+from services.converter.modelfiles import AdapterSource, ModelfileSpec, TurnTokens, Written
+from services.converter.quantize import FTYPES
 from services.converter.settings import LLAMA_CPP_SDIST_SHA256, LLAMA_CPP_VERSION, ConvertSettings
 from services.converter.toolchain import scripts_dir, sha256_file
+from services.trainer.inference import LoadedLLM, load_llm
 
 Say = Callable[[str], None]
-CONVERTER_TYPES = ("f32", "f16", "bf16")  # written by convert_hf_to_gguf.py directly
-DEFAULT_DEPLOY_QUANT = "q8_0"
+
+
+@dataclass
+class ExportRequest:
+    """What `tunestack llm export` asks for (parse_quants / parse_size check the strings)."""
+
+    run: str
+    quants: list[str]
+    export_size: str = "2GB"  # max shard size of merged/
+    lora_gguf: bool = False  # also write the adapter as a GGUF LoRA (Ollama ADAPTER)
+    messages_file: Path | None = None  # JSON list of {role, content}: Modelfile MESSAGEs
 
 
 @dataclass
 class ExportResult:
     run: str
-    files: dict[str, dict[str, Any]]
+    files: dict[str, ExportFile]  # what meta.json's export.files now holds
     modelfile: Path | None
     ok: bool
     seconds: float
@@ -70,49 +82,127 @@ def parse_size(value: str) -> str:
     return v
 
 
-def base_gguf_of(entry: Entry, registry: Registry) -> Path | None:
-    """The GGUF a run's base came from, whose tokenizer the export must carry."""
-    base_name = entry.meta.get("base_model")
-    meta = registry.get("llm", str(base_name)).meta if base_name else entry.meta
-    src = Path(str(meta.get("model_path", "")))
-    return src if src.is_file() and src.suffix == ".gguf" else None
+@dataclass
+class _Job:
+    """One export in progress: its run, its staging folder, what it has timed so far."""
+
+    settings: ConvertSettings
+    req: ExportRequest
+    registry: Registry
+    entry: Entry[LlmRecord]
+    base: Entry[LlmRecord]  # the run's base (the entry itself for a base model)
+    scripts: Path
+    messages: list[dict[str, str]]
+    stage: Path
+    t_start: float
+    timings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def threads(self) -> int:
+        return self.settings.threads or os.cpu_count() or 1
+
+    @property
+    def base_gguf(self) -> Path | None:
+        return base_gguf_of(self.base)
 
 
-def run_converter(
-    scripts: Path,
-    args: list[str],
-    *,
-    tokenizer_from: Path | None = None,
-    chat_template: Path | None = None,
-    script: str = "convert_hf_to_gguf.py",
-) -> float:
-    """llama.cpp's converter in a child process (its own sys.path: the sdist's gguf-py)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "services.converter.hf_to_gguf_runner",
-        "--scripts",
-        str(scripts),
-        "--script",
-        script,
-    ]
-    if tokenizer_from is not None:
-        cmd += ["--tokenizer-from", str(tokenizer_from)]
-    if chat_template is not None:
-        cmd += ["--chat-template-file", str(chat_template)]
+@dataclass
+class _Merged:
+    dir: Path
+    chat_jinja: str  # the run's chat template (Jinja), translated for the Modelfile
+
+
+def export(settings: ConvertSettings, req: ExportRequest, say: Say = print) -> ExportResult:
+    """Export `req.run`: every step builds in a staging folder that is removed whatever
+    happens; only `_commit` moves files into the run's folder, and meta.json comes last."""
+    job = _begin(settings, req)
+    try:
+        llm, merged = _merge(job, say)
+        build = GgufBuild(
+            job.scripts, merged.dir, job.stage / "gguf", req.run, job.threads, job.base_gguf
+        )
+        produced = build.build(req.quants, job.timings, say)
+        inputs = gates.prepare(llm, settings, job.timings, say)
+        spec = ModelfileSpec(
+            req.run,
+            merged.chat_jinja,
+            TurnTokens.of(llm),
+            job.entry.record.default_system or None,
+            job.messages,
+        )
+        del llm  # the HF model goes before llama.cpp opens any file
+        gc.collect()
+        gated, problems = gates.check_files(
+            produced, req.quants, inputs, settings, job.threads, say
+        )
+        lora = _lora(job, build, say) if req.lora_gguf else None
+        written = _write_modelfiles(job, spec, gated, lora, say)
+        files, record = _commit(job, produced, gated, lora, merged, written, problems)
+        _record(job, record)
+        modelfile = job.entry.dir / "Modelfile"
+        seconds = record.timings_s["total"]
+        return ExportResult(req.run, files, modelfile, not problems, seconds, problems)
+    finally:
+        shutil.rmtree(job.stage, ignore_errors=True)
+
+
+def _begin(settings: ConvertSettings, req: ExportRequest) -> _Job:
+    """Check the request, then make the staging folder (stale ones of killed runs go)."""
+    t_start = time.monotonic()
+    registry = Registry(settings.home_dir)
+    entry: Entry[LlmRecord] = registry.ensure("llm", req.run)
+    scripts = scripts_dir(settings)
+    messages = modelfiles.read_messages(req.messages_file)
+    if req.lora_gguf and not entry.record.is_lora:
+        raise BadInput(f"--lora-gguf needs a LoRA run; '{req.run}' is not one.")
+    base = base_entry(registry, entry)
+    atomic.sweep_stale(entry.dir)
+    stage = entry.dir / f".tmp-export-{uuid.uuid4().hex[:8]}"
+    (stage / "gguf").mkdir(parents=True)
+    return _Job(settings, req, registry, entry, base, scripts, messages, stage, t_start)
+
+
+def _merge(job: _Job, say: Say) -> tuple[LoadedLLM, _Merged]:
+    """The run's adapter merged into its base (in memory), saved as an HF folder."""
     t0 = time.monotonic()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    p = subprocess.run([*cmd, "--", *args], capture_output=True, text=True, env=env)
-    if p.returncode != 0:
-        tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-12:])
-        hint = "See the converter's message above."
-        if "sentencepiece" in tail:
-            hint = "This model's converter path needs sentencepiece: pip install sentencepiece"
-        raise TunestackError(f"llama.cpp's {script} failed:\n{tail}", hint=hint)
-    return time.monotonic() - t0
+    say(f"Merging {job.req.run} into its base (peft merge_and_unload)...")
+    llm = load_llm(job.req.run, job.registry)
+    merged = job.stage / "merged"
+    llm.model.save_pretrained(merged, max_shard_size=job.req.export_size, safe_serialization=True)
+    llm.tokenizer.save_pretrained(merged)
+    job.timings["merge"] = round(time.monotonic() - t0, 2)
+    template_file = merged / "chat_template.jinja"
+    chat_jinja = (
+        template_file.read_text(encoding="utf-8")
+        if template_file.is_file()
+        else str(getattr(llm.tokenizer, "chat_template", "") or "")
+    )
+    return llm, _Merged(merged, chat_jinja)
 
 
-def _file_record(path: Path, final: Path) -> dict[str, Any]:
+def _lora(job: _Job, build: GgufBuild, say: Say) -> Path:
+    rec = job.entry.record
+    return build.lora(
+        Path(rec.base_model_path or ""), Path(str(rec.adapter_path)), job.timings, say
+    )
+
+
+def _write_modelfiles(
+    job: _Job, spec: ModelfileSpec, gated: dict[str, gates.Gated], lora: Path | None, say: Say
+) -> Written:
+    ok_quants = [q for q in job.req.quants if gated[q].ok]
+    adapter = None
+    if lora is not None:
+        # re-read: the base's served copy may have been made while this export ran
+        base_serve = job.registry.get("llm", job.base.name).record.serve_path
+        adapter = AdapterSource(Path(str(base_serve or job.base_gguf or "")), lora.name)
+    return modelfiles.write(job.stage, spec, job.req.quants, ok_quants, say, adapter=adapter)
+
+
+# ---- commit: move into place, then meta.json ----------------------------------------------
+
+
+def _file_ref(path: Path, final: Path) -> dict[str, Any]:
     return {
         "path": str(final),
         "file": final.name,
@@ -121,313 +211,92 @@ def _file_record(path: Path, final: Path) -> dict[str, Any]:
     }
 
 
-def _read_messages(path: Path | None) -> list[dict[str, str]]:
-    if path is None:
-        return []
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise BadInput(f"--messages {path} is not readable JSON: {e}") from e
-    if not isinstance(data, list) or not all(
-        isinstance(m, dict)
-        and m.get("role") in ("user", "assistant", "system")
-        and isinstance(m.get("content"), str)
-        for m in data
-    ):
-        raise BadInput(
-            f"--messages {path} must be a JSON list of {{role, content}} objects.",
-            hint='e.g. [{"role": "user", "content": "Hi"}, {"role": "assistant", ...}]',
-        )
-    return [{"role": m["role"], "content": m["content"]} for m in data]
-
-
-def export_run(
-    run: str,
-    settings: ConvertSettings,
-    *,
-    quants: list[str],
-    export_size: str,
-    lora_gguf: bool = False,
-    messages_file: Path | None = None,
-    say: Say = print,
-) -> ExportResult:
-    from services.trainer.inference import load_llm
-
-    t_start = time.monotonic()
-    registry = Registry(settings.home_dir)
-    entry = registry.get("llm", run)
-    scripts = scripts_dir(settings)
-    threads = settings.threads or os.cpu_count() or 1
-    messages = _read_messages(messages_file)
-    is_lora = entry.meta.get("finetuning_type") == "lora" and bool(entry.meta.get("adapter_path"))
-    if lora_gguf and not is_lora:
-        raise BadInput(f"--lora-gguf needs a LoRA run; '{run}' is not one.")
-    atomic.sweep_stale(entry.dir)
-    stage = entry.dir / f".tmp-export-{uuid.uuid4().hex[:8]}"
-    (stage / "gguf").mkdir(parents=True)
-    timings: dict[str, Any] = {}
-    try:
-        # ---- merge -------------------------------------------------------------------
-        t0 = time.monotonic()
-        say(f"Merging {run} into its base (peft merge_and_unload)...")
-        llm = load_llm(run, registry)
-        merged = stage / "merged"
-        llm.model.save_pretrained(merged, max_shard_size=export_size, safe_serialization=True)
-        llm.tokenizer.save_pretrained(merged)
-        timings["merge"] = round(time.monotonic() - t0, 2)
-        template_file = merged / "chat_template.jinja"
-        chat_jinja = (
-            template_file.read_text(encoding="utf-8")
-            if template_file.is_file()
-            else str(getattr(llm.tokenizer, "chat_template", "") or "")
-        )
-
-        # ---- convert + quantize ------------------------------------------------------
-        base_gguf = base_gguf_of(entry, registry)
-        first = next((q for q in quants if q in CONVERTER_TYPES), "f16")
-        conv_out = stage / "gguf" / f"{run}.{first}.gguf"
-        say(
-            f"Converting to GGUF {first} with llama.cpp's convert_hf_to_gguf.py"
-            + (f" (tokenizer carried from {base_gguf.name})" if base_gguf else "")
-            + "..."
-        )
-        timings["convert"] = round(
-            run_converter(
-                scripts,
-                [str(merged), "--outfile", str(conv_out), "--outtype", first],
-                tokenizer_from=base_gguf,
-                chat_template=template_file if base_gguf and template_file.is_file() else None,
-            ),
-            2,
-        )
-        produced: dict[str, Path] = {first: conv_out}
-        timings["quantize"] = {}
-        for q in quants:
-            if q in produced:
-                continue
-            out = stage / "gguf" / f"{run}.{q}.gguf"
-            t0 = time.monotonic()
-            if q in CONVERTER_TYPES:
-                run_converter(
-                    scripts,
-                    [str(merged), "--outfile", str(out), "--outtype", q],
-                    tokenizer_from=base_gguf,
-                    chat_template=template_file if base_gguf else None,
-                )
-            else:
-                say(f"Quantizing {first} -> {q} with llama.cpp...")
-                quantize(conv_out, out, q, threads=threads)
-            timings["quantize"][q] = round(time.monotonic() - t0, 2)
-            produced[q] = out
-
-        # ---- parity gate + stop check ------------------------------------------------
-        stop_ids = llm.template.stop_token_ids(llm.tokenizer)
-        n_par = max(1, min(settings.parity_prompts, len(parity.PROMPTS)))
-        say(f"Parity gate: {n_par} prompts x {settings.parity_tokens} greedy tokens...")
-        t0 = time.monotonic()
-        refs = parity.hf_references(
-            llm, list(parity.PROMPTS[:n_par]), settings.parity_tokens, stop_ids
-        )
-        timings["hf_reference"] = round(time.monotonic() - t0, 2)
-        n_stop = max(1, min(settings.stop_prompts, len(parity.PROMPTS)))
-        stop_prompts = [
-            llm.tokenizer(parity.chat_prompt(llm, q), add_special_tokens=False)["input_ids"]
-            for q in parity.PROMPTS[:n_stop]
-        ]
-        tokenizer_info = {
-            "eos_token": llm.tokenizer.eos_token,
-            "bos_token": llm.tokenizer.bos_token,
-            "stop_words": llm.template.stop_words,
-            "default_system": llm.template.default_system,
-        }
-        del llm
-        gc.collect()
-        files: dict[str, dict[str, Any]] = {}
-        problems = []
-        for q, path in produced.items():
-            if q not in quants:
-                continue
-            par = parity.gguf_parity(path, refs, q, threads, stop_ids)
-            stop = parity.stop_check(
-                path, stop_prompts, stop_ids, threads, settings.stop_max_tokens
-            )
-            ok = bool(par["ok"] and stop["ok"])
-            say(
-                f"  {q:7s} parity {par['top1_agreement']:.1%} (>= {par['threshold']:.0%}), "
-                f"stops {stop['stopped']}/{stop['prompts']} -> {'ok' if ok else 'NOT OK'}"
-            )
-            if not par["ok"]:
-                problems.append(
-                    f"{q}: parity {par['top1_agreement']:.1%} < "
-                    f"{par['threshold']:.0%} (tokenizer {par['tokenizer_match']})"
-                )
-            if not stop["ok"]:
-                problems.append(f"{q}: stopped in {stop['stopped']}/{stop['prompts']} prompts")
-            files[q] = {"quant": q, "parity": par, "stop_check": stop, "ok": ok}
-
-        # ---- LoRA as GGUF (Ollama ADAPTER) --------------------------------------------
-        lora_path = None
-        if lora_gguf:
-            say("Converting the adapter with llama.cpp's convert_lora_to_gguf.py...")
-            lora_path = stage / "gguf" / f"{run}.lora.f16.gguf"
-            base_hf = Path(str(entry.meta.get("base_model_path", "")))
-            timings["lora_gguf"] = round(
-                run_converter(
-                    scripts,
-                    [
-                        "--base",
-                        str(base_hf),
-                        "--outfile",
-                        str(lora_path),
-                        "--outtype",
-                        "f16",
-                        str(entry.meta["adapter_path"]),
-                    ],
-                    script="convert_lora_to_gguf.py",
-                ),
-                2,
-            )
-
-        # ---- Modelfiles --------------------------------------------------------------
-        system = entry.meta.get("default_system") or None
-        go = None
-        template_note = None
-        try:
-            go = translate(
-                chat_jinja,
-                bos_token=tokenizer_info["bos_token"] or "",
-                eos_token=tokenizer_info["eos_token"] or "",
-            )
-        except UntranslatableTemplate as e:
-            template_note = e.message
-            say(f"  warning: {e.message}")
-        stops = list(go.stops) if go else []
-        for w in tokenizer_info["stop_words"] or []:
-            if w not in stops:
-                stops.append(w)
-        ok_quants = [q for q in quants if files[q]["ok"]]
-        default_q = (
-            DEFAULT_DEPLOY_QUANT
-            if DEFAULT_DEPLOY_QUANT in ok_quants
-            else (ok_quants[0] if ok_quants else quants[0])
-        )
-        header = (
-            f"Written by tunestack llm export {run}; deploy: tunestack llm deploy {run}\n"
-            f"Parity/stop checks: see meta.json (export.files)."
-        )
-        fields = mf.Modelfile(
-            from_=f"./gguf/{run}.{default_q}.gguf",
-            template=go.template if go else None,
-            system=system,
-            parameters={"stop": stops} if stops else {},
-            messages=messages,
-        )
-        atomic.write_text(stage / "Modelfile", mf.render(fields, header))
-        adapter_modelfile = None
-        if lora_path is not None:
-            base_serve = Path(
-                str(
-                    registry.get("llm", str(entry.meta["base_model"])).meta.get("serve_path")
-                    or base_gguf
-                    or ""
-                )
-            )
-            afields = mf.Modelfile(
-                **{
-                    **fields.__dict__,
-                    "from_": str(base_serve),
-                    "adapters": [f"./gguf/{lora_path.name}"],
-                }
-            )
-            atomic.write_text(stage / "Modelfile.adapter", mf.render(afields, header))
-            adapter_modelfile = entry.dir / "Modelfile.adapter"
-
-        # ---- commit: move into place, then meta.json ---------------------------------
-        t_commit = time.monotonic()
-        gguf_dir = entry.dir / "gguf"
-        gguf_dir.mkdir(exist_ok=True)
-        for q, path in produced.items():
+def _commit(
+    job: _Job,
+    produced: dict[str, Path],
+    gated: dict[str, gates.Gated],
+    lora: Path | None,
+    merged: _Merged,
+    written: Written,
+    problems: list[str],
+) -> tuple[dict[str, ExportFile], ExportRun]:
+    """Hash and move every staged file into the run's folder; the record to write."""
+    t_commit = time.monotonic()
+    gguf_dir = job.entry.dir / "gguf"
+    gguf_dir.mkdir(exist_ok=True)
+    files: dict[str, ExportFile] = {}
+    for q, path in produced.items():
+        if q in job.req.quants:
+            g = gated[q]
             final = gguf_dir / path.name
-            if q in quants:
-                files[q] = {**_file_record(path, final), **files[q]}
-                os.replace(path, final)
-        lora_record = None
-        if lora_path is not None:
-            final = gguf_dir / lora_path.name
-            lora_record = _file_record(lora_path, final)
-            os.replace(lora_path, final)
-        merged_files = [
-            {"file": p.name, "size": p.stat().st_size} for p in sorted(merged.iterdir())
-        ]
-        final_merged = entry.dir / "merged"
-        old = entry.dir / f".old-merged-{uuid.uuid4().hex[:8]}"
-        if final_merged.exists():
-            os.replace(final_merged, old)
-        os.replace(merged, final_merged)
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(stage / "Modelfile", entry.dir / "Modelfile")
-        if adapter_modelfile is not None:
-            os.replace(stage / "Modelfile.adapter", adapter_modelfile)
+            files[q] = ExportFile(
+                **_file_ref(path, final), quant=q, parity=g.parity, stop_check=g.stop_check, ok=g.ok
+            )
+            os.replace(path, final)
+    lora_ref = None
+    if lora is not None:
+        final = gguf_dir / lora.name
+        lora_ref = FileRef(**_file_ref(lora, final))
+        os.replace(lora, final)
+    merged_record = _move_merged(job, merged)
+    os.replace(job.stage / "Modelfile", job.entry.dir / "Modelfile")
+    if written.adapter:
+        name = modelfiles.ADAPTER_MODELFILE
+        os.replace(job.stage / name, job.entry.dir / name)
+    job.timings["hash_and_commit"] = round(time.monotonic() - t_commit, 2)
+    record = _export_run(job, files, lora_ref, merged_record, written, problems)
+    return files, record
 
-        timings["hash_and_commit"] = round(time.monotonic() - t_commit, 2)
-        seconds = round(time.monotonic() - t_start, 2)
-        export_meta = {
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "quants": quants,
-            "files": files,
-            "lora_gguf": lora_record,
-            "merged": {
-                "path": str(final_merged),
-                "max_shard_size": export_size,
-                "files": merged_files,
-            },
-            "modelfile": {
-                "path": str(entry.dir / "Modelfile"),
-                "from": fields.from_,
-                "default_quant": default_q,
-                "template": as_dict(go) if go else None,
-                "template_note": template_note,
-                "stop": stops,
-                "system": system,
-                "messages": len(messages),
-                "adapter_modelfile": str(adapter_modelfile) if adapter_modelfile else None,
-            },
-            "toolchain": {
-                "llama_cpp_python": LLAMA_CPP_VERSION,
-                "sdist_sha256": LLAMA_CPP_SDIST_SHA256,
-                "converter": "vendor/llama.cpp/convert_hf_to_gguf.py (unmodified)",
-                "quantizer": "llama_model_quantize (llama-cpp-python)",
-                "tokenizer": f"carried from {base_gguf}" if base_gguf else "converter",
-            },
-            "timings_s": {**timings, "total": seconds},
-            "ok": not problems,
-            "problems": problems,
-            "versions": versions(),
-        }
-        meta = registry.get("llm", run).meta  # re-read: never clobber a concurrent write
-        meta = {
-            **meta,
-            "export": export_meta,
-            "gguf": {q: r["path"] for q, r in files.items()},
-            "exports": [
-                {
-                    "name": q,
-                    "format": "gguf",
-                    "path": r["path"],
-                    "size": r["size"],
-                    "sha256": r["sha256"],
-                    "ok": r["ok"],
-                    "parity": r["parity"]["top1_agreement"],
-                    "stopped": f"{r['stop_check']['stopped']}/{r['stop_check']['prompts']}",
-                }
-                for q, r in files.items()
-            ],
-            "parity": {
-                q: {**r["parity"], "stop_rate": r["stop_check"]["rate"], "ok": r["ok"]}
-                for q, r in files.items()
-            },
-        }
-        registry.write("llm", run, meta, replace=True)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return ExportResult(run, files, entry.dir / "Modelfile", not problems, seconds, problems)
+
+def _move_merged(job: _Job, merged: _Merged) -> dict[str, Any]:
+    """merged/ replaces the previous one (renamed aside first, then removed)."""
+    files = [{"file": p.name, "size": p.stat().st_size} for p in sorted(merged.dir.iterdir())]
+    final = job.entry.dir / "merged"
+    old = job.entry.dir / f".old-merged-{uuid.uuid4().hex[:8]}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(merged.dir, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return {"path": str(final), "max_shard_size": job.req.export_size, "files": files}
+
+
+def _export_run(
+    job: _Job,
+    files: dict[str, ExportFile],
+    lora: FileRef | None,
+    merged: dict[str, Any],
+    written: Written,
+    problems: list[str],
+) -> ExportRun:
+    base_gguf = job.base_gguf
+    seconds = round(time.monotonic() - job.t_start, 2)
+    return ExportRun(
+        created=now(),
+        quants=job.req.quants,
+        files=files,
+        lora_gguf=lora,
+        merged=merged,
+        modelfile=written.record(job.entry.dir),
+        toolchain={
+            "llama_cpp_python": LLAMA_CPP_VERSION,
+            "sdist_sha256": LLAMA_CPP_SDIST_SHA256,
+            "converter": "vendor/llama.cpp/convert_hf_to_gguf.py (unmodified)",
+            "quantizer": "llama_model_quantize (llama-cpp-python)",
+            "tokenizer": f"carried from {base_gguf}" if base_gguf else "converter",
+        },
+        timings_s={**job.timings, "total": seconds},
+        ok=not problems,
+        problems=problems,
+        versions=versions(),
+    )
+
+
+def _record(job: _Job, export_run: ExportRun) -> Entry[LlmRecord]:
+    """meta.json's `export`, written under the entry's lock on a fresh read, so a write
+    made while the export ran (a deploy, an eval) is kept."""
+
+    def put(record: LlmRecord) -> LlmRecord:
+        record.export = export_run
+        return record
+
+    return job.registry.update("llm", job.req.run, put)

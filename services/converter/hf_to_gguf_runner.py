@@ -20,6 +20,7 @@ with (the merged folder's), not the base's.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ TOKENIZER_PREFIX = "tokenizer.ggml."
 
 def copy_tokenizer_fields(base_gguf: Path, writer: Any, chat_template: str | None) -> int:
     """Copy every tokenizer.ggml.* key of `base_gguf` into `writer`; returns the vocab size."""
-    import gguf
+    import gguf  # the sdist's gguf-py: importable only once main() has put it on sys.path
 
     reader = gguf.GGUFReader(str(base_gguf))
     n_tokens = 0
@@ -87,8 +88,6 @@ def main(argv: list[str] | None = None) -> None:
     # copy_tokenizer_fields) the sdist's gguf-py, not the PyPI gguf in the venv.
     sys.path.insert(0, str(args.scripts))
     sys.path.insert(1, str(args.scripts / "gguf-py"))
-    import importlib
-
     module: Any = importlib.import_module(Path(args.script).stem)
     if args.tokenizer_from is not None:
         template = (

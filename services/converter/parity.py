@@ -29,7 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from services.common.fdcapture import capture_stderr
+from services.common.records import ParityResult, StopCheck
+from services.trainer.datasets import Message
+from services.trainer.inference import LoadedLLM
 
 # Thresholds for "ok" (fraction of compared tokens whose top-1 agrees).
 THRESHOLDS: dict[str, float] = {
@@ -81,15 +86,13 @@ class Reference:
     continuation: list[int]
 
 
-def chat_prompt(llm: Any, question: str) -> str:
+def chat_prompt(llm: LoadedLLM, question: str) -> str:
     """The prompt the deployed model sees: run's template, run's system prompt."""
-    from services.trainer.datasets import Message
-
     return str(llm.template.prompt_text(llm.tokenizer, [Message("user", question)], None))
 
 
 def hf_references(
-    llm: Any, prompts: list[str], n_tokens: int, stop_ids: list[int]
+    llm: LoadedLLM, prompts: list[str], n_tokens: int, stop_ids: list[int]
 ) -> list[Reference]:
     """Greedy continuations from the merged model, one prompt at a time (no padding, so
     the reference is exactly what an unbatched server would compute)."""
@@ -132,11 +135,9 @@ def _open(gguf: Path, threads: int, n_ctx: int) -> Any:
 
 def gguf_parity(
     gguf: Path, refs: list[Reference], quant: str, threads: int, stop_ids: list[int]
-) -> dict[str, Any]:
+) -> ParityResult:
     """Teacher-forced top-1 agreement of `gguf` with the HF references (plus free-running
     and tokenizer comparisons); `ok` only at or above the type's threshold."""
-    import numpy as np
-
     t0 = time.monotonic()
     n_ctx = max(len(r.prompt_ids) + len(r.continuation) for r in refs) + 8
     llm = _open(gguf, threads, max(n_ctx, 256))
@@ -169,23 +170,23 @@ def gguf_parity(
     del llm
     rate = agree / total if total else 0.0
     threshold = THRESHOLDS.get(quant, 0.75)
-    return {
-        "top1_agreement": round(rate, 4),
-        "threshold": threshold,
-        "ok": rate >= threshold and tok_match == len(refs),
-        "tokens_compared": total,
-        "prompts": len(refs),
-        "greedy_identical": identical,
-        "mean_first_divergence": round(sum(divergences) / max(len(divergences), 1), 2),
-        "tokenizer_match": f"{tok_match}/{len(refs)}",
-        "method": "teacher-forced top-1 vs merged HF fp32 greedy",
-        "seconds": round(time.monotonic() - t0, 2),
-    }
+    return ParityResult(
+        top1_agreement=round(rate, 4),
+        threshold=threshold,
+        ok=rate >= threshold and tok_match == len(refs),
+        tokens_compared=total,
+        prompts=len(refs),
+        greedy_identical=identical,
+        mean_first_divergence=round(sum(divergences) / max(len(divergences), 1), 2),
+        tokenizer_match=f"{tok_match}/{len(refs)}",
+        method="teacher-forced top-1 vs merged HF fp32 greedy",
+        seconds=round(time.monotonic() - t0, 2),
+    )
 
 
 def stop_check(
     gguf: Path, prompts: list[list[int]], stop_ids: list[int], threads: int, max_tokens: int
-) -> dict[str, Any]:
+) -> StopCheck:
     """Share of prompts whose greedy answer ends on an end-of-turn token within budget.
 
     Decoding is greedy with Ollama's default repeat penalty (1.1 over the last 64 tokens,
@@ -215,16 +216,16 @@ def stop_check(
             running_on.append(i)
     del llm
     rate = stopped / len(prompts) if prompts else 0.0
-    return {
-        "stopped": stopped,
-        "prompts": len(prompts),
-        "rate": round(rate, 4),
-        "threshold": STOP_CHECK_MIN,
-        "ok": rate >= STOP_CHECK_MIN,
-        "max_tokens": max_tokens,
-        "repeat_penalty": REPEAT_PENALTY,
-        "mean_answer_tokens": round(sum(lengths) / max(len(lengths), 1), 1),
-        "not_stopped": running_on,  # prompt indices that ran out of budget
-        "stop_token_ids": stop_ids,
-        "seconds": round(time.monotonic() - t0, 2),
-    }
+    return StopCheck(
+        stopped=stopped,
+        prompts=len(prompts),
+        rate=round(rate, 4),
+        threshold=STOP_CHECK_MIN,
+        ok=rate >= STOP_CHECK_MIN,
+        max_tokens=max_tokens,
+        repeat_penalty=REPEAT_PENALTY,
+        mean_answer_tokens=round(sum(lengths) / max(len(lengths), 1), 1),
+        not_stopped=running_on,  # prompt indices that ran out of budget
+        stop_token_ids=stop_ids,
+        seconds=round(time.monotonic() - t0, 2),
+    )

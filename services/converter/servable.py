@@ -16,33 +16,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.common.records import LlmRecord
 from services.common.registry import Entry, Registry
+from services.converter.quantize import quantize
 
 # Bundled base types served as F16 (their 8-bit activation rounding flips near-ties).
 SERVE_AS_F16 = frozenset({"q4_1"})
 
 
-def servable_gguf(registry: Registry, name: str) -> tuple[Entry, Path]:
-    entry = registry.get("llm", name)
-    meta = entry.meta
-    serve = meta.get("serve_path")
-    if serve and Path(serve).is_file():
-        return entry, Path(serve)
-    src = Path(meta.get("serve_source") or entry.model_path)
-    quant = str(meta.get("quant", "")).lower()
-    if quant in SERVE_AS_F16:
-        from services.converter.quantize import quantize
+def servable_gguf(registry: Registry, name: str) -> tuple[Entry[LlmRecord], Path]:
+    """The GGUF to serve `name` from, recorded as the record's `serve_path` (made once).
 
-        dest = entry.dir / "gguf" / f"{entry.name}.f16.gguf"
-        if not dest.is_file():
-            quantize(src, dest, "f16")
-        meta = {
-            **meta,
-            "serve_path": str(dest),
-            "gguf": {**meta.get("gguf", {}), "f16": str(dest)},
-            "serve_note": f"{quant} re-quantized to f16 for correct CPU decoding",
-        }
-    else:
-        meta = {**meta, "serve_path": str(src)}
-    entry = registry.write("llm", entry.name, meta, replace=True)
-    return entry, Path(meta["serve_path"])
+    `ensure`: the server's start-up provisions the bundled base when it is not yet.
+    """
+    entry: Entry[LlmRecord] = registry.ensure("llm", name)
+    rec = entry.record
+    if rec.serve_path and Path(rec.serve_path).is_file():
+        return entry, Path(rec.serve_path)
+    serve, note = entry.model_path, None
+    quant = (rec.quant or "").lower()
+    if quant in SERVE_AS_F16:
+        serve = entry.dir / "gguf" / f"{entry.name}.f16.gguf"
+        if not serve.is_file():
+            quantize(entry.model_path, serve, "f16")
+        note = f"{quant} re-quantized to f16 for correct CPU decoding"
+
+    def record_serve_path(r: LlmRecord) -> LlmRecord:
+        r.serve_path = str(serve)
+        if note is not None:
+            r.serve_note = note
+        return r
+
+    return registry.update("llm", entry.name, record_serve_path), serve

@@ -1,4 +1,5 @@
-"""Converter settings (env prefix TUNESTACK_CONVERT_; Ollama's address is OLLAMA_HOST).
+"""Converter settings (env prefix TUNESTACK_CONVERT_; Ollama's address, OLLAMA_HOST, is the
+inherited CommonSettings.ollama_host).
 
 Export quality gates and the pinned llama.cpp toolchain live here rather than in code so
 that CI can shrink the prompt set and a user can point at another llama.cpp checkout
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import CommonSettings
@@ -41,8 +42,4 @@ class ConvertSettings(CommonSettings):
     parity_tokens: int = Field(default=32, description="Greedy tokens compared per prompt.")
     stop_prompts: int = Field(default=20, description="Prompts in the stop check (<= 20).")
     stop_max_tokens: int = Field(default=192, description="Token budget per stop-check answer.")
-    ollama_host: str = Field(
-        default="http://127.0.0.1:11434",
-        validation_alias=AliasChoices("OLLAMA_HOST", "TUNESTACK_CONVERT_OLLAMA_HOST"),
-    )
     deploy_timeout_s: float = Field(default=180.0, description="Server start / verify budget.")

@@ -11,6 +11,7 @@ repository and a tampered or truncated download is refused.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import shutil
 import sys
@@ -104,8 +105,6 @@ def scripts_dir(s: ConvertSettings | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m services.converter.toolchain")
     p.add_argument("command", choices=["extract", "where"])
     p.add_argument("--sdist", type=Path)

@@ -13,8 +13,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from services.common.documents.chunking import Chunker
+from services.common.documents.files import expand
+from services.common.documents.loaders import UnreadableFile, load
 from services.common.errors import BadInput
-from services.embed_tuner.datasets import read_json_file
+from services.common.qa import read_json_file
 
 
 def load_corpus_file(path: Path) -> dict[str, str]:
@@ -55,10 +58,6 @@ def load_docs(
 ) -> dict[str, str]:
     """Chunk a documents folder exactly as ingest does, so training passages look like
     the chunks the tuned embedder will retrieve."""
-    from services.rag_api.chunking import Chunker
-    from services.rag_api.ingest import expand
-    from services.rag_api.loaders import UnreadableFile, load
-
     files, _ = expand([path])
     chunker = Chunker(chunk_size, chunk_overlap, token_count)
     out: dict[str, str] = {}

@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from services.common.errors import BadInput, ServiceUnavailable
-from services.embed_tuner.datasets import QADataset, split_queries
+from services.common.qa import QADataset, split_queries
+from services.embed_tuner.pseudo_queries import pseudo_queries
 
 Progress = Callable[[int, int], None]
 
@@ -96,8 +99,6 @@ def llm_questions(
     progress: Progress | None = None,
 ) -> dict[str, list[str]]:
     """chunk id -> questions, resuming from `cache` (JSONL, one line per finished chunk)."""
-    import httpx
-
     key = hashlib.sha256(json.dumps([cfg.model, per_chunk, QUIZ_PROMPT]).encode()).hexdigest()
     done: dict[str, list[str]] = {}
     if cache.exists():
@@ -172,8 +173,6 @@ def synthesize(
             raise ValueError("an LLM run needs a cache path")
         questions = llm_questions(corpus, llm, per_chunk, cache, progress)
     else:
-        from services.embed_tuner.pseudo_queries import pseudo_queries
-
         questions = pseudo_queries(corpus, per_chunk, seed=seed, method=method)
     ds = to_dataset(corpus, questions)
     train, val = split_queries(ds, val_fraction, seed)

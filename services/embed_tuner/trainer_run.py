@@ -7,8 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from services.common.qa import QADataset
 from services.common.registry import Entry
-from services.embed_tuner.datasets import QADataset
+from services.common.torch_setup import resolve_precision
 
 VAL_NAME = "val"
 BEST_METRIC = f"eval_{VAL_NAME}_cosine_mrr@10"
@@ -67,8 +68,6 @@ def run_trainer(
     )
     from sentence_transformers.evaluation import InformationRetrievalEvaluator
     from sentence_transformers.training_args import BatchSamplers
-
-    from services.common.torch_setup import resolve_precision
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"

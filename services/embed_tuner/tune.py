@@ -20,8 +20,14 @@ from typing import Any
 from services.common import atomic
 from services.common.errors import BadInput, TunestackError
 from services.common.hashing import dir_fingerprint
-from services.common.registry import Entry, Registry, validate_name, versions
-from services.embed_tuner.datasets import QADataset, Records
+from services.common.logs import quiet_libraries
+from services.common.qa import QADataset
+from services.common.records import EmbedderRecord
+from services.common.registry import Entry, Registry, dump, validate_name, versions
+from services.common.torch_setup import configure_torch
+from services.embed_tuner.plots import loss_curve
+from services.embed_tuner.records import Records
+from services.embed_tuner.trainer_run import run_trainer
 
 LOSSES = ("mnrl", "cached-mnrl", "triplet", "cosent")
 DEFAULT_LOSS = {"pair": "mnrl", "triplet": "mnrl", "scored": "cosent"}
@@ -114,8 +120,7 @@ def tune(
     *,
     progress: Progress | None = None,
     overwrite: bool = False,
-    extra_meta: dict[str, Any] | None = None,
-) -> Entry:
+) -> Entry[EmbedderRecord]:
     validate_name(params.name)
     final = registry.entry_dir("embedder", params.name)
     if (final / "meta.json").exists() and not overwrite:
@@ -123,7 +128,7 @@ def tune(
             f"Embedder '{params.name}' already exists.",
             hint="Pick another --name, or pass --overwrite.",
         )
-    base = registry.get("embedder", params.base)
+    base: Entry[EmbedderRecord] = registry.ensure("embedder", params.base)
     loss_name = choose_loss(data.kind, params.loss)
     if len(data) < params.batch_size:
         raise BadInput(
@@ -132,9 +137,6 @@ def tune(
         )
     if any(d <= 0 for d in params.matryoshka):
         raise BadInput("--matryoshka dimensions must be positive.")
-
-    from services.common.logs import quiet_libraries
-    from services.common.torch_setup import configure_torch
 
     quiet_libraries()
     configure_torch()
@@ -156,13 +158,9 @@ def tune(
     wd.mkdir(parents=True, exist_ok=True)
     stamp.write_text(run_key)
 
-    from services.embed_tuner.trainer_run import run_trainer
-
     t0 = time.perf_counter()
     model, history, best = run_trainer(base, params, data, val, loss_name, wd, progress)
     seconds = time.perf_counter() - t0
-
-    from services.embed_tuner.report import loss_curve
 
     with atomic.staged_dir(final, replace=overwrite) as tmp:
         model.save(str(tmp / "model"))
@@ -170,29 +168,29 @@ def tune(
             "".join(json.dumps(h) + "\n" for h in history), encoding="utf-8"
         )
         loss_curve(history, tmp / "training_loss.png", title=f"{params.name} (from {base.name})")
-        meta = {
-            "kind": "embedder",
-            "name": params.name,
-            "base_model": base.name,
-            "base_fingerprint": base.fingerprint,
-            "model_path": str(final / "model"),
-            "fingerprint": dir_fingerprint(tmp / "model")[:16],
-            "data": {
+        record = EmbedderRecord(
+            name=params.name,
+            base_model=base.name,
+            base_fingerprint=base.fingerprint,
+            model_path=str(final / "model"),
+            fingerprint=dir_fingerprint(tmp / "model")[:16],
+            dimension=base.record.dimension,
+            languages=base.record.languages,
+            source="tunestack embed tune",
+            data={
                 "kind": data.kind,
                 "rows": len(data),
                 "hash": data.source_hash,
                 "validation_queries": len(val.queries) if val else 0,
             },
-            "parameters": {**asdict(params), "loss": loss_name},
-            "metrics": {
+            parameters={**asdict(params), "loss": loss_name},
+            metrics={
                 "validation": best,
                 "train_seconds": round(seconds, 1),
                 "train_rows_per_s": round(len(data) * params.epochs / seconds, 2),
             },
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "versions": versions(),
-            **(extra_meta or {}),
-        }
-        atomic.write_json(tmp / "meta.json", meta)
+            versions=versions(),
+        )
+        atomic.write_json(tmp / "meta.json", dump(record))
     shutil.rmtree(wd, ignore_errors=True)
-    return registry.get("embedder", params.name)
+    return registry.embedder(params.name)

@@ -1,1 +1,7 @@
-"""The llama.cpp LLM server as a container: provision the servable GGUF, then serve it."""
+"""The llama.cpp LLM server: its settings and its one command line (container and local
+stack alike); `python -m services.llm_server` provisions the servable GGUF and serves it."""
+
+from services.llm_server.command import server_argv
+from services.llm_server.settings import LlmServerSettings
+
+__all__ = ["LlmServerSettings", "server_argv"]

@@ -1,4 +1,9 @@
-"""LLM server settings (env prefix TUNESTACK_LLM_; the model is TUNESTACK_DEFAULT_LLM)."""
+"""LLM server settings (env prefix TUNESTACK_LLM_; the model is TUNESTACK_DEFAULT_LLM).
+
+The only definition of the llama.cpp server's knobs: the container reads them from its
+environment, and the local stack reads the same variables (its host and port come from
+the stack's bind address and TUNESTACK_LLM_PORT, which is this `port`).
+"""
 
 from __future__ import annotations
 

@@ -14,11 +14,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.common.errors import TunestackError
+from services.common.registry import BASE_MODELS
 from services.rag_api import llm as llm_mod
-from services.rag_api import routes_admin, routes_docs, routes_jobs, routes_openai
-from services.rag_api.routes_llm_admin import router as llm_admin_router
+from services.rag_api.context import RagContext
+from services.rag_api.routes import admin, documents, jobs, llm, openai
 from services.rag_api.settings import RagSettings
-from services.rag_api.state import AppState
 
 log = logging.getLogger("tunestack.rag_api")
 _bearer = HTTPBearer(auto_error=False)
@@ -80,14 +80,26 @@ async def _noop_receive() -> Any:
     return {"type": "http.disconnect"}
 
 
-def _warm(st: AppState) -> None:
+def _provision_bases(ctx: RagContext) -> None:
+    """Register the bundled base models whose packages are installed, once, at start: a
+    request only ever looks models up (it never provisions, installs or downloads)."""
+    for name, base in BASE_MODELS.items():
+        if base.locate() is None:
+            continue
+        try:
+            ctx.registry.ensure(base.kind, name)
+        except TunestackError as e:  # reported again by the request that names it
+            log.warning("could not register base model %s: %s", name, e.message)
+
+
+def _warm(ctx: RagContext) -> None:
     """Load the default embedder off the request path: a cold load takes seconds (torch,
     weights), which would otherwise land on whoever asks first. Failures are only logged:
     the first request that needs the model reports them properly."""
 
     def load() -> None:
         try:
-            st.pool.get(st.settings.default_embedder)
+            ctx.pool.get(ctx.settings.default_embedder)
         except Exception as e:  # reported again by the request that needs it
             log.warning("embedder warm-up failed: %s", e)
 
@@ -100,10 +112,11 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
     async def require_key(
         request: Request, cred: HTTPAuthorizationCredentials | None = Depends(_bearer)
     ) -> None:
-        if s.api_key is None:
+        key = s.api_key_value
+        if key is None:
             return
         given = cred.credentials if cred else ""
-        if not secrets.compare_digest(given.encode(), s.api_key.get_secret_value().encode()):
+        if not secrets.compare_digest(given.encode(), key.encode()):
             raise HTTPException(
                 401,
                 "Missing or wrong API key (Authorization: Bearer <TUNESTACK_API_KEY>).",
@@ -115,16 +128,15 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
         version="0.1.0",
         description="Document Q&A over your own collections; OpenAI-compatible /v1.",
     )
-    app.state.tunestack = AppState.from_settings(s)
+    ctx = RagContext.from_settings(s)
+    _provision_bases(ctx)
+    app.state.tunestack = ctx
     if s.warm_embedder:
-        _warm(app.state.tunestack)
+        _warm(ctx)
     app.add_middleware(BodyLimit, limit_bytes=s.max_upload_mb * 2**20 + 2**20)
     auth = [Depends(require_key)]
-    app.include_router(routes_docs.router, dependencies=auth)
-    app.include_router(routes_openai.router, dependencies=auth)
-    app.include_router(llm_admin_router, dependencies=auth)
-    app.include_router(routes_admin.router, dependencies=auth)
-    app.include_router(routes_jobs.router, dependencies=auth)
+    for module in (documents, openai, llm, admin, jobs):
+        app.include_router(module.router, dependencies=auth)
 
     @app.exception_handler(TunestackError)
     async def _known(_: Request, e: TunestackError) -> JSONResponse:
@@ -164,10 +176,10 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
         dependencies=auth,
     )
     async def readyz(request: Request) -> JSONResponse:
-        st: AppState = request.app.state.tunestack
-        target = st.llm.target
+        ctx: RagContext = request.app.state.tunestack
+        target = ctx.llm.target
         checks: dict[str, dict[str, Any]] = {
-            "chroma": {"url": st.store.url, "ok": st.store.heartbeat()},
+            "chroma": {"url": ctx.store.url, "ok": ctx.store.heartbeat()},
         }
         try:
             await llm_mod.list_models(target)

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 from services.common.errors import NotFound
-from services.common.registry import Entry
+from services.common.records import Record
 
 ARTIFACT_NAME = re.compile(
     r"^(?:training_[A-Za-z0-9_.-]*\.png|metrics\.png|trainer_log\.jsonl"
@@ -29,13 +28,13 @@ MEDIA_TYPES = {
 }
 
 
-def entry_roots(entry: Entry) -> list[Path]:
+def entry_roots(entry_dir: Path, record: Record | None) -> list[Path]:
     """Folders an entry's artifacts live in: its registry dir and the trainer's output dir."""
-    roots = [entry.dir]
-    out = entry.meta.get("output_dir")
+    roots = [entry_dir]
+    out = getattr(record, "output_dir", None)
     if isinstance(out, str) and out:
         p = Path(out)
-        if p.is_dir() and p.resolve() != entry.dir.resolve():
+        if p.is_dir() and p.resolve() != entry_dir.resolve():
             roots.append(p)
     return roots
 
@@ -75,68 +74,3 @@ def _inside(p: Path, root: Path) -> bool:
     except OSError:
         return False
     return resolved.is_file() and resolved.parent == root.resolve()
-
-
-def _size(path: Any) -> int | None:
-    if not isinstance(path, str) or not path:
-        return None
-    try:
-        p = Path(path)
-        return p.stat().st_size if p.is_file() else None
-    except OSError:
-        return None
-
-
-def export_rows(meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows for an export table from whatever meta.json records, with file sizes.
-
-    Understands `gguf: {type: path}` (what the registry and the servable step write) and
-    an `exports` list or mapping (what the converter records); unknown fields pass
-    through so a newer converter's columns still show up.
-    """
-    rows: list[dict[str, Any]] = []
-    gguf = meta.get("gguf")
-    if isinstance(gguf, dict):
-        for quant, path in gguf.items():
-            rows.append({"name": str(quant), "format": "gguf", "path": path})
-    exports = meta.get("exports")
-    if isinstance(exports, dict):
-        exports = [
-            {"name": str(k), **v} if isinstance(v, dict) else {"name": str(k), "path": v}
-            for k, v in exports.items()
-        ]
-    if isinstance(exports, list):
-        for item in exports:
-            if isinstance(item, dict):
-                name = item.get("name") or item.get("quant") or item.get("type") or ""
-                rows.append({**item, "name": str(name)})
-    out: list[dict[str, Any]] = []
-    seen_paths: set[str] = set()
-    for row in reversed(rows):  # an `exports` row beats the plain gguf entry for a file
-        path = row.get("path") or row.get("file")
-        if isinstance(path, str) and path in seen_paths:
-            continue
-        if isinstance(path, str):
-            seen_paths.add(path)
-        if row.get("size") is None and row.get("bytes") is None:
-            row = {**row, "size": _size(path)}
-        out.append(row)
-    return list(reversed(out))
-
-
-def parity_rows(meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """The parity table: `parity` as a list or mapping, else each export's `parity`."""
-    parity = meta.get("parity")
-    if isinstance(parity, dict):
-        return [
-            {"name": str(k), **v} if isinstance(v, dict) else {"name": str(k), "value": v}
-            for k, v in parity.items()
-        ]
-    if isinstance(parity, list):
-        return [r for r in parity if isinstance(r, dict)]
-    rows = []
-    for row in export_rows(meta):
-        p = row.get("parity")
-        if isinstance(p, dict):
-            rows.append({"name": row["name"], **p})
-    return rows

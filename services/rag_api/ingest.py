@@ -12,19 +12,20 @@ written, so an unreadable file never leaves partial chunks.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from services.common.documents import loaders
+from services.common.documents.chunking import Chunker
+from services.common.documents.files import expand
 from services.common.embedders import Embedder
 from services.common.errors import BadInput
-from services.rag_api import loaders
+from services.common.hashing import file_sha256
 from services.rag_api.bm25 import tokenize
-from services.rag_api.chunking import Chunker
 from services.rag_api.store import Build, VectorStore
 
 Status = Literal["ok", "unchanged", "failed", "removed", "skipped"]
@@ -81,39 +82,6 @@ def chunk_id(source: str, content_hash: str, index: int) -> str:
     return f"{src}-{content_hash[:16]}-{index:05d}"
 
 
-def expand(paths: Iterable[Path]) -> tuple[list[Path], list[FileResult]]:
-    """Files to ingest (folders recursively, hidden entries skipped) and early failures."""
-    files: list[Path] = []
-    problems: list[FileResult] = []
-    for p in paths:
-        p = p.expanduser().resolve()
-        if p.is_dir():
-            for root, dirs, names in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for n in sorted(names):
-                    f = Path(root) / n
-                    if not n.startswith(".") and loaders.is_supported(f):
-                        files.append(f)
-        elif p.is_file():
-            if loaders.is_supported(p):
-                files.append(p)
-            else:
-                problems.append(
-                    FileResult(
-                        str(p),
-                        "failed",
-                        reason=(
-                            f"unsupported file type '{p.suffix}' (supported: "
-                            + ", ".join(loaders.SUPPORTED_SUFFIXES)
-                            + ")"
-                        ),
-                    )
-                )
-        else:
-            problems.append(FileResult(str(p), "failed", reason="no such file or folder"))
-    return sorted(set(files)), problems
-
-
 class Ingestor:
     def __init__(
         self,
@@ -141,7 +109,8 @@ class Ingestor:
     ) -> IngestReport:
         t0 = time.perf_counter()
         report = IngestReport(collection, self.embedder.name)
-        files, problems = expand(paths)
+        files, skipped = expand(paths)
+        problems = [FileResult(p.path, "failed", reason=p.reason) for p in skipped]
         report.files.extend(problems)
         if not files and not prune:
             if not problems:
@@ -209,7 +178,7 @@ class Ingestor:
         """Read and chunk one file, or say why not (unchanged, unreadable)."""
         source = str(path)
         try:
-            data_hash = _hash_file(path)
+            data_hash = file_sha256(path)
         except OSError as e:
             return FileResult(source, "failed", reason=str(e))
         if _complete(manifest.get(source), data_hash):
@@ -306,12 +275,6 @@ class Ingestor:
         for r in out:
             manifest.pop(r.path, None)
         return out
-
-
-def _hash_file(path: Path) -> str:
-    from services.common.hashing import file_sha256
-
-    return file_sha256(path)
 
 
 def _complete(per_hash: dict[str, tuple[int, int]] | None, data_hash: str) -> bool:

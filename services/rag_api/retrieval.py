@@ -12,8 +12,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from langchain_core.embeddings import Embeddings
-
 from services.common.embedders import Embedder, EmbedderPool
 from services.common.errors import BadInput, EmbedderMismatch
 from services.rag_api.bm25 import Bm25Cache, Bm25Index, rrf
@@ -23,17 +21,19 @@ Mode = Literal["dense", "bm25", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
 
 
-class LangchainEmbeddings(Embeddings):
-    """Our registry embedder behind LangChain's Embeddings interface."""
+def langchain_embeddings(embedder: Embedder) -> Any:
+    """Our registry embedder behind LangChain's Embeddings interface (langchain is
+    imported here, on first retrieval, not when the CLI merely loads this module)."""
+    from langchain_core.embeddings import Embeddings
 
-    def __init__(self, embedder: Embedder) -> None:
-        self.embedder = embedder
+    class RegistryEmbeddings(Embeddings):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return embedder.encode(texts).tolist()
 
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.embedder.encode(texts).tolist()
+        def embed_query(self, text: str) -> list[float]:
+            return embedder.encode([text])[0].tolist()
 
-    def embed_query(self, text: str) -> list[float]:
-        return self.embedder.encode([text])[0].tolist()
+    return RegistryEmbeddings()
 
 
 @dataclass
@@ -117,7 +117,7 @@ class Retriever:
                     lambda: Chroma(
                         client=self.store.client,
                         collection_name=build.physical,
-                        embedding_function=LangchainEmbeddings(emb),
+                        embedding_function=langchain_embeddings(emb),
                         create_collection_if_not_exists=False,
                     )
                 )

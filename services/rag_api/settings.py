@@ -1,8 +1,12 @@
-"""RAG API settings (env prefix TUNESTACK_RAG_; the API key is TUNESTACK_API_KEY)."""
+"""RAG API settings (env prefix TUNESTACK_RAG_).
+
+Values other services share (Chroma URL, default LLM and embedder, chunking, Ollama host,
+API key) are inherited from services.common.settings under their single names.
+"""
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import CommonSettings
@@ -15,29 +19,14 @@ class RagSettings(CommonSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
-    chroma_url: str = "http://127.0.0.1:8001"
     llm_base_url: str = Field(
         default="http://127.0.0.1:8080/v1",
         description="Any OpenAI-compatible /v1 endpoint: llama.cpp, Ollama (/v1), vLLM...",
     )
-    llm_model: str = "smollm2-135m-instruct"
     llm_api_key: SecretStr = SecretStr("sk-no-key-required")
     llm_timeout_s: float = 120.0
-    ollama_host: str = Field(
-        default="http://127.0.0.1:11434",
-        validation_alias=AliasChoices("OLLAMA_HOST", "TUNESTACK_RAG_OLLAMA_HOST"),
-        description="Ollama server that POST /v1/registry/models/llm/{name}/deploy registers "
-        "models with (the same variable the CLI's `llm deploy --to ollama` reads).",
-    )
-    api_key: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("TUNESTACK_API_KEY"),
-        description="If set, every endpoint but /healthz needs 'Authorization: Bearer <key>'.",
-    )
     max_upload_mb: int = Field(default=50, description="Upper bound of one upload request.")
     max_file_mb: int = Field(default=16, description="Files larger than this are skipped.")
-    chunk_size: int = Field(default=256, description="Chunk size in embedder tokens.")
-    chunk_overlap: int = 32
     top_k: int = 4
     max_tokens: int = 256
     temperature: float = 0.0

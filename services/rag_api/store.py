@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+import httpx
+
 from services.common.errors import BadInput, EmbedderMismatch, NotFound, ServiceUnavailable
 
 SEP = "__"
@@ -231,8 +233,6 @@ class VectorStore:
 
 
 def _is_connection_error(e: BaseException) -> bool:
-    import httpx
-
     seen: set[int] = set()
     cur: BaseException | None = e
     while cur is not None and id(cur) not in seen:

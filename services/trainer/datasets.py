@@ -295,7 +295,7 @@ def _read_records(path: Path) -> list[tuple[str, Any]]:
 
 
 def _hub_records(attr: DatasetAttr) -> list[tuple[str, Any]]:
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # optional: only for hub datasets (transformers' dep)
 
     if constants.HF_HUB_OFFLINE:
         raise BadInput(

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from services.common.errors import BadInput
-from services.common.registry import Registry
+from services.common.records import LlmRecord
+from services.common.registry import Entry, Registry
+from services.common.torch_setup import configure_torch
 from services.trainer.datasets import Message
-from services.trainer.model_loading import load_tokenizer, resolve_base
+from services.trainer.model_loading import load_tokenizer, registry_name, resolve_base
 from services.trainer.templates import ChatTemplate, resolve_template
 
 
@@ -25,7 +27,7 @@ class LoadedLLM:
     model: Any
     tokenizer: Any
     template: ChatTemplate
-    meta: dict[str, Any]
+    record: LlmRecord | None  # None when loaded from a path rather than the registry
     is_base: bool
 
     @property
@@ -44,55 +46,68 @@ def load_llm(
     """A base model by registry name/path, or a trained run with its adapter merged in.
 
     The adapter is merged into the in-memory weights (merge_and_unload): generation then
-    runs at the base model's speed, and the files on disk are untouched.
+    runs at the base model's speed, and the files on disk are untouched. The user named
+    `name` (eval, chat, export), so a bundled base is provisioned if it is not yet
+    (`Registry.ensure`; never a download).
     """
     import torch
-    from transformers import AutoModelForCausalLM
-
-    from services.common.torch_setup import configure_torch
 
     configure_torch()
     if threads:
         torch.set_num_threads(threads)
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers v6 renames
-    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    entry = None
-    if not Path(name).exists():
-        entry = registry.get("llm", name)
-    meta = entry.meta if entry is not None else {}
-    if entry is not None and meta.get("base_model"):
-        base_dir = Path(str(meta.get("base_model_path", "")))
-        if not (base_dir / "config.json").is_file():
-            base_dir = resolve_base(str(meta["base_model"]), registry).hf_dir
-        run_dir = Path(str(meta.get("output_dir") or entry.model_path))
-        tokenizer = load_tokenizer(
-            run_dir if (run_dir / "tokenizer_config.json").is_file() else base_dir
-        )
-        if meta.get("finetuning_type", "lora") == "lora":
-            from peft import PeftModel
-
-            model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=dtype)
-            model = PeftModel.from_pretrained(model, str(run_dir)).merge_and_unload()
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(run_dir), dtype=dtype)
+    entry = None if Path(name).exists() else registry.ensure("llm", registry_name(name, registry))
+    record: LlmRecord | None = entry.record if entry is not None else None
+    if entry is not None and record is not None and record.base_model:
+        model, tokenizer = _load_run(entry, record, registry)
         tmpl = resolve_template(
-            template or _template_name(meta), tokenizer, system or meta.get("default_system")
+            template or _template_name(record), tokenizer, system or record.default_system
         )
         is_base = False
     else:
         base = resolve_base(name, registry)
         tokenizer = load_tokenizer(base.hf_dir)
-        model = AutoModelForCausalLM.from_pretrained(str(base.hf_dir), dtype=dtype)
+        model = _from_pretrained(base.hf_dir)
         tmpl = resolve_template(template, tokenizer, system)
         is_base = True
-    model.to(device)  # type: ignore[arg-type]
+    model.to(_device())
     model.eval()
-    return LoadedLLM(name, model, tokenizer, tmpl, meta, is_base)
+    return LoadedLLM(name, model, tokenizer, tmpl, record, is_base)
 
 
-def _template_name(meta: dict[str, Any]) -> str | None:
-    t = meta.get("template")
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _from_pretrained(path: Path) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+
+
+def _load_run(entry: Entry[LlmRecord], record: LlmRecord, registry: Registry) -> tuple[Any, Any]:
+    """A trained run's model (base + merged adapter, or its full weights) and tokenizer."""
+    base_dir = Path(str(record.base_model_path or ""))
+    if not (base_dir / "config.json").is_file():
+        base_dir = resolve_base(str(record.base_model), registry).hf_dir
+    run_dir = Path(str(record.output_dir or entry.model_path))
+    tokenizer = load_tokenizer(
+        run_dir if (run_dir / "tokenizer_config.json").is_file() else base_dir
+    )
+    if (record.finetuning_type or "lora") == "lora":
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(_from_pretrained(base_dir), str(run_dir))
+        return model.merge_and_unload(), tokenizer
+    return _from_pretrained(run_dir), tokenizer
+
+
+def _template_name(record: LlmRecord) -> str | None:
+    t = record.template
     return None if t in (None, "default") else str(t)
 
 

@@ -1,7 +1,8 @@
 """Find the base model, make it trainable, and attach LoRA / freeze / full fine-tuning.
 
 `model_name_or_path` may be a registry name (smollm2-135m-instruct), a local HF folder, a
-local .gguf file, or a Hugging Face id (only where a hub is reachable). A GGUF base is
+local .gguf file, or the Hugging Face id of a model registered with `tunestack models pull
+ORG/NAME` (nothing is downloaded while training or evaluating). A GGUF base is
 dequantized by transformers into a normal HF model once and cached as safetensors beside
 the registry entry (models/llm/<name>/hf/): the GGUF load takes ~15 s and ~1.2 GB, the
 cached load under a second.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from services.common import atomic
 from services.common.errors import BadInput, TunestackError
 from services.common.hashing import file_sha256
+from services.common.records import LlmRecord
 from services.common.registry import Registry
 
 if TYPE_CHECKING:
@@ -46,23 +48,21 @@ def _gguf_in(d: Path) -> Path | None:
 
 
 def resolve_base(name_or_path: str, registry: Registry) -> BaseRef:
+    """The trainable HF folder of a base model named by path or registry name.
+
+    A registry name comes from the user (model_name_or_path, `llm eval/chat NAME`) or
+    from a run's record, so a bundled base is provisioned here from its installed package
+    (`Registry.ensure`, never a download) rather than failing on a fresh registry.
+    """
     p = Path(name_or_path).expanduser()
     if p.exists():
-        if p.is_dir() and (p / "config.json").is_file():
-            return BaseRef(str(p), p.resolve())
-        gguf = p if p.is_file() and p.suffix == ".gguf" else (_gguf_in(p) if p.is_dir() else None)
-        if gguf is None:
-            raise BadInput(
-                f"{p} is neither a Hugging Face model folder (config.json) nor a .gguf file.",
-                hint="Point model_name_or_path at an HF folder, a .gguf, or a registry name.",
-            )
-        cache = registry.home / "cache" / "hf-from-gguf" / file_sha256(gguf)[:16]
-        return BaseRef(str(p), hf_from_gguf(gguf, cache))
-    entry = registry.get("llm", name_or_path)
-    if entry.meta.get("base_model"):
+        return _base_from_path(p, registry)
+    entry = registry.ensure("llm", registry_name(name_or_path, registry))
+    record: LlmRecord = entry.record
+    if record.base_model:
         raise BadInput(
             f"'{name_or_path}' is a fine-tuned run, not a base model.",
-            hint=f"Train from its base model: model_name_or_path: {entry.meta['base_model']}",
+            hint=f"Train from its base model: model_name_or_path: {record.base_model}",
         )
     mp = entry.model_path
     if mp.is_file() and mp.suffix == ".gguf":
@@ -74,7 +74,34 @@ def resolve_base(name_or_path: str, registry: Registry) -> BaseRef:
             f"Registry entry '{entry.name}' points at {mp}, which is not loadable.",
             hint=f"Remove {entry.dir} and register the model again.",
         )
-    return BaseRef(entry.name, hf_dir, entry.meta.get("hf_id"), registered=True)
+    return BaseRef(entry.name, hf_dir, record.hf_id, registered=True)
+
+
+def registry_name(name: str, registry: Registry) -> str:
+    """The registry name of a pulled Hugging Face model when `name` is its hub id, so a
+    LLaMA-Factory YAML naming `Qwen/Qwen2.5-0.5B-Instruct` works once it was pulled; any
+    other name as given. A bundled base (a quantized GGUF of that id) is not a match."""
+    if "/" not in name:
+        return name
+    for row in registry.entries("llm"):
+        rec = row.record
+        if rec is not None and rec.hf_id == name and (rec.source or "").startswith("hf:"):
+            return row.name
+    return name
+
+
+def _base_from_path(p: Path, registry: Registry) -> BaseRef:
+    """An HF folder as is; a .gguf (or a folder holding one) dequantized once into a cache."""
+    if p.is_dir() and (p / "config.json").is_file():
+        return BaseRef(str(p), p.resolve())
+    gguf = p if p.is_file() and p.suffix == ".gguf" else (_gguf_in(p) if p.is_dir() else None)
+    if gguf is None:
+        raise BadInput(
+            f"{p} is neither a Hugging Face model folder (config.json) nor a .gguf file.",
+            hint="Point model_name_or_path at an HF folder, a .gguf, or a registry name.",
+        )
+    cache = registry.home / "cache" / "hf-from-gguf" / file_sha256(gguf)[:16]
+    return BaseRef(str(p), hf_from_gguf(gguf, cache))
 
 
 def hf_from_gguf(gguf: Path, dest: Path) -> Path:

@@ -11,6 +11,7 @@ checked to see the same data in the same order. The registry entry
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import resource
@@ -24,7 +25,10 @@ from typing import Any
 
 from services.common import atomic
 from services.common.errors import BadInput
+from services.common.logs import quiet_libraries
+from services.common.records import LlmRecord, now
 from services.common.registry import BASE_MODELS, Registry, validate_name, versions
+from services.common.torch_setup import configure_torch
 from services.trainer import datasets as ds
 from services.trainer.callbacks import (
     DATA_ORDER_NAME,
@@ -33,22 +37,28 @@ from services.trainer.callbacks import (
     truncate_jsonl,
 )
 from services.trainer.config import TrainConfig
+from services.trainer.loss import label_only_loss, supports_label_only_logits
 from services.trainer.model_loading import (
+    BaseRef,
+    check_quantization,
     has_cuda,
     load_model_for_training,
     load_tokenizer,
     resolve_base,
     trainable_parameters,
 )
+from services.trainer.plots import plot_loss
 from services.trainer.preprocess import (
+    Example,
     ExampleDataset,
     PadCollator,
     PrepStats,
     build_examples,
+    pack_examples,
     split_validation,
 )
 from services.trainer.settings import TrainSettings
-from services.trainer.templates import chat_format, resolve_template
+from services.trainer.templates import ChatTemplate, chat_format, resolve_template
 
 CHECKPOINT_PREFIX = "checkpoint-"
 Say = Callable[[str], None]
@@ -137,7 +147,7 @@ def _choose_resume(cfg: TrainConfig, output_dir: Path, say: Say) -> str | None:
     return None
 
 
-# ---- the run ---------------------------------------------------------------------------
+# ---- name and preflight ----------------------------------------------------------------
 
 
 def run_name_for(cfg: TrainConfig, config_path: Path | None) -> str:
@@ -159,30 +169,63 @@ def run_name_for(cfg: TrainConfig, config_path: Path | None) -> str:
 
 def preflight(cfg: TrainConfig) -> None:
     """Failures that need no data or model: report them before anything slow happens."""
-    from services.trainer.model_loading import check_quantization
-
     check_quantization(cfg)
     if cfg.fp16 and not has_cuda():
         raise BadInput("fp16: true needs a CUDA GPU.", hint="Use bf16: true or neither on a CPU.")
-    if "tensorboard" in cfg.report_to:
-        import importlib.util
-
-        if importlib.util.find_spec("tensorboard") is None:
-            raise BadInput(
-                "report_to: tensorboard needs the tensorboard package.",
-                hint="pip install tensorboard, or report_to: none.",
-            )
+    if "tensorboard" in cfg.report_to and importlib.util.find_spec("tensorboard") is None:
+        raise BadInput(
+            "report_to: tensorboard needs the tensorboard package.",
+            hint="pip install tensorboard, or report_to: none.",
+        )
 
 
-def prepare_data(
-    cfg: TrainConfig, tokenizer: Any, dataset_dir: Path, say: Say
-) -> tuple[ExampleDataset, ExampleDataset | None, PrepStats, list[ds.LoadedDataset], Any]:
+# ---- data ------------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedData:
+    """Tokenized, masked training (and validation) sequences and what was done to get them."""
+
+    train: ExampleDataset
+    val: ExampleDataset | None
+    stats: PrepStats
+    loaded: list[ds.LoadedDataset]
+    template: ChatTemplate
+
+
+def prepare_data(cfg: TrainConfig, tokenizer: Any, dataset_dir: Path, say: Say) -> PreparedData:
     template = resolve_template(cfg.template, tokenizer, cfg.default_system)
     loaded = ds.load_datasets(
         cfg.dataset, dataset_dir, stage=cfg.stage, max_samples=cfg.max_samples, seed=cfg.seed
     )
     stats = PrepStats()
-    examples = []
+    examples = _training_examples(cfg, loaded, tokenizer, template, stats)
+    val: list[Example]
+    if cfg.eval_dataset:
+        val = _eval_dataset_examples(cfg, tokenizer, template, dataset_dir)
+    else:
+        examples, val = split_validation(examples, cfg.val_size, cfg.seed)
+    if cfg.packing:
+        examples = pack_examples(examples, cfg.cutoff_len)
+    say(_data_summary(cfg, stats, len(examples), len(val)))
+    return PreparedData(
+        ExampleDataset(examples),
+        ExampleDataset(val) if val else None,
+        stats,
+        loaded,
+        template,
+    )
+
+
+def _training_examples(
+    cfg: TrainConfig,
+    loaded: list[ds.LoadedDataset],
+    tokenizer: Any,
+    template: ChatTemplate,
+    stats: PrepStats,
+) -> list[Example]:
+    """Every dataset's sequences, with sample ids numbered across datasets in order."""
+    examples: list[Example] = []
     next_id = 0
     for d in loaded:
         stats.records += d.records
@@ -208,54 +251,52 @@ def prepare_data(
             hint=f"Empty: {stats.empty}, dropped at cutoff: {stats.dropped}. "
             "Raise cutoff_len or check the data.",
         )
-    val: list[Any] = []
-    if cfg.eval_dataset:
-        eval_loaded = ds.load_datasets(
-            cfg.eval_dataset,
-            dataset_dir,
-            stage=cfg.stage,
-            max_samples=cfg.max_samples,
-            seed=cfg.seed,
-        )
-        vstats = PrepStats()
-        for d in eval_loaded:
-            val += build_examples(
-                d.conversations,
-                tokenizer,
-                template,
-                stage=cfg.stage,
-                cutoff_len=cfg.cutoff_len,
-                packing=False,
-                stats=vstats,
-                first_id=1_000_000 + len(val),
-            )
-    else:
-        examples, val = split_validation(examples, cfg.val_size, cfg.seed)
-    if cfg.packing:
-        from services.trainer.preprocess import pack_examples
+    return examples
 
-        examples = pack_examples(examples, cfg.cutoff_len)
-    say(
+
+def _eval_dataset_examples(
+    cfg: TrainConfig, tokenizer: Any, template: ChatTemplate, dataset_dir: Path
+) -> list[Example]:
+    """Validation sequences from `eval_dataset` (ids from 1,000,000: never a training id)."""
+    eval_loaded = ds.load_datasets(
+        cfg.eval_dataset,
+        dataset_dir,
+        stage=cfg.stage,
+        max_samples=cfg.max_samples,
+        seed=cfg.seed,
+    )
+    vstats = PrepStats()
+    val: list[Example] = []
+    for d in eval_loaded:
+        val += build_examples(
+            d.conversations,
+            tokenizer,
+            template,
+            stage=cfg.stage,
+            cutoff_len=cfg.cutoff_len,
+            packing=False,
+            stats=vstats,
+            first_id=1_000_000 + len(val),
+        )
+    return val
+
+
+def _data_summary(cfg: TrainConfig, stats: PrepStats, n_train: int, n_val: int) -> str:
+    return (
         f"Data: {stats.records} records in {', '.join(cfg.dataset)}; "
         f"{stats.empty} empty (skipped), {stats.truncated} truncated to cutoff_len "
         f"{cfg.cutoff_len}, {stats.dropped} dropped (no response left); "
-        f"{len(examples)} training sequences"
-        + (f", {len(val)} validation" if val else "")
+        f"{n_train} training sequences"
+        + (f", {n_val} validation" if n_val else "")
         + f"; {stats.label_tokens} of {stats.tokens} tokens trained."
     )
-    return (
-        ExampleDataset(examples),
-        ExampleDataset(val) if val else None,
-        stats,
-        loaded,
-        template,
-    )
+
+
+# ---- the trainer -----------------------------------------------------------------------
 
 
 def make_trainer_class() -> Any:
     from transformers import Trainer
-
-    from services.trainer.loss import label_only_loss, supports_label_only_logits
 
     class SFTTrainer(Trainer):
         """Records each micro-batch's sample ids and counts real (non-pad) tokens."""
@@ -336,6 +377,9 @@ def _training_arguments(cfg: TrainConfig, output_dir: Path, has_val: bool) -> An
     )
 
 
+# ---- the run ---------------------------------------------------------------------------
+
+
 def run_training(
     cfg: TrainConfig,
     settings: TrainSettings,
@@ -345,9 +389,50 @@ def run_training(
     say: Say = print,
     progress: bool | None = None,
 ) -> TrainResult:
-    from services.common.logs import quiet_libraries
-    from services.common.torch_setup import configure_torch
+    """Validate, tokenize, train (resuming where a killed run stopped), write
+    LLaMA-Factory's outputs, then register the run (last, so only a complete run is seen).
+    """
+    _setup_process(settings)
+    registry = Registry(settings.home_dir)
+    paths = _run_paths(cfg, registry, config_path)
+    preflight(cfg)
+    if ignored_keys:
+        say("Ignored (no effect here): " + ", ".join(ignored_keys))
+    resume = _resume_point(cfg, paths, say)
 
+    base = resolve_base(cfg.model_name_or_path, registry)
+    tokenizer = load_tokenizer(base.hf_dir, cfg.trust_remote_code)
+    data = prepare_data(cfg, tokenizer, paths.dataset_dir, say)
+    if data.template.jinja is not None:  # keep the template used in training with the adapter
+        tokenizer.chat_template = data.template.jinja
+    order_path = _prepare_output_dir(cfg, paths.output_dir, resume)
+    model = _load_model(cfg, base, say)
+
+    trainer = _build_trainer(
+        cfg, settings, model, tokenizer, data, paths.output_dir, order_path, progress
+    )
+    metrics = _train(trainer, resume)
+    eval_metrics = _save_outputs(trainer, cfg, paths.output_dir, metrics, data.val is not None)
+    record = _run_record(cfg, paths, base, data, metrics, eval_metrics, resume)
+    registry.write(record, replace=True)
+    return TrainResult(
+        paths.run, paths.output_dir, paths.reg_dir, metrics, data.stats, resume, ignored_keys or []
+    )
+
+
+# ---- run_training's steps ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    run: str
+    reg_dir: Path  # models/llm/<run>/: meta.json, and the outputs unless output_dir is set
+    output_dir: Path
+    dataset_dir: Path
+
+
+def _setup_process(settings: TrainSettings) -> None:
+    """Quiet libraries and size torch's thread pool before anything heavy is loaded."""
     quiet_libraries()
     configure_torch()
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers v6 renames
@@ -355,29 +440,32 @@ def run_training(
         import torch
 
         torch.set_num_threads(settings.threads)
-    registry = Registry(settings.home_dir)
+
+
+def _run_paths(cfg: TrainConfig, registry: Registry, config_path: Path | None) -> RunPaths:
     run = run_name_for(cfg, config_path)
     reg_dir = registry.entry_dir("llm", run)
     sub = "adapter" if cfg.finetuning_type == "lora" else "model"
     output_dir = Path(cfg.output_dir).expanduser().resolve() if cfg.output_dir else reg_dir / sub
     dataset_dir = Path(cfg.dataset_dir).expanduser().resolve()
-    preflight(cfg)
-    if ignored_keys:
-        say("Ignored (no effect here): " + ", ".join(ignored_keys))
+    return RunPaths(run, reg_dir, output_dir, dataset_dir)
 
-    resume = _choose_resume(cfg, output_dir, say)
-    if resume is None and (reg_dir / "meta.json").is_file() and not cfg.overwrite_output_dir:
+
+def _resume_point(cfg: TrainConfig, paths: RunPaths, say: Say) -> str | None:
+    """The checkpoint to resume from; a fresh run must not replace a registered one."""
+    resume = _choose_resume(cfg, paths.output_dir, say)
+    registered = (paths.reg_dir / "meta.json").is_file()
+    if resume is None and registered and not cfg.overwrite_output_dir:
         raise BadInput(
-            f"A run named '{run}' is already registered ({reg_dir}).",
+            f"A run named '{paths.run}' is already registered ({paths.reg_dir}).",
             hint="Set run_name to a new name, or overwrite_output_dir: true to replace it.",
         )
+    return resume
 
-    base = resolve_base(cfg.model_name_or_path, registry)
-    tokenizer = load_tokenizer(base.hf_dir, cfg.trust_remote_code)
-    train_ds, val_ds, stats, loaded, template = prepare_data(cfg, tokenizer, dataset_dir, say)
-    if template.jinja is not None:  # keep the template used in training with the adapter
-        tokenizer.chat_template = template.jinja
 
+def _prepare_output_dir(cfg: TrainConfig, output_dir: Path, resume: str | None) -> Path:
+    """Create (or clear) output_dir, write training_args.yaml, and cut data_order.jsonl
+    back to the resumed checkpoint. Returns data_order.jsonl's path."""
     if resume is None and output_dir.exists() and cfg.overwrite_output_dir:
         shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -388,7 +476,10 @@ def run_training(
     else:
         step = int(Path(resume).name[len(CHECKPOINT_PREFIX) :])
         truncate_jsonl(order_path, "step", step)
+    return order_path
 
+
+def _load_model(cfg: TrainConfig, base: BaseRef, say: Say) -> Any:
     from transformers import set_seed
 
     # Seed before the adapter exists: LoRA's A matrices are drawn at creation, and the
@@ -402,40 +493,66 @@ def run_training(
         + f"): {trainable:,} of {total:,} parameters trainable "
         f"({100 * trainable / max(total, 1):.2f}%)."
     )
+    return model
+
+
+def _build_trainer(
+    cfg: TrainConfig,
+    settings: TrainSettings,
+    model: Any,
+    tokenizer: Any,
+    data: PreparedData,
+    output_dir: Path,
+    order_path: Path,
+    progress: bool | None,
+) -> Any:
+    """Our Trainer with our progress and log callbacks in place of transformers' own."""
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import ProgressCallback as HFProgress
 
     trainer_cls = make_trainer_class()
-    args = _training_arguments(cfg, output_dir, val_ds is not None)
+    args = _training_arguments(cfg, output_dir, data.val is not None)
     trainer = trainer_cls(
         model=model,
         args=args,
-        train_dataset=train_ds,
-        eval_dataset=val_ds,
+        train_dataset=data.train,
+        eval_dataset=data.val,
         data_collator=PadCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
         callbacks=[LogCallback(output_dir), ProgressCallback(progress)],
         data_order_path=order_path,
         label_only_logits=settings.label_only_logits,
     )
-    from transformers.trainer_callback import PrinterCallback
-    from transformers.trainer_callback import ProgressCallback as HFProgress
-
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(HFProgress)
-
     if "tensorboard" in cfg.report_to:
-        # transformers 5 takes the TensorBoard folder only from the environment; hand the
-        # callback its writer instead (default folder: output_dir/runs, as before).
-        from torch.utils.tensorboard import SummaryWriter
-        from transformers.integrations import TensorBoardCallback
+        _attach_tensorboard(trainer, cfg, output_dir)
+    return trainer
 
-        trainer.remove_callback(TensorBoardCallback)
-        logdir = Path(cfg.logging_dir).expanduser() if cfg.logging_dir else output_dir / "runs"
-        trainer.add_callback(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(logdir))))
+
+def _attach_tensorboard(trainer: Any, cfg: TrainConfig, output_dir: Path) -> None:
+    """transformers 5 takes the TensorBoard folder only from the environment; hand the
+    callback its writer instead (default folder: output_dir/runs, as before)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    trainer.remove_callback(TensorBoardCallback)
+    logdir = Path(cfg.logging_dir).expanduser() if cfg.logging_dir else output_dir / "runs"
+    trainer.add_callback(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(logdir))))
+
+
+def _train(trainer: Any, resume: str | None) -> dict[str, Any]:
+    """Train (from `resume` if set) and return train_results.json's metrics."""
     t0, cpu0 = time.monotonic(), time.process_time()
     result = trainer.train(resume_from_checkpoint=resume)
     wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    return _train_metrics(trainer, dict(result.metrics), wall, cpu)
 
-    metrics: dict[str, Any] = dict(result.metrics)
+
+def _train_metrics(
+    trainer: Any, metrics: dict[str, Any], wall: float, cpu: float
+) -> dict[str, Any]:
+    """The Trainer's metrics plus throughput, padding, memory and first/last loss."""
     metrics["global_step"] = trainer.state.global_step
     runtime = float(metrics.get("train_runtime") or wall)
     metrics["train_tokens"] = trainer.real_tokens
@@ -456,51 +573,66 @@ def run_training(
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if losses:
         metrics["first_logged_loss"], metrics["last_logged_loss"] = losses[0], losses[-1]
+    return metrics
 
+
+def _save_outputs(
+    trainer: Any, cfg: TrainConfig, output_dir: Path, metrics: dict[str, Any], has_val: bool
+) -> dict[str, Any]:
+    """The adapter/model, *_results.json, trainer_state.json and the loss plots, under
+    LLaMA-Factory's names. Returns the validation metrics (empty without validation)."""
     _save_final_model(trainer, output_dir)
     trainer.save_metrics("train", metrics)
     eval_metrics: dict[str, Any] = {}
-    if val_ds is not None:
+    if has_val:
         eval_metrics = trainer.evaluate()
         trainer.save_metrics("eval", eval_metrics)
     trainer.save_state()
     if cfg.plot_loss:
-        from services.trainer.plots import plot_loss
-
         plot_loss(output_dir, trainer.state.log_history, ("loss", "eval_loss"))
+    return eval_metrics
 
-    meta = {
-        "kind": "llm",
-        "name": run,
-        "base_model": base.name,
-        "base_hf_id": base.hf_id,
-        "base_model_path": str(base.hf_dir),
-        "source": "tunestack llm train",
-        "stage": cfg.stage,
-        "finetuning_type": cfg.finetuning_type,
-        "model_path": str(output_dir),
-        "adapter_path": str(output_dir) if cfg.finetuning_type == "lora" else None,
-        "output_dir": str(output_dir),
-        "template": template.name,
-        "default_system": cfg.default_system,
-        "chat_format": chat_format(template),
-        "stop_words": template.stop_words,
-        "data_hash": ds.data_hash(loaded),
-        "data": {
+
+def _run_record(
+    cfg: TrainConfig,
+    paths: RunPaths,
+    base: BaseRef,
+    data: PreparedData,
+    metrics: dict[str, Any],
+    eval_metrics: dict[str, Any],
+    resume: str | None,
+) -> LlmRecord:
+    """The registry record of a finished run: what it was trained from, on and how."""
+    out = str(paths.output_dir)
+    return LlmRecord(
+        name=paths.run,
+        base_model=base.name,
+        base_hf_id=base.hf_id,
+        base_model_path=str(base.hf_dir),
+        source="tunestack llm train",
+        stage=cfg.stage,
+        finetuning_type=cfg.finetuning_type,
+        model_path=out,
+        adapter_path=out if cfg.finetuning_type == "lora" else None,
+        output_dir=out,
+        template=data.template.name,
+        default_system=cfg.default_system,
+        chat_format=chat_format(data.template),
+        stop_words=data.template.stop_words,
+        data_hash=ds.data_hash(data.loaded),
+        data={
             "datasets": cfg.dataset,
-            "dataset_dir": str(dataset_dir),
-            "stats": stats.to_dict(),
-            "train_sequences": len(train_ds),
-            "validation_sequences": len(val_ds) if val_ds is not None else 0,
+            "dataset_dir": str(paths.dataset_dir),
+            "stats": data.stats.to_dict(),
+            "train_sequences": len(data.train),
+            "validation_sequences": len(data.val) if data.val is not None else 0,
         },
-        "parameters": cfg.model_dump(mode="json"),
-        "metrics": {"train": metrics, **({"eval": eval_metrics} if eval_metrics else {})},
-        "resumed_from": resume,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": versions(),
-    }
-    registry.write("llm", run, meta, replace=True)
-    return TrainResult(run, output_dir, reg_dir, metrics, stats, resume, ignored_keys or [])
+        parameters=cfg.model_dump(mode="json"),
+        metrics={"train": metrics, **({"eval": eval_metrics} if eval_metrics else {})},
+        resumed_from=resume,
+        created=now(),
+        versions=versions(),
+    )
 
 
 def _save_final_model(trainer: Any, output_dir: Path) -> None:

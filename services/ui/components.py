@@ -8,18 +8,30 @@ pages cannot drift apart on either.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
+from pydantic import ValidationError
 
-from services.ui.api_client import ApiClient, ApiError
+from services.common.api_client import START_HINT, ApiError, RagClient
+from services.common.api_schemas import (
+    ArtifactFile,
+    CollectionInfo,
+    JobInfo,
+    ModelSummary,
+    ServingInfo,
+)
 from services.ui.logic import job_text
 from services.ui.settings import UiSettings
 
 POLL_S = 0.5
 READY_TTL_S = 5.0
+# Quick calls (lists, a retrieval, starting a job) give up after this; the slow ones (an
+# answer, one file's ingest) wait UiSettings.timeout_s.
+REQUEST_TIMEOUT_S = 15.0
 START_HINTS = {
-    "api": "Start the stack: `tunestack up` (or set TUNESTACK_UI_API_URL to where it runs).",
+    "api": START_HINT,
     "chroma": "Start it with `tunestack up`; `tunestack status` shows it, "
     "`tunestack logs chroma` says why it stopped.",
     "llm": "Start it with `tunestack up` (llama.cpp or Ollama), or point "
@@ -29,16 +41,19 @@ NAMES = {"chroma": "Chroma (vector store)", "llm": "The LLM server"}
 
 
 @st.cache_resource(show_spinner=False)
-def _client(api_url: str, api_key: str | None, timeout_s: float) -> ApiClient:
-    s = UiSettings(api_url=api_url, api_key=api_key, timeout_s=timeout_s)
-    return ApiClient(s)
+def _client(api_url: str, api_key: str | None) -> RagClient:
+    return RagClient(api_url, api_key, timeout=REQUEST_TIMEOUT_S)
 
 
-def get_client() -> ApiClient:
-    """A pooled client per API address; settings are re-read on every run (env changes)."""
-    s = UiSettings()
-    key = s.api_key.get_secret_value() if s.api_key else None
-    return _client(s.api_url, key, s.timeout_s)
+def get_settings() -> UiSettings:
+    """Read on every run, not cached: the environment may change between runs."""
+    return UiSettings()
+
+
+def get_client(settings: UiSettings | None = None) -> RagClient:
+    """A pooled client per API address and key."""
+    s = settings or get_settings()
+    return _client(s.api_url, s.api_key_value)
 
 
 def show_error(e: ApiError, what: str | None = None) -> None:
@@ -48,11 +63,19 @@ def show_error(e: ApiError, what: str | None = None) -> None:
     st.error(f"{head}{e.message}{hint}", icon=":material/error:")
 
 
-def readiness(client: ApiClient) -> dict[str, Any]:
+def invalid(e: ValidationError) -> ApiError:
+    """A request the client's models refused, worded as the API words its own 422."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+    )
+    return ApiError(f"The request is not valid. {problems}", status=422)
+
+
+def readiness(client: RagClient) -> dict[str, Any]:
     """{'api', 'chroma', 'llm'} -> up?, cached a few seconds per session."""
     cached = st.session_state.get("_ready")
     now = time.monotonic()
-    if cached and cached[0] == client.settings.api_url and now - cached[1] < READY_TTL_S:
+    if cached and cached[0] == client.base_url and now - cached[1] < READY_TTL_S:
         return dict(cached[2])
     raw = client.readiness()
     checks = raw.get("checks", {})
@@ -63,17 +86,16 @@ def readiness(client: ApiClient) -> dict[str, Any]:
         "llm": bool(raw["api"]) and bool(checks.get("llm", {}).get("ok", False)),
         "_urls": {k: v.get("url", "") for k, v in checks.items()},
     }
-    st.session_state["_ready"] = (client.settings.api_url, now, out)
+    st.session_state["_ready"] = (client.base_url, now, out)
     return out
 
 
-def stack_banner(client: ApiClient) -> dict[str, Any]:
+def stack_banner(client: RagClient) -> dict[str, Any]:
     """A banner naming whatever is down and how to start it; returns the readiness map."""
     ready: dict[str, Any] = readiness(client)
     if not ready["api"]:
         st.error(
-            f"**The RAG API is down**: nothing answers at {client.settings.api_url}. "
-            + START_HINTS["api"],
+            f"**The RAG API is down**: nothing answers at {client.base_url}. " + START_HINTS["api"],
             icon=":material/power_off:",
         )
         return ready
@@ -104,35 +126,38 @@ def forget_readiness() -> None:
     st.session_state.pop("_ready", None)
 
 
-def follow_job(client: ApiClient, job: dict[str, Any], label: str) -> dict[str, Any] | None:
+def follow_job(client: RagClient, job: JobInfo, label: str) -> JobInfo | None:
     """Poll a job to its end inside st.status with a progress bar; the final job or None."""
     with st.status(label, expanded=True) as box:
-        bar = st.progress(float(job.get("progress", 0.0)), text=job_text(job))
-        while job["status"] in ("queued", "running"):
+        bar = st.progress(job.progress, text=job_text(job))
+        while job.status in ("queued", "running"):
             time.sleep(POLL_S)
             try:
-                job = client.get(f"/v1/jobs/{job['id']}")
+                job = client.job(job.id)
             except ApiError as e:
                 box.update(label=f"{label}: lost track of the job", state="error")
                 show_error(e)
                 return None
-            bar.progress(float(job["progress"]), text=job_text(job))
-        if job["status"] == "failed":
-            err = job.get("error") or {}
+            bar.progress(job.progress, text=job_text(job))
+        if job.status == "failed":
+            err = job.error
             box.update(label=f"{label}: failed", state="error")
-            show_error(ApiError(err.get("message", "The job failed."), err.get("hint")))
+            show_error(ApiError(err.message, err.hint) if err else ApiError("The job failed."))
             return job
         box.update(label=f"{label}: done", state="complete", expanded=False)
     return job
 
 
 def start_job(
-    client: ApiClient, kind: str, body: dict[str, Any], label: str, path: str | None = None
-) -> dict[str, Any] | None:
-    """POST /v1/jobs/<kind> (or `path`, which answers a job) and follow it; errors shown,
-    None on failure to start."""
+    client: RagClient, kind: str, start: Callable[[], JobInfo], label: str
+) -> JobInfo | None:
+    """Start a job with `start` (a RagClient call that answers one, its request built
+    inside it) and follow it; errors shown, None on failure to start."""
     try:
-        job = client.post(path or f"/v1/jobs/{kind}", json=body)
+        job = start()
+    except ValidationError as e:
+        show_error(invalid(e), f"Could not start the {kind}")
+        return None
     except ApiError as e:
         show_error(e, f"Could not start the {kind}")
         return None
@@ -140,34 +165,34 @@ def start_job(
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _image(api_url: str, path: str, size: int, _client: ApiClient) -> bytes:
+def _image(api_url: str, path: str, size: int, _client: RagClient) -> bytes:
     return _client.get_bytes(path)
 
 
-def api_image(client: ApiClient, file: dict[str, Any], caption: str | None = None) -> None:
+def api_image(client: RagClient, file: ArtifactFile, caption: str | None = None) -> None:
     """A PNG the API serves (loss curve, report chart), cached by URL and size."""
     try:
-        data = _image(client.settings.api_url, file["url"], int(file.get("size", 0)), client)
+        data = _image(client.base_url, file.url, file.size, client)
     except ApiError as e:
-        show_error(e, f"Could not load {file.get('name')}")
+        show_error(e, f"Could not load {file.name}")
         return
-    st.image(data, caption=caption or file.get("name"), width="stretch")
+    st.image(data, caption=caption or file.name, width="stretch")
 
 
-def collections(client: ApiClient) -> list[dict[str, Any]] | None:
+def collections(client: RagClient) -> list[CollectionInfo] | None:
     """Collections with their builds, or None after showing why they are unavailable."""
     try:
-        return list(client.get("/v1/collections")["collections"])
+        return client.collections().collections
     except ApiError as e:
         show_error(e, "Collections are unavailable")
         return None
 
 
-def embedders(client: ApiClient) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
+def embedders(client: RagClient) -> tuple[list[ModelSummary], ServingInfo] | None:
     """Registered embedders and the serving info, or None after showing the error."""
     try:
-        body = client.get("/v1/registry/models", params={"kind": "embedder"})
+        body = client.models(kind="embedder")
     except ApiError as e:
         show_error(e, "The model registry is unavailable")
         return None
-    return list(body["models"]), dict(body["serving"])
+    return body.models, body.serving

@@ -1,7 +1,8 @@
 """Pure helpers behind the pages: rank movement, shared-chunk colours, table rows.
 
 Kept free of Streamlit so unit tests can check them directly; pages only lay out what
-these functions compute.
+these functions compute. They take the API's own models (services.common.api_schemas), as
+the client returns them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import html
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from services.common.api_schemas import HitInfo, IngestResponse, JobInfo, ModelCard
 
 # Pastel backgrounds for chunks that appear in more than one column (readable on light
 # and dark themes because the card text colour is set with them).
@@ -47,12 +50,12 @@ def movement_color(move: str) -> str:
     return "#6b7280"
 
 
-def shared_colors(columns: Sequence[Sequence[dict[str, Any]]]) -> dict[str, str]:
+def shared_colors(columns: Sequence[Sequence[HitInfo]]) -> dict[str, str]:
     """A colour per chunk id shown in two or more columns, in order of first appearance."""
     seen: dict[str, int] = {}
     order: list[str] = []
     for hits in columns:
-        for cid in dict.fromkeys(h["id"] for h in hits):
+        for cid in dict.fromkeys(h.id for h in hits):
             if cid not in seen:
                 order.append(cid)
             seen[cid] = seen.get(cid, 0) + 1
@@ -60,20 +63,20 @@ def shared_colors(columns: Sequence[Sequence[dict[str, Any]]]) -> dict[str, str]
     return {cid: PALETTE[i % len(PALETTE)] for i, cid in enumerate(shared)}
 
 
-def hit_label(hit: dict[str, Any]) -> str:
-    page = f" p.{hit['page']}" if hit.get("page") else ""
-    return f"{hit.get('file_name', '')}#{hit.get('chunk_index', 0)}{page}"
+def hit_label(hit: HitInfo) -> str:
+    page = f" p.{hit.page}" if hit.page else ""
+    return f"{hit.file_name}#{hit.chunk_index}{page}"
 
 
 def hit_card_html(
-    hit: dict[str, Any],
+    hit: HitInfo,
     move: str | None,
     color: str | None,
     highlighted: bool,
     snippet_chars: int = 180,
 ) -> str:
     """One ranked chunk as an HTML card (text escaped): rank, arrow, score, source, text."""
-    text = str(hit.get("text", ""))
+    text = hit.text
     snippet = text[:snippet_chars] + ("…" if len(text) > snippet_chars else "")
     bg = color or "transparent"
     border = "3px solid #dc2626" if highlighted else "1px solid rgba(128,128,128,.35)"
@@ -84,12 +87,12 @@ def hit_card_html(
         else ""
     )
     return (
-        f'<div class="ts-hit" data-chunk="{html.escape(str(hit["id"]))}" '
+        f'<div class="ts-hit" data-chunk="{html.escape(hit.id)}" '
         f'style="background:{bg};{fg}border:{border};border-radius:8px;'
         f'padding:6px 10px;margin-bottom:8px">'
         f'<div style="display:flex;justify-content:space-between;gap:8px">'
-        f"<b>#{int(hit.get('rank', 0))} {html.escape(hit_label(hit))}</b>"
-        f"<span>{arrow} <code>{float(hit.get('score', 0)):.3f}</code></span></div>"
+        f"<b>#{hit.rank} {html.escape(hit_label(hit))}</b>"
+        f"<span>{arrow} <code>{hit.score:.3f}</code></span></div>"
         f'<div style="font-size:.88em;line-height:1.35">{html.escape(snippet)}</div></div>'
     )
 
@@ -148,30 +151,23 @@ def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def llm_choices(models: list[dict[str, Any]], serving: str) -> list[str]:
+def llm_choices(models: Sequence[ModelCard], serving: str) -> list[str]:
     """LLMs the server can answer with, the deployed one first."""
-    names = [
-        str(m["id"]) for m in models if m.get("id") and m.get("owned_by") not in LLM_OWNERS_HIDDEN
-    ]
+    names = [m.id for m in models if m.id and m.owned_by not in LLM_OWNERS_HIDDEN]
     return list(dict.fromkeys([serving, *names])) if serving else list(dict.fromkeys(names))
 
 
-def ingest_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+def ingest_rows(report: IngestResponse) -> list[dict[str, Any]]:
+    """One table row per file of an ingest answer."""
     return [
-        {
-            "file": f.get("path", ""),
-            "status": f.get("status", ""),
-            "chunks": f.get("chunks", 0),
-            "reason": f.get("reason", ""),
-        }
-        for f in report.get("files", [])
+        {"file": f.path, "status": f.status, "chunks": f.chunks, "reason": f.reason}
+        for f in report.files
     ]
 
 
-def job_text(job: dict[str, Any]) -> str:
-    done, total = job.get("done", 0), job.get("total", 0)
-    count = f" ({done}/{total})" if total else ""
-    return f"{job.get('message', '')}{count}"
+def job_text(job: JobInfo) -> str:
+    count = f" ({job.done}/{job.total})" if job.total else ""
+    return f"{job.message}{count}"
 
 
 _BLOCK_MARKUP = re.compile(r"^(\s{0,3}\d*)([#>]|[-*+] |[.)] |={3,}|-{3,})", re.MULTILINE)

@@ -1,20 +1,27 @@
-"""UI settings (env prefix TUNESTACK_UI_; the API key is TUNESTACK_API_KEY)."""
+"""UI settings (env prefix TUNESTACK_UI_).
+
+Where the API answers and its key are the values every client shares, inherited from
+services.common.settings under their single names: TUNESTACK_API_URL (the old
+TUNESTACK_UI_API_URL still works for one release, with a deprecation warning) and
+TUNESTACK_API_KEY.
+"""
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import CommonSettings
 
 
-class UiSettings(BaseSettings):
+class UiSettings(CommonSettings):
     model_config = SettingsConfigDict(
         env_prefix="TUNESTACK_UI_", env_file=".env", extra="ignore", populate_by_name=True
     )
 
     host: str = "127.0.0.1"
     port: int = 8501
-    api_url: str = "http://127.0.0.1:8000"
-    api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("TUNESTACK_API_KEY")
+    timeout_s: float = Field(
+        default=180.0,
+        description="Seconds to wait for slow API calls: a streamed answer, one file's ingest.",
     )
-    timeout_s: float = 180.0

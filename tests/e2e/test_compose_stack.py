@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from platform_cli.docker_stack import DockerStack, docker_client
 from platform_cli.settings import StackSettings
+from platform_cli.stack.compose import ComposeStack, docker_client
 
 pytestmark = pytest.mark.docker
 
@@ -57,12 +57,12 @@ def s() -> StackSettings:
 
 
 @pytest.fixture(scope="module")
-def stack(s: StackSettings) -> Iterator[DockerStack]:
+def stack(s: StackSettings) -> Iterator[ComposeStack]:
     t0 = time.monotonic()
     r = cli("up", "--mode", "docker", "--llm", "llamacpp")
     assert r.returncode == 0, r.stdout + r.stderr
     print(f"  stack up (idempotent after install.sh) in {time.monotonic() - t0:.1f}s")
-    st = DockerStack(s)
+    st = ComposeStack(s)
     try:
         yield st
     finally:
@@ -76,7 +76,7 @@ def api(s: StackSettings, method: str, path: str, **kw: Any) -> Any:
     return r.json()
 
 
-def test_every_service_is_healthy_by_its_own_healthcheck(stack: DockerStack) -> None:
+def test_every_service_is_healthy_by_its_own_healthcheck(stack: ComposeStack) -> None:
     containers = {c.labels["com.docker.compose.service"]: c for c in stack.containers()}
     assert set(containers) == {"chroma", "llamacpp", "rag-api", "ui"}
     for name, c in containers.items():
@@ -109,7 +109,7 @@ def test_every_service_is_healthy_by_its_own_healthcheck(stack: DockerStack) -> 
     assert api(stack.s, "GET", "/readyz")
 
 
-def test_ingest_the_sample_corpus_through_the_api(stack: DockerStack) -> None:
+def test_ingest_the_sample_corpus_through_the_api(stack: ComposeStack) -> None:
     files = sorted(p for p in CORPUS.rglob("*") if p.is_file())
     assert len(files) >= 10
     t0 = time.monotonic()
@@ -119,7 +119,7 @@ def test_ingest_the_sample_corpus_through_the_api(stack: DockerStack) -> None:
     assert report["counts"].get("ok", 0) >= len(files) - 1 and report["chunks_written"] > 0
 
 
-def test_a_question_gets_an_answer_with_citations(stack: DockerStack) -> None:
+def test_a_question_gets_an_answer_with_citations(stack: ComposeStack) -> None:
     q = next(q for q in QUESTIONS if q["lang"] == "en")
     t0 = time.monotonic()
     body = api(
@@ -135,7 +135,7 @@ def test_a_question_gets_an_answer_with_citations(stack: DockerStack) -> None:
     assert q["source"] in {src["file_name"] for src in body["sources"]}
 
 
-def test_a_cli_job_runs_in_a_job_container(stack: DockerStack) -> None:
+def test_a_cli_job_runs_in_a_job_container(stack: ComposeStack) -> None:
     client = docker_client()
     since = int(time.time()) - 1
     r = cli("ingest", "samples/corpus", "-c", "e2ejob", "--json")
@@ -160,7 +160,7 @@ def test_a_cli_job_runs_in_a_job_container(stack: DockerStack) -> None:
     assert {"e2e", "e2ejob"} <= names
 
 
-def test_embed_eval_runs_in_the_embed_tuner_container(stack: DockerStack, tmp_path: Path) -> None:
+def test_embed_eval_runs_in_the_embed_tuner_container(stack: ComposeStack, tmp_path: Path) -> None:
     if cli("embed", "eval", "--help").returncode != 0:
         pytest.skip("`tunestack embed eval` is not in this version (the ingest job covers jobs)")
     # the sample questions against their source files, as an EmbeddingQAFinetuneDataset
@@ -195,12 +195,12 @@ def test_embed_eval_runs_in_the_embed_tuner_container(stack: DockerStack, tmp_pa
     assert metrics["mrr@10"] > 0.5
 
 
-def test_logs_command(stack: DockerStack) -> None:
+def test_logs_command(stack: ComposeStack) -> None:
     r = cli("logs", "rag-api", "-n", "20")
     assert r.returncode == 0 and "rag-api" in r.stdout + r.stderr
 
 
-def test_collections_survive_restarts_and_recreated_containers(stack: DockerStack) -> None:
+def test_collections_survive_restarts_and_recreated_containers(stack: ComposeStack) -> None:
     t0 = time.monotonic()
     stack.run_compose("restart", "rag-api", profiles=["llamacpp"])
     stack.wait_healthy("rag-api", 300)
@@ -224,7 +224,7 @@ def test_collections_survive_restarts_and_recreated_containers(stack: DockerStac
     assert hits
 
 
-def test_down_volumes_removes_containers_and_volumes(stack: DockerStack) -> None:
+def test_down_volumes_removes_containers_and_volumes(stack: ComposeStack) -> None:
     project = stack.s.compose_project
     client = docker_client()
 

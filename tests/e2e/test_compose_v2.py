@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from platform_cli.compose_cli import detect_compose
-from platform_cli.docker_stack import DockerStack, docker_client
 from platform_cli.settings import StackSettings
+from platform_cli.stack.compose import ComposeStack, docker_client
+from platform_cli.stack.compose_cli import detect_compose
 
 pytestmark = pytest.mark.docker
 
@@ -59,7 +59,7 @@ def test_the_stack_works_through_compose_v2(monkeypatch: pytest.MonkeyPatch) -> 
     if not compose.is_v2:
         pytest.skip("the compose v2 plugin is not installed (make test-compose installs it)")
     s = StackSettings()
-    stack = DockerStack(s, compose)
+    stack = ComposeStack(s, compose)
     try:
         r = cli("up", "--mode", "docker", "--llm", "llamacpp")
         assert r.returncode == 0, r.stdout + r.stderr

@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from platform_cli.local_stack import LocalStack
 from platform_cli.settings import StackSettings
+from platform_cli.stack import UpOptions
+from platform_cli.stack.local import LocalStack
 from services.common.embedders import Embedder, EmbedderPool
 from services.common.registry import Registry
-from services.converter.servable import servable_gguf
 from services.rag_api.store import VectorStore
 from tests.conftest import free_port
 
@@ -72,9 +72,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ui_port=free_port(),
     )
     local = LocalStack(s)
-    _, gguf = servable_gguf(Registry(s.home_dir), s.default_llm)
     try:
-        local.up(["chroma", "llm", "rag-api"], lambda m: None, llm_model_path=gguf)
+        local.up(UpOptions(ui=False), lambda m: None)
         yield Stack(s, local, s.home_dir)
     finally:
         local.down()
@@ -92,7 +91,7 @@ def embedder(stack: Stack) -> Embedder:
 
 def start_api(stack: Stack, port: int, **env: str) -> subprocess.Popen[bytes]:
     """An extra API process with its own settings (auth, limits, dead peers)."""
-    full = {**os.environ, **stack.local.child_env(), "TUNESTACK_RAG_PORT": str(port), **env}
+    full = {**stack.local.child_env(), "TUNESTACK_RAG_PORT": str(port), **env}
     log = (stack.home / f"api-{port}.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.rag_api"], env=full, stdout=log, stderr=subprocess.STDOUT

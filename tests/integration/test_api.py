@@ -169,15 +169,14 @@ def test_other_embedder_is_refused_then_reindex(stack: Stack, kb: str) -> None:
     from services.common.hashing import dir_fingerprint
 
     reg.write(
-        "embedder",
-        "minilm-copy",
-        {
-            **base.meta,
-            "name": "minilm-copy",
-            "model_path": str(copy),
-            "base_model": "all-minilm-l6-v2",
-            "fingerprint": dir_fingerprint(copy)[:16],
-        },
+        base.record.model_copy(
+            update={
+                "name": "minilm-copy",
+                "model_path": str(copy),
+                "base_model": "all-minilm-l6-v2",
+                "fingerprint": dir_fingerprint(copy)[:16],
+            }
+        ),
         replace=True,
     )
     body = {"collection": kb, "query": "warranty", "embedder": "minilm-copy"}
@@ -261,7 +260,7 @@ def test_upload_size_limit(strict_api: str) -> None:
 
 def test_chroma_down_is_503_naming_chroma(stack: Stack) -> None:
     port = free_port()
-    proc = start_api(stack, port, TUNESTACK_RAG_CHROMA_URL=f"http://127.0.0.1:{free_port()}")
+    proc = start_api(stack, port, TUNESTACK_CHROMA_URL=f"http://127.0.0.1:{free_port()}")
     try:
         r = httpx.post(
             f"http://127.0.0.1:{port}/v1/retrieve",

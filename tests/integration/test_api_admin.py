@@ -39,13 +39,13 @@ def test_registry_lists_models_with_metrics_files_and_exports(
     assert "all_results.json" in files and "adapter_config.json" not in files
     (export,) = run["exports"]
     assert export["name"] == "q8_0" and export["size"] == 4096
-    assert run["parity"][0]["agreement"] == 0.97
+    assert run["parity"][0]["top1_agreement"] == 0.97 and export["stopped"] == "6/6"
     base_llm = by_name["smollm2-135m-instruct"]
     assert base_llm["deployed"] and base_llm["exports"] and not base_llm["files"]
     tuned = by_name[ui_data.tuned]
     assert tuned["kind"] == "embedder" and tuned["base_model"] == "all-minilm-l6-v2"
     assert ui_data.collection in tuned["collections"]
-    assert tuned["metrics"]["validation"]["val_cosine_mrr@10"] == 0.81
+    assert tuned["metrics"]["validation"]["cosine_mrr@10"] == 0.81
     assert by_name["all-minilm-l6-v2"]["deployed"]  # the default embedder
 
     only = get(stack, "/v1/registry/models", params={"kind": "embedder"}).json()["models"]
@@ -196,10 +196,15 @@ def test_deploy_inputs_are_checked_before_queueing(stack: Stack, ui_data: UiData
     assert r.status_code == 409, r.text
     assert r.json()["error"] == "Conflict"
     assert r.json()["hint"] == f"tunestack llm deploy {ui_data.llm_run} --to llamacpp --quant q8_0"
-    r = httpx.post(url, timeout=30)  # no body: to=ollama, quant=q8_0
-    assert r.status_code == 404, r.text  # its gguf is listed, but no converter export record
+    r = httpx.post(url, json={"quant": "q4_k_m"}, timeout=30)  # exported as q8_0 only
+    assert r.status_code == 404, r.text
+    assert "has no q4_k_m export (exported: q8_0)" in r.json()["message"]
+    assert r.json()["hint"].startswith(f"tunestack llm export {ui_data.llm_run} --quant q4_k_m")
+    base = f"{stack.api}/v1/registry/models/llm/smollm2-135m-instruct/deploy"
+    r = httpx.post(base, timeout=30)  # no body: to=ollama, quant=q8_0; never exported
+    assert r.status_code == 404, r.text
     assert "has not been exported" in r.json()["message"]
-    assert r.json()["hint"] == f"tunestack llm export {ui_data.llm_run} --quant q8_0"
+    assert r.json()["hint"] == "tunestack llm export smollm2-135m-instruct --quant q8_0"
     for bad in ({"to": "vllm"}, {"quant": "../x"}, {"name": "../../etc"}, {"name": ""}):
         r = httpx.post(url, json=bad, timeout=30)
         assert r.status_code == 422, (bad, r.text)

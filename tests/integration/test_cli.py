@@ -61,3 +61,36 @@ def test_doctor_runs(stack: Stack) -> None:
     r = cli(stack, "doctor")
     assert "python" in r.stdout and "docker engine" in r.stdout
     assert "Traceback" not in r.stderr
+
+
+def test_cli_ingest_takes_the_collections_lock(stack: Stack, tmp_path: Path) -> None:
+    """`tunestack ingest` and the API write a collection under one cross-process lock:
+    while another writer holds it, the CLI waits (and says so), then completes."""
+    import threading
+    import time
+
+    from services.common.locks import collection_lock
+
+    doc = tmp_path / "locked.md"
+    doc.write_text("The Lumen & Oak loyalty card gives 5% off every purchase.\n")
+    err: list[str] = []
+    with collection_lock(stack.home, "cli-locked"):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "platform_cli.main", "ingest", str(doc), "-c", "cli-locked"],
+            env=stack.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        reader = threading.Thread(target=lambda: err.extend(proc.stderr or []), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 120
+        while not any("Waiting for another write to cli-locked" in e for e in err):
+            assert proc.poll() is None and time.monotonic() < deadline, err
+            time.sleep(0.2)
+        time.sleep(1)
+        assert proc.poll() is None  # still waiting for the lock
+    out = proc.stdout.read() if proc.stdout else ""
+    assert proc.wait(timeout=300) == 0, err
+    assert "1 ok" in out

@@ -4,7 +4,7 @@ HTTP server in a thread, generating with llama.cpp), the local llama.cpp server 
 on the export, and the RAG API switched to it without losing its collections.
 
 The LoRA adapter is made with peft directly (rank 8 on q/v, B drawn from a seeded normal
-so the merge changes the weights) and registered with the trainer's meta.json fields; a
+so the merge changes the weights) and registered with the trainer's record fields; a
 trained adapter takes minutes on 2 busy cores and exercises nothing more here.
 """
 
@@ -21,11 +21,14 @@ from typing import Any
 import httpx
 import pytest
 
+from platform_cli.stack.llamacpp_target import served_path
+from services.common.records import LlmRecord
 from services.common.registry import Registry
 from services.converter import deploy as dep
 from services.converter import modelfile as mf
-from services.converter.export import export_run
+from services.converter.export import ExportRequest, export
 from services.converter.ollama_template import render_go_semantics, translate
+from services.converter.servable import servable_gguf
 from services.converter.settings import ConvertSettings
 from tests.fake_ollama import FakeOllama
 from tests.go_render import go_renderer
@@ -56,21 +59,18 @@ def make_lora_run(registry: Registry, run: str) -> None:
     peft_model.save_pretrained(adapter)
     load_tokenizer(base.hf_dir).save_pretrained(adapter)
     registry.write(
-        "llm",
-        run,
-        {
-            "kind": "llm",
-            "name": run,
-            "base_model": "smollm2-135m-instruct",
-            "base_model_path": str(base.hf_dir),
-            "finetuning_type": "lora",
-            "model_path": str(adapter),
-            "adapter_path": str(adapter),
-            "output_dir": str(adapter),
-            "template": "default",
-            "default_system": SYSTEM,
-            "stop_words": ["<|im_end|>"],
-        },
+        LlmRecord(
+            name=run,
+            base_model="smollm2-135m-instruct",
+            base_model_path=str(base.hf_dir),
+            finetuning_type="lora",
+            model_path=str(adapter),
+            adapter_path=str(adapter),
+            output_dir=str(adapter),
+            template="default",
+            default_system=SYSTEM,
+            stop_words=["<|im_end|>"],
+        ),
         replace=True,
     )
 
@@ -80,33 +80,34 @@ def exported(stack: Stack) -> dict[str, Any]:
     registry = stack.registry
     make_lora_run(registry, RUN)
     s = ConvertSettings(home=stack.home, parity_prompts=6, stop_prompts=6, stop_max_tokens=160)
-    res = export_run(RUN, s, quants=["f16", "q8_0"], export_size="200MB", say=lambda m: None)
-    return {"result": res, "meta": registry.get("llm", RUN).meta, "settings": s}
+    res = export(s, ExportRequest(RUN, ["f16", "q8_0"], "200MB"), say=lambda m: None)
+    return {"result": res, "record": registry.llm(RUN).record, "settings": s}
 
 
 def test_export_files_parity_and_modelfile(exported: dict[str, Any], stack: Stack) -> None:
     from gguf import GGUFReader
 
-    meta = exported["meta"]
-    exp = meta["export"]
+    exp = exported["record"].export
     run_dir = stack.registry.entry_dir("llm", RUN)
     # sharded merge (200MB shards of a ~540 MB fp32 model) and both files, as recorded
-    shards = [f["file"] for f in exp["merged"]["files"] if f["file"].endswith(".safetensors")]
+    shards = [f["file"] for f in exp.merged["files"] if f["file"].endswith(".safetensors")]
     assert len(shards) >= 2, shards
     for q in ("f16", "q8_0"):
-        rec = exp["files"][q]
-        p = Path(rec["path"])
-        assert p.parent == run_dir / "gguf" and p.stat().st_size == rec["size"]
-        assert dep.sha256_file(p) == rec["sha256"]
-        par = rec["parity"]
-        assert par["tokenizer_match"] == "6/6"
-        assert par["ok"], par
-        assert par["top1_agreement"] >= {"f16": 0.98, "q8_0": 0.90}[q]
-        assert rec["stop_check"]["ok"], rec["stop_check"]
-    assert meta["gguf"]["q8_0"] == exp["files"]["q8_0"]["path"]
-    assert {r["name"] for r in meta["exports"]} == {"f16", "q8_0"}
+        rec = exp.files[q]
+        p = Path(rec.path)
+        assert p.parent == run_dir / "gguf" and p.stat().st_size == rec.size
+        assert dep.sha256_file(p) == rec.sha256
+        par = rec.parity
+        assert par.tokenizer_match == "6/6"
+        assert par.ok, par
+        assert par.top1_agreement >= {"f16": 0.98, "q8_0": 0.90}[q]
+        assert rec.stop_check.ok, rec.stop_check
+    # one export record: what the result reports, and no duplicate top-level keys
+    assert exported["result"].files == exp.files and exp.ok
+    raw = json.loads((run_dir / "meta.json").read_text())
+    assert not {"gguf", "exports", "parity"} & set(raw)
     # the base GGUF's tokenizer was carried (pre-tokenizer included), chat template is ours
-    fields = GGUFReader(exp["files"]["q8_0"]["path"]).fields
+    fields = GGUFReader(exp.files["q8_0"].path).fields
     assert fields["tokenizer.ggml.pre"].contents() == "smollm"
     assert fields["tokenizer.ggml.model"].contents() == "gpt2"
     assert len(fields["tokenizer.ggml.tokens"].contents()) == 49152
@@ -135,10 +136,11 @@ def test_deploy_ollama_against_documented_api(
     host = fake.start()
     try:
         registry = stack.registry
-        entry = registry.get("llm", RUN)
+        entry = registry.llm(RUN)
         f = dep.exported_file(entry, "q8_0")
-        info = dep.deploy_ollama(registry, entry, "lumen-tuned", f, host, lambda m: None)
-        assert info["files"] == {f.path.name: f"sha256:{f.sha256}"}
+        target = dep.OllamaTarget(host)
+        info = target.install(entry, f, "lumen-tuned", lambda m: None)
+        assert info.details["files"] == {f.path.name: f"sha256:{f.sha256}"}
         calls = [c for c in fake.requests if c[1] != "/api/tags"]
         assert calls[:5] == [
             ("HEAD", f"/api/blobs/sha256:{f.sha256}"),
@@ -147,7 +149,7 @@ def test_deploy_ollama_against_documented_api(
             ("POST", "/api/show"),
             ("POST", "/api/generate"),
         ]
-        assert info["verify"]["response"].strip()
+        assert info.response.strip()
         model = fake.models["lumen-tuned:latest"]
         assert model["system"] == SYSTEM and model["parameters"]["stop"] == ["<|im_end|>"]
         # /api/chat through the registered template stops at the end of the turn
@@ -168,7 +170,7 @@ def test_deploy_ollama_against_documented_api(
 
         assert "lumen-tuned:latest" in [m.model for m in ollama.Client(host=host).list().models]
         n_posts = sum(1 for c in fake.requests if c[0] == "POST" and "/blobs/" in c[1])
-        dep.deploy_ollama(registry, entry, "lumen-tuned", f, host, lambda m: None)
+        target.install(entry, f, "lumen-tuned", lambda m: None)
         assert sum(1 for c in fake.requests if c[0] == "POST" and "/blobs/" in c[1]) == n_posts
     finally:
         fake.stop()
@@ -187,18 +189,18 @@ def translate_from_go(template: str) -> Any:
 
 def test_deploy_refuses_tampered_or_failed_files(exported: dict[str, Any], stack: Stack) -> None:
     registry = stack.registry
-    entry = registry.get("llm", RUN)
-    bad = json.loads(json.dumps(entry.meta))
-    bad["export"]["files"]["q8_0"]["ok"] = False
-    entry.meta = bad
+    entry = registry.llm(RUN)  # a copy in memory: nothing below is written
+    assert entry.record.export is not None
+    bad = entry.record.export.files["q8_0"]
+    bad.ok = False
     with pytest.raises(dep.BadInput, match="failed its checks"):
         dep.exported_file(entry, "q8_0")
-    bad["export"]["files"]["q8_0"]["ok"] = True
-    bad["export"]["files"]["q8_0"]["sha256"] = "0" * 64
+    bad.ok = True
+    bad.sha256 = "0" * 64
     with pytest.raises(dep.TunestackError, match="sha256"):
         dep.exported_file(entry, "q8_0")
     with pytest.raises(dep.NotFound, match="no q4_k_m export"):
-        dep.exported_file(registry.get("llm", RUN), "q4_k_m")
+        dep.exported_file(registry.llm(RUN), "q4_k_m")
 
 
 def test_llamacpp_deploy_switches_rag_api_and_keeps_collections(
@@ -258,19 +260,19 @@ def test_llamacpp_deploy_switches_rag_api_and_keeps_collections(
         )
         assert r.status_code == 503
         assert httpx.get(f"{api}/v1/admin/llm", timeout=10).json()["model"] == "lumen-tuned"
-        meta = stack.registry.get("llm", RUN).meta
-        assert meta["deployments"][-1]["to"] == "llamacpp"
+        assert stack.registry.llm(RUN).record.deployments[-1].to == "llamacpp"
     finally:
         _restore_base(stack, before)
 
 
 def _restore_base(stack: Stack, before: dict[str, Any]) -> None:
     """Put the session's stack back on the base model for the tests that follow."""
-    from platform_cli.deploy_local import deploy_llamacpp, served_path
-    from services.converter.servable import servable_gguf
-
     _, gguf = servable_gguf(stack.registry, stack.settings.default_llm)
-    deploy_llamacpp(stack.settings, gguf, stack.settings.default_llm, lambda m: None)
+    local = stack.local
+    local.stop("llm")
+    spec = local.spec("llm", gguf, stack.settings.default_llm)
+    local.start(spec)
+    local.wait_healthy(spec, stack.settings.start_timeout_s)
     served_path(stack.home).unlink(missing_ok=True)
     httpx.post(f"{stack.api}/v1/admin/llm", json={"model": before["model"]}, timeout=60)
 
@@ -339,8 +341,8 @@ def test_api_deploy_job_to_ollama_switches_or_keeps_the_old_model(
             "/v1/chat/completions",  # the API's own verification before the swap
         ]
         assert json.loads(deployment.read_text())["model"] == "lumen-api"
-        last = stack.registry.get("llm", RUN).meta["deployments"][-1]
-        assert last["to"] == "ollama" and last["name"] == "lumen-api" and last["quant"] == "q8_0"
+        last = stack.registry.llm(RUN).record.deployments[-1]
+        assert last.to == "ollama" and last.name == "lumen-api" and last.quant == "q8_0"
         # the RAG chain now answers through Ollama's OpenAI endpoint
         docs = tmp_path / "docs"
         docs.mkdir()

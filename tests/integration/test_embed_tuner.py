@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from services.common.embedders import Embedder
+from services.common.ir_eval import evaluate
+from services.common.qa import load_qa
 from services.common.registry import Registry
-from services.embed_tuner.datasets import load_qa
-from services.embed_tuner.evaluate import evaluate
 from tests.conftest import SAMPLES, SHARED_DATA
 from tests.integration.conftest import Stack
 

@@ -23,9 +23,10 @@ APP = str(ROOT / "services" / "ui" / "app.py")
 @pytest.fixture
 def ui_env(stack: Stack) -> Iterator[dict[str, str]]:
     """Point the UI at the stack; restore the environment afterwards."""
-    names = ("TUNESTACK_UI_API_URL", "TUNESTACK_API_KEY")
+    names = ("TUNESTACK_API_URL", "TUNESTACK_UI_API_URL", "TUNESTACK_API_KEY")
     old = {n: os.environ.get(n) for n in names}
-    os.environ["TUNESTACK_UI_API_URL"] = stack.api
+    os.environ["TUNESTACK_API_URL"] = stack.api
+    os.environ.pop("TUNESTACK_UI_API_URL", None)  # the deprecated name
     os.environ.pop("TUNESTACK_API_KEY", None)
     yield os.environ  # type: ignore[misc]
     for n, v in old.items():
@@ -99,7 +100,7 @@ def test_chat_with_tuned_embedder_and_bm25(ui_env: None, ui_data: UiData) -> Non
 def test_banner_names_what_is_down_and_how_to_start_it(
     ui_env: dict[str, str], degraded_api: DegradedApi
 ) -> None:
-    ui_env["TUNESTACK_UI_API_URL"] = degraded_api.url
+    ui_env["TUNESTACK_API_URL"] = degraded_api.url
     ui_env["TUNESTACK_API_KEY"] = degraded_api.key
     at = page()
     errors = [e.value for e in at.error]
@@ -114,7 +115,7 @@ def test_banner_names_what_is_down_and_how_to_start_it(
     at = page()
     assert any("refused the API key" in e.value for e in at.error)
 
-    ui_env["TUNESTACK_UI_API_URL"] = f"http://127.0.0.1:{free_port()}"
+    ui_env["TUNESTACK_API_URL"] = f"http://127.0.0.1:{free_port()}"
     at = page()
     assert len(at.error) == 1 and "RAG API is down" in at.error[0].value
     assert "tunestack up" in at.error[0].value and not at.title
@@ -170,7 +171,7 @@ def test_compare_offers_to_build_the_missing_embedder(ui_env: None, ui_data: UiD
 
 
 def httpx_api() -> str:
-    return os.environ["TUNESTACK_UI_API_URL"]
+    return os.environ["TUNESTACK_API_URL"]
 
 
 # ---- Evaluate -----------------------------------------------------------------------
@@ -245,17 +246,18 @@ def test_models_shows_runs_curves_exports_and_embedders(ui_env: None, ui_data: U
     assert len(at.image) >= 2  # training_loss.png + training_eval_loss.png
     frames = [d.value for d in at.dataframe]
     assert any("train.train_loss" in list(f.get("metric", [])) for f in frames)
-    exports = next(f for f in frames if "quant" in f.columns)
+    exports = next(f for f in frames if "stopped" in f.columns)
     assert exports["size"].iloc[0] == "4.0 KB"
-    assert any("agreement" in f.columns for f in frames)  # parity table
+    assert any("top1_agreement" in f.columns for f in frames)  # parity table
     # deploy to Ollama is a job; llama.cpp's CLI command is shown beside the button
     assert any("tunestack llm deploy" in c.value for c in at.caption)
     assert at.selectbox(key=f"dq-{ui_data.llm_run}").value == "q8_0"
     at.button(key=f"deploy-{ui_data.llm_run}").click().run()
     assert not at.exception, at.exception
-    # this run's gguf has no converter export record: refused before a job is queued
+    # this run has an export record but no Modelfile: refused before a job is queued
     assert any(
-        "has not been exported" in e.value and "tunestack llm export" in e.value for e in at.error
+        "Modelfile of 'ui-lora' is missing" in e.value and "tunestack llm export" in e.value
+        for e in at.error
     ), [e.value for e in at.error]
 
     at.selectbox(key="models_emb").set_value(ui_data.tuned).run()

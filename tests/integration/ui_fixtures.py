@@ -3,11 +3,11 @@ registered "tuned" embedder, an LLM run with a loss curve and exports, and a QA 
 
 Real tuning takes minutes on two busy cores and the UI only reads what the registry
 records, so the tuned embedder is the base model with slightly perturbed weights,
-registered with the same meta.json fields `tunestack embed tune` writes; its rankings
-differ from the base's, which is what the Compare page shows. The LLM run is laid out
-the way the trainer writes one (meta.json, adapter/ with trainer_log.jsonl,
-training_loss.png from the trainer's own plot code, all_results.json) plus the
-`exports`/`parity` fields the converter will add, to check they are shown when present.
+registered with the typed record `tunestack embed tune` writes (EmbedderRecord); its
+rankings differ from the base's, which is what the Compare page shows. The LLM run is laid
+out the way the trainer writes one (adapter/ with trainer_log.jsonl, training_loss.png
+from the trainer's own plot code, all_results.json) and registered with the records the
+trainer and the converter write (LlmRecord with an ExportRun), to check they are shown.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import httpx
 import numpy as np
 import pytest
 
-from services.common.hashing import dir_fingerprint
-from services.common.registry import Registry
+from services.common.hashing import dir_fingerprint, file_sha256
+from services.common.records import EmbedderRecord, ExportFile, ExportRun, LlmRecord
+from services.common.registry import Registry, dump
 from tests.conftest import SAMPLES, free_port
 
 if TYPE_CHECKING:  # conftest imports this module: no import cycle at run time
@@ -66,9 +67,9 @@ def wait_job(api: str, job: dict, timeout: float = 300, headers: dict | None = N
 def register_tuned_embedder(reg: Registry, name: str) -> None:
     from safetensors.numpy import load_file, save_file
 
-    from services.embed_tuner.report import loss_curve
+    from services.embed_tuner.plots import loss_curve
 
-    base = reg.get("embedder", "all-minilm-l6-v2")
+    base = reg.ensure("embedder", "all-minilm-l6-v2")
     d = reg.entry_dir("embedder", name)
     if (d / "meta.json").is_file():
         return
@@ -86,19 +87,18 @@ def register_tuned_embedder(reg: Registry, name: str) -> None:
     history += [{"step": 8, "eval_val_cosine_mrr@10": 0.81}]
     (tmp / "trainer_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
     loss_curve(history, tmp / "training_loss.png", title=f"{name} (from {base.name})")
-    meta = {
-        "kind": "embedder",
-        "name": name,
-        "base_model": base.name,
-        "base_fingerprint": base.fingerprint,
-        "model_path": str(d / "model"),
-        "fingerprint": dir_fingerprint(tmp / "model")[:16],
-        "data": {"kind": "pair", "rows": 64, "hash": "test", "validation_queries": 8},
-        "parameters": {"base": base.name, "name": name, "epochs": 1.0, "loss": "mnrl"},
-        "metrics": {"validation": {"val_cosine_mrr@10": 0.81}, "train_seconds": 1.0},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    record = EmbedderRecord(
+        name=name,
+        base_model=base.name,
+        base_fingerprint=base.fingerprint,
+        model_path=str(d / "model"),
+        fingerprint=dir_fingerprint(tmp / "model")[:16],
+        source="tunestack embed tune",
+        data={"kind": "pair", "rows": 64, "hash": "test", "validation_queries": 8},
+        parameters={"base": base.name, "name": name, "epochs": 1.0, "loss": "mnrl"},
+        metrics={"validation": {"cosine_mrr@10": 0.81}, "train_seconds": 1.0},
+    )
+    (tmp / "meta.json").write_text(json.dumps(dump(record), indent=2))
     tmp.rename(d)
 
 
@@ -118,27 +118,34 @@ def register_llm_run(reg: Registry, name: str) -> None:
     gguf = d / "gguf" / f"{name}.q8_0.gguf"
     gguf.parent.mkdir(exist_ok=True)
     gguf.write_bytes(b"GGUF" + b"\0" * 4092)
-    meta = {
-        "kind": "llm",
-        "name": name,
-        "base_model": "smollm2-135m-instruct",
-        "source": "tunestack llm train",
-        "stage": "sft",
-        "finetuning_type": "lora",
-        "model_path": str(adapter),
-        "adapter_path": str(adapter),
-        "output_dir": str(adapter),
-        "parameters": {"learning_rate": 2e-4, "num_train_epochs": 1, "lora_rank": 8},
-        "metrics": {
+    q8 = ExportFile(
+        quant="q8_0",
+        path=str(gguf),
+        file=gguf.name,
+        size=gguf.stat().st_size,
+        sha256=file_sha256(gguf),
+        parity={"top1_agreement": 0.97, "threshold": 0.9, "ok": True, "tokenizer_match": "6/6"},
+        stop_check={"stopped": 6, "prompts": 6, "rate": 1.0, "ok": True},
+        ok=True,
+    )
+    record = LlmRecord(
+        name=name,
+        base_model="smollm2-135m-instruct",
+        source="tunestack llm train",
+        stage="sft",
+        finetuning_type="lora",
+        model_path=str(adapter),
+        adapter_path=str(adapter),
+        output_dir=str(adapter),
+        parameters={"learning_rate": 2e-4, "num_train_epochs": 1, "lora_rank": 8},
+        metrics={
             "train": {"train_loss": 2.0, "train_runtime": 30.5},
             "eval": {"eval_loss": 1.9},
             "predict": {"lumen_sft_val": {"bleu-4": 12.5, "rouge-l": 30.1}},
         },
-        "exports": [{"quant": "q8_0", "path": str(gguf), "ok": True}],
-        "parity": [{"quant": "q8_0", "agreement": 0.97, "threshold": 0.9, "ok": True}],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    reg.write("llm", name, meta, replace=True)
+        export=ExportRun(quants=["q8_0"], files={"q8_0": q8}, ok=True),
+    )
+    reg.write(record, replace=True)
 
 
 def write_dataset(home: Path, name: str) -> None:
@@ -189,7 +196,7 @@ def degraded_api(stack: Stack) -> Iterator[DegradedApi]:
         stack,
         port,
         TUNESTACK_API_KEY=key,
-        TUNESTACK_RAG_CHROMA_URL=f"http://127.0.0.1:{free_port()}",
+        TUNESTACK_CHROMA_URL=f"http://127.0.0.1:{free_port()}",
         TUNESTACK_RAG_LLM_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
     )
     try:
@@ -210,11 +217,12 @@ def ui_server(stack: Stack, ui_data: UiData) -> Iterator[str]:
     port = free_port()
     env = {
         **os.environ,
-        "TUNESTACK_UI_API_URL": stack.api,
+        "TUNESTACK_API_URL": stack.api,
         "TUNESTACK_UI_PORT": str(port),
         "TUNESTACK_UI_HOST": "127.0.0.1",
     }
     env.pop("TUNESTACK_API_KEY", None)
+    env.pop("TUNESTACK_UI_API_URL", None)  # deprecated: would only add a warning
     log = (stack.home / "ui.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.ui"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -247,7 +255,7 @@ def fill_synthetic(chroma_url: str, reg: Registry, name: str, n: int) -> None:
     from services.rag_api.bm25 import tokenize
     from services.rag_api.store import VectorStore
 
-    emb = reg.get("embedder", "all-minilm-l6-v2")
+    emb = reg.ensure("embedder", "all-minilm-l6-v2")
     store = VectorStore(chroma_url)
     if any(b.name == name for b in store.builds(name)):
         return

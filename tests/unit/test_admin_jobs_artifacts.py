@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from services.common.errors import BadInput, NotFound
-from services.common.registry import Entry
-from services.rag_api import artifacts
+from services.common.records import LlmRecord
+from services.rag_api import artifacts, registry_views
 from services.rag_api.jobs import JobManager, Progress
 
 
@@ -90,26 +90,26 @@ def test_same_key_while_active_is_the_same_job_and_old_jobs_are_trimmed() -> Non
     m.shutdown()
 
 
-def make_entry(tmp_path: Path, meta: dict[str, Any]) -> Entry:
+def make_entry(tmp_path: Path, **fields: Any) -> tuple[Path, LlmRecord]:
     d = tmp_path / "models" / "llm" / "run"
     d.mkdir(parents=True)
-    return Entry("llm", "run", d, meta)
+    return d, LlmRecord(name="run", model_path=str(d / "adapter"), **fields)
 
 
 def test_artifacts_are_plain_known_names_inside_the_roots(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    entry = make_entry(tmp_path, {"output_dir": str(out)})
+    entry_dir, record = make_entry(tmp_path, output_dir=str(out))
     (out / "training_loss.png").write_bytes(b"png")
     (out / "all_results.json").write_text("{}")
     (out / "adapter_model.safetensors").write_bytes(b"w")
-    (entry.dir / "meta.json").write_text("{}")
-    (entry.dir / "Modelfile").write_text("FROM x")
+    (entry_dir / "meta.json").write_text("{}")
+    (entry_dir / "Modelfile").write_text("FROM x")
     secret = tmp_path / "secret_results.json"
     secret.write_text('{"key": 1}')
     os.symlink(secret, out / "leak_results.json")
-    roots = artifacts.entry_roots(entry)
-    assert roots == [entry.dir, out]
+    roots = artifacts.entry_roots(entry_dir, record)
+    assert roots == [entry_dir, out]
     names = dict(artifacts.list_artifacts(roots))
     assert set(names) == {"training_loss.png", "all_results.json", "Modelfile"}
     assert artifacts.find_artifact(roots, "training_loss.png") == out / "training_loss.png"
@@ -125,25 +125,28 @@ def test_artifacts_are_plain_known_names_inside_the_roots(tmp_path: Path) -> Non
         with pytest.raises(NotFound):
             artifacts.find_artifact(roots, bad)
     assert artifacts.media_type(out / "training_loss.png") == "image/png"
-    assert artifacts.media_type(entry.dir / "Modelfile").startswith("text/plain")
+    assert artifacts.media_type(entry_dir / "Modelfile").startswith("text/plain")
 
 
-def test_export_and_parity_rows_from_whatever_meta_records(tmp_path: Path) -> None:
-    f16 = tmp_path / "m.f16.gguf"
-    f16.write_bytes(b"x" * 100)
+def test_export_and_parity_rows_come_from_the_one_export_record(tmp_path: Path) -> None:
     q8 = tmp_path / "m.q8_0.gguf"
     q8.write_bytes(b"x" * 50)
-    meta = {
-        "gguf": {"f16": str(f16), "q8_0": str(q8)},
-        "exports": [{"quant": "q8_0", "path": str(q8), "parity": {"agreement": 0.93}}],
-    }
-    rows = artifacts.export_rows(meta)
-    assert [(r["name"], r["size"]) for r in rows] == [("f16", 100), ("q8_0", 50)]
-    assert rows[1]["quant"] == "q8_0"  # the exports row wins over the bare gguf entry
-    assert artifacts.parity_rows(meta) == [{"name": "q8_0", "agreement": 0.93}]
-    mapped = {"exports": {"q4_k_m": {"path": "/missing.gguf", "bytes": 7}}}
-    assert artifacts.export_rows(mapped) == [
-        {"name": "q4_k_m", "path": "/missing.gguf", "bytes": 7}
+    gate = {"top1_agreement": 0.93, "threshold": 0.9, "ok": True}
+    stops = {"stopped": 5, "prompts": 6, "rate": 0.83, "ok": False}
+    f = {"quant": "q8_0", "path": str(q8), "size": 50, "parity": gate, "stop_check": stops}
+    _, rec = make_entry(tmp_path, base_model="b", export={"files": {"q8_0": {**f, "ok": False}}})
+    rows = registry_views.export_rows(rec)
+    assert [(r["name"], r["size"], r["parity"], r["stopped"], r["ok"]) for r in rows] == [
+        ("q8_0", 50, 0.93, "5/6", False)
     ]
-    assert artifacts.parity_rows({"parity": {"f16": {"ok": True}}}) == [{"name": "f16", "ok": True}]
-    assert artifacts.export_rows({}) == [] and artifacts.parity_rows({}) == []
+    (par,) = registry_views.parity_rows(rec)
+    assert par["name"] == "q8_0" and par["top1_agreement"] == 0.93 and par["stop_rate"] == 0.83
+    # a base model: its own GGUF and the F16 copy it is served from
+    f16 = tmp_path / "m.f16.gguf"
+    f16.write_bytes(b"x" * 100)
+    base = LlmRecord(name="b", model_path=str(q8), quant="q4_1", serve_path=str(f16))
+    assert [(r["name"], r["size"]) for r in registry_views.export_rows(base)] == [
+        ("q4_1", 50),
+        ("f16", 100),
+    ]
+    assert registry_views.parity_rows(base) == []

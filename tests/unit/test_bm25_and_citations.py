@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from services.rag_api.bm25 import Bm25Index, rrf, tokenize
-from services.rag_api.rag_chain import citation_suffix, cited_numbers
+from services.rag_api.prompts import citation_suffix, cited_numbers
 from services.rag_api.retrieval import Hit
 
 

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from services.rag_api.chunking import Chunker, split_sentences
+from services.common.documents.chunking import Chunker, split_sentences
 
 
 def char_tokens(text: str) -> list[int]:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from services.common.registry import BASE_MODELS
+from services.common.settings import DEPRECATED_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose"
@@ -72,6 +73,21 @@ def test_services_profiles_healthchecks_and_dependencies() -> None:
     for name in ("ollama", "llamacpp"):
         assert "llm" in services[name]["networks"]["default"]["aliases"]
     assert services["rag-api"]["environment"]["TUNESTACK_RAG_LLM_BASE_URL"] == "http://llm:8080/v1"
+
+
+def test_services_use_the_single_setting_names() -> None:
+    services = _compose()["services"]
+    for name, svc in services.items():
+        old = set(svc.get("environment") or {}) & set(DEPRECATED_ENV)
+        assert not old, f"{name} sets deprecated {old}"
+    for name in JOBS:
+        env = services[name]["environment"]
+        assert env["TUNESTACK_IN_JOB_CONTAINER"] == "1"
+        assert (
+            env["TUNESTACK_CHROMA_URL"]
+            == services["rag-api"]["environment"]["TUNESTACK_CHROMA_URL"]
+        )
+    assert services["ui"]["environment"]["TUNESTACK_API_URL"] == "http://rag-api:8000"
 
 
 def test_ports_bind_to_localhost_by_default_and_images_are_required() -> None:

@@ -1,5 +1,6 @@
-"""Docker mode without an engine: compose detection (v2 plugin, v1, neither), mode
-selection, which commands run in job containers, and the compose command lines."""
+"""The stacks without an engine or processes: compose detection (v2 plugin, v1, neither),
+mode selection, which commands run in job containers, the compose command lines, what
+each stack deploys to, and the llama.cpp deploy's rollback."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from typing import Any
 
 import pytest
 
-from platform_cli import stack_mode
-from platform_cli.compose_cli import ComposeCommand, detect_compose, parse_version
-from platform_cli.docker_stack import ContainerStatus, DockerStack, job_mounts
 from platform_cli.settings import StackSettings
-from services.common.errors import TunestackError
+from platform_cli.stack import UpOptions, llamacpp_target
+from platform_cli.stack import mode as stack_mode
+from platform_cli.stack.compose import ComposeStack, container_status, job_mounts
+from platform_cli.stack.compose_cli import ComposeCommand, detect_compose, parse_version
+from platform_cli.stack.llamacpp_target import LlamaCppTarget, served_model
+from platform_cli.stack.local import LocalStack, ProcSpec
+from services.common.errors import ServiceUnavailable, TunestackError
+from services.converter.deploy import DeployFile, OllamaTarget
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +114,7 @@ def test_up_mode_auto_docker_and_local(monkeypatch: pytest.MonkeyPatch) -> None:
         stack_mode.resolve_up_mode("swarm")
 
 
-class FakeDockerStack:
+class FakeComposeStack:
     running = False
 
     def __init__(self, *a: Any, **k: Any) -> None:
@@ -123,11 +128,11 @@ def test_active_mode_follows_the_running_stack(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s = settings(tmp_path)
-    monkeypatch.setattr(stack_mode, "DockerStack", FakeDockerStack)
+    monkeypatch.setattr(stack_mode, "ComposeStack", FakeComposeStack)
     monkeypatch.setattr(stack_mode, "docker_client", lambda timeout=3: object())
     monkeypatch.setattr(stack_mode, "local_running", lambda s: False)
     assert stack_mode.active_mode(s) == "local"  # nothing runs
-    FakeDockerStack.running = True
+    FakeComposeStack.running = True
     assert stack_mode.active_mode(s) == "docker"
     assert stack_mode.active_mode(s, "local") == "local"  # --mode wins
     monkeypatch.setattr(stack_mode, "local_running", lambda s: True)
@@ -136,7 +141,7 @@ def test_active_mode_follows_the_running_stack(
     monkeypatch.setattr(stack_mode, "local_running", lambda s: False)
     monkeypatch.setattr(stack_mode, "docker_client", lambda timeout=3: None)
     assert stack_mode.active_mode(s) == "local"  # no engine
-    FakeDockerStack.running = False
+    FakeComposeStack.running = False
 
 
 def test_job_commands_map_to_job_services() -> None:
@@ -165,7 +170,7 @@ def test_delegate_job_runs_in_the_container_only_in_docker_mode(
             calls.append((service, argv))
             return 7
 
-    monkeypatch.setattr(stack_mode, "DockerStack", Recorder)
+    monkeypatch.setattr(stack_mode, "ComposeStack", Recorder)
     s = settings(tmp_path)
     monkeypatch.setattr(stack_mode, "active_mode", lambda s, requested=None: "local")
     assert stack_mode.delegate_job(["ingest", "d", "-c", "x"], s) is None
@@ -191,11 +196,12 @@ def test_job_mounts_cover_paths_outside_the_working_directory(tmp_path: Path) ->
     assert job_mounts(["ingest", "docs"], cwd) == [cwd]
 
 
-def test_docker_stack_command_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compose_stack_command_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TUNESTACK_VERSION", raising=False)
+    compose = ComposeCommand(("docker-compose",), (1, 29, 2), "v1")
     s = settings(tmp_path, compose_project="p")
-    stack = DockerStack(s, ComposeCommand(("docker-compose",), (1, 29, 2), "v1"), gpu=True)
+    stack = ComposeStack(s, compose, gpu=True)
     argv = stack.argv("up", "-d", profiles=["llamacpp"])
     assert argv[:3] == ["docker-compose", "--project-name", "p"]
     assert argv.count("--file") == 2 and str(s.compose_dir / "compose.gpu.yml") in argv
@@ -203,11 +209,13 @@ def test_docker_stack_command_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert stack.env()["TUNESTACK_VERSION"]  # the image tag defaults to our version
     (tmp_path / ".env").write_text("TUNESTACK_VERSION=9.9.9\n")
     assert "--env-file" in stack.argv("ps")
-    assert "TUNESTACK_VERSION" not in stack.env()  # .env's value is left to compose
+    # settings read .env when they are made: a CLI started now leaves .env's tag to compose
+    stack = ComposeStack(settings(tmp_path, compose_project="p"), compose, gpu=True)
+    assert "TUNESTACK_VERSION" not in stack.env()
 
     recorded: list[list[str]] = []
     monkeypatch.setattr(
-        "platform_cli.docker_stack.subprocess.run",
+        "platform_cli.stack.compose.subprocess.run",
         lambda cmd, **k: recorded.append(cmd) or subprocess.CompletedProcess(cmd, 0, "", ""),
     )
     assert stack.run_job("embed-tuner", ["ingest", "docs", "-c", "x"], cwd=tmp_path) == 0
@@ -225,19 +233,45 @@ def test_docker_stack_command_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_container_status_states() -> None:
-    def st(status: str, health: str | None) -> ContainerStatus:
-        return ContainerStatus("rag-api", "rag-api", "http://x", "c", status, health)
+    class Container:
+        name = "c"
+
+        def __init__(self, status: str, health: str | None) -> None:
+            self.status = status
+            self.attrs = {"State": {"Health": {"Status": health} if health else None}}
+
+    def st(status: str, health: str | None) -> Any:
+        c = None if status == "absent" else Container(status, health)
+        return container_status("rag-api", "rag-api", "http://x", c)
 
     assert st("running", "healthy").state == "healthy" and st("running", "healthy").healthy
     assert st("running", "starting").state == "starting"
+    assert not st("running", "starting").healthy and st("running", "starting").running
+    assert st("running", None).healthy  # no healthcheck: running is healthy
     assert st("exited", None).state == "exited" and not st("exited", None).healthy
-    assert st("absent", None).state == "stopped"
+    assert st("absent", None).state == "stopped" and not st("absent", None).running
+    assert st("absent", None).details == {"compose_service": "rag-api", "container": None}
+    assert st("running", "healthy").details["container"] == "c"
 
 
 def test_stack_settings_chroma_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings(tmp_path).chroma_url == "http://127.0.0.1:8001"
     monkeypatch.setenv("TUNESTACK_CHROMA_URL", "http://chroma:8000")
     assert StackSettings().chroma_url == "http://chroma:8000"
+
+
+def test_client_urls_follow_the_ports_unless_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+    s = settings(tmp_path, bind="0.0.0.0", chroma_port=9001, api_port=9000, ollama_port=9434)
+    assert (s.chroma_url, s.api_url) == ("http://127.0.0.1:9001", "http://127.0.0.1:9000")
+    assert s.ollama_host == "http://127.0.0.1:9434"
+    assert not {"chroma_url", "api_url", "ollama_host"} & s.model_fields_set
+    monkeypatch.setenv("TUNESTACK_API_URL", "http://rag-api:8000")
+    monkeypatch.setenv("OLLAMA_HOST", "http://ollama:8080")
+    s = settings(tmp_path, api_port=9000)
+    assert (s.api_url, s.ollama_host) == ("http://rag-api:8000", "http://ollama:8080")
 
 
 def test_up_names_a_taken_port(tmp_path: Path) -> None:
@@ -257,10 +291,128 @@ def test_up_names_a_taken_port(tmp_path: Path) -> None:
             other.bind(("127.0.0.1", 0))
             free = other.getsockname()[1]
         s = settings(tmp_path, api_port=port, chroma_port=free)
-        stack = DockerStack(
+        stack = ComposeStack(
             s, ComposeCommand(("docker-compose",), (1, 29), "v1"), client=NoContainers()
         )
         with pytest.raises(TunestackError) as e:
             stack.check_ports(["chroma", "rag-api"])
     assert f"Port {port} for rag-api" in e.value.message
     assert "TUNESTACK_API_PORT" in str(e.value.hint)
+
+
+def test_open_stack_follows_the_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = settings(tmp_path)
+    assert isinstance(stack_mode.open_stack(s, "local"), LocalStack)
+    assert isinstance(stack_mode.open_stack(s, "docker"), ComposeStack)
+    monkeypatch.setattr(stack_mode, "local_running", lambda s: True)
+    assert stack_mode.open_stack(s).mode == "local"  # the running stack
+
+
+def test_serving_targets_per_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", "http://ollama:8080")
+    local, docker = LocalStack(settings(tmp_path)), ComposeStack(settings(tmp_path))
+    for stack in (local, docker):
+        target = stack.serving_target("ollama", adapter=True)
+        assert isinstance(target, OllamaTarget) and target.adapter
+        assert target.host == "http://ollama:8080"
+        with pytest.raises(TunestackError, match="use ollama or llamacpp"):
+            stack.serving_target("vllm")
+    assert isinstance(local.serving_target("llamacpp"), LlamaCppTarget)
+    with pytest.raises(TunestackError) as e:
+        docker.serving_target("llamacpp")
+    assert "deploy with --to ollama" in str(e.value.hint)
+    in_job = LocalStack(settings(tmp_path, in_job_container=True))
+    with pytest.raises(TunestackError, match="job container"):
+        in_job.serving_target("llamacpp")
+    assert local.run_job("embed-tuner", ["ingest", "d"]) is None  # local: run here
+
+
+def test_local_processes_use_the_single_setting_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TUNESTACK_LLM_CTX", "1024")
+    monkeypatch.setenv("TUNESTACK_LLM_THREADS", "3")
+    s = settings(tmp_path, chroma_port=9001, api_port=9000, llm_port=9080)
+    stack = LocalStack(s)
+    env = stack.child_env()
+    assert env["TUNESTACK_CHROMA_URL"] == "http://127.0.0.1:9001"
+    assert env["TUNESTACK_API_URL"] == "http://127.0.0.1:9000"
+    assert env["TUNESTACK_RAG_LLM_BASE_URL"] == "http://127.0.0.1:9080/v1"
+    assert env["TUNESTACK_DEFAULT_LLM"] == s.default_llm
+    assert not {"TUNESTACK_RAG_CHROMA_URL", "TUNESTACK_UI_API_URL"} & set(env)
+    rows = stack.status()  # nothing runs in this home
+    assert [r.name for r in rows] == ["chroma", "llm", "rag-api", "ui"]
+    assert {(r.state, r.healthy, r.running, r.details["pid"]) for r in rows} == {
+        ("stopped", False, False, None)
+    }
+    assert rows[1].url == "http://127.0.0.1:9080/v1" and not stack.is_running()
+    # the llama.cpp command line is services.llm_server's, on the stack's port
+    argv = stack.spec("llm", tmp_path / "m.gguf", "tuned").argv
+    assert argv[1:3] == ["-m", "llama_cpp.server"]
+    flags = dict(zip(argv[3::2], argv[4::2], strict=True))
+    assert flags["--model"] == str(tmp_path / "m.gguf") and flags["--model_alias"] == "tuned"
+    assert (flags["--port"], flags["--n_ctx"], flags["--n_threads"]) == ("9080", "1024", "3")
+
+
+def test_local_up_refuses_docker_only_options(tmp_path: Path) -> None:
+    for options in (UpOptions(llm="ollama"), UpOptions(gpu=True)):
+        with pytest.raises(TunestackError, match="need docker mode"):
+            LocalStack(settings(tmp_path)).up(options, lambda m: None)
+
+
+class FakeServer:
+    """The local stack's llama.cpp process calls, recorded; the first start fails to
+    become healthy when `fail` is set."""
+
+    def __init__(self, stack: LocalStack, monkeypatch: pytest.MonkeyPatch, fail: bool) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.fail = fail
+        monkeypatch.setattr(stack, "running_argv", lambda name: ["old", "argv"])
+        monkeypatch.setattr(stack, "stop", self.stop)
+        monkeypatch.setattr(stack, "start", self.start)
+        monkeypatch.setattr(stack, "wait_healthy", self.wait_healthy)
+
+    def stop(self, name: str, timeout: float = 10.0) -> bool:
+        self.events.append(("stop", name))
+        return True
+
+    def start(self, spec: ProcSpec) -> int:
+        self.events.append(("start", spec.argv))
+        return 1
+
+    def wait_healthy(self, spec: ProcSpec, timeout: float) -> None:
+        if self.fail and len(self.events) == 2:
+            raise ServiceUnavailable("llm", "llm did not become healthy")
+
+
+def test_llamacpp_deploy_rolls_back_to_the_previous_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(llamacpp_target, "preflight", lambda gguf, threads: "ok")
+    monkeypatch.setattr(llamacpp_target, "_verify_chat", lambda url, alias, timeout: "Hello!")
+    s = settings(tmp_path)
+    gguf = tmp_path / "tuned.gguf"
+    gguf.write_bytes(b"gguf")
+    f = DeployFile("q8_0", gguf, "0" * 64, 4, record=None)  # type: ignore[arg-type]
+    entry: Any = None
+
+    stack = LocalStack(s)
+    server = FakeServer(stack, monkeypatch, fail=True)
+    with pytest.raises(ServiceUnavailable):
+        stack.serving_target("llamacpp").install(entry, f, "tuned", lambda m: None)
+    new_argv = server.events[1][1]
+    assert "--model" in new_argv and str(gguf) in new_argv and "tuned" in new_argv
+    assert server.events == [
+        ("stop", "llm"),
+        ("start", new_argv),
+        ("stop", "llm"),
+        ("start", ["old", "argv"]),  # the previous server, exactly as it ran
+    ]
+    assert served_model(s) is None  # nothing recorded: `up` keeps serving the old model
+
+    stack = LocalStack(s)
+    server = FakeServer(stack, monkeypatch, fail=False)
+    done = stack.serving_target("llamacpp").install(entry, f, "tuned", lambda m: None)
+    assert (done.to, done.base_url, done.response) == ("llamacpp", s.llm_url, "Hello!")
+    assert done.details == {"file": str(gguf)}
+    assert served_model(s) == (gguf, "tuned")  # `tunestack up` serves it after a restart

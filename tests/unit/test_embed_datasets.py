@@ -8,17 +8,11 @@ import numpy as np
 import pytest
 
 from services.common.errors import BadInput
+from services.common.ir_eval import error_reduction, search
+from services.common.qa import QADataset, detect, load_qa, split_queries, squad_to_qa
 from services.embed_tuner.corpus import load_corpus_file
-from services.embed_tuner.datasets import (
-    QADataset,
-    detect,
-    load_qa,
-    load_records,
-    split_queries,
-    squad_to_qa,
-)
-from services.embed_tuner.evaluate import error_reduction, search
 from services.embed_tuner.pseudo_queries import candidates, pseudo_queries
+from services.embed_tuner.records import load_records
 from services.embed_tuner.synth import parse_questions
 
 SQUAD = {

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from services.rag_api.loaders import UnreadableFile, decode_text, load
+from services.common.documents.loaders import UnreadableFile, decode_text, load
 
 ZH = "北京是中国的首都。上海是中国最大的城市！你知道吗？"
 MB = 2**20

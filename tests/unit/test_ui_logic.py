@@ -7,15 +7,34 @@ import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+from services.common.api_schemas import FileStatus, HitInfo, IngestResponse, JobInfo, ModelCard
 from services.ui import logic
 from tests.conftest import ROOT
 
-HEAVY = ("torch", "sentence_transformers", "transformers", "chromadb", "services.rag_api")
+HEAVY = (
+    "torch",
+    "sentence_transformers",
+    "transformers",
+    "chromadb",
+    "services.rag_api",
+    "services.embed_tuner",
+    "services.trainer",
+    "services.converter",
+)
+# The only shared modules the UI image needs (it copies services/common, has no torch).
+UI_MAY_IMPORT = tuple(
+    f"services.common.{m}" for m in ("api_client", "api_schemas", "settings", "errors")
+)
 
 
-def hit(id_: str, rank: int, text: str = "t", score: float = 0.5) -> dict:
-    return {"id": id_, "rank": rank, "text": text, "score": score, "file_name": "a.md"}
+def hit(id_: str, rank: int, text: str = "t", score: float = 0.5) -> HitInfo:
+    return HitInfo(
+        id=id_, rank=rank, text=text, score=score, file_name="a.md", source="a.md", chunk_index=0
+    )
 
 
 def test_movement_against_the_base_ranking() -> None:
@@ -73,15 +92,35 @@ def test_small_formatters() -> None:
     nested = {"train": {"loss": 1.5, "x": [1]}, "eval": {"predict": {"bleu": 2}}, "n": 3}
     assert logic.flat_metrics(nested) == {"train.loss": 1.5, "eval.predict.bleu": 2, "n": 3}
     served = [
-        {"id": "rag/kb", "owned_by": "tunestack-rag"},
-        {"id": "qwen", "owned_by": "llamacpp"},
-        {"id": "e", "owned_by": "tunestack-embedder"},
-        {"id": "smol", "owned_by": "llamacpp"},
+        ModelCard(id="rag/kb", owned_by="tunestack-rag"),
+        ModelCard(id="qwen", owned_by="llamacpp"),
+        ModelCard(id="e", owned_by="tunestack-embedder"),
+        ModelCard(id=None, owned_by="llamacpp"),  # a server's entry without an id
+        ModelCard(id="smol", owned_by="llamacpp"),
     ]
     assert logic.llm_choices(served, "smol") == ["smol", "qwen"]
-    job = {"message": "encoding", "done": 3, "total": 10}
+    assert logic.llm_choices(served, "") == ["qwen", "smol"]
+    job = JobInfo(
+        id="j1",
+        kind="eval",
+        status="running",
+        done=3,
+        total=10,
+        progress=0.3,
+        message="encoding",
+        params={},
+        created=0.0,
+    )
     assert logic.job_text(job) == "encoding (3/10)"
-    report = {"files": [{"path": "a.md", "status": "failed", "chunks": 0, "reason": "empty"}]}
+    assert logic.job_text(job.model_copy(update={"total": 0})) == "encoding"
+    report = IngestResponse(
+        collection="kb",
+        embedder="e",
+        counts={"failed": 1},
+        chunks_written=0,
+        seconds=0.1,
+        files=[FileStatus(path="a.md", status="failed", chunks=0, reason="empty")],
+    )
     assert logic.ingest_rows(report) == [
         {"file": "a.md", "status": "failed", "chunks": 0, "reason": "empty"}
     ]
@@ -98,6 +137,8 @@ def test_ui_source_never_imports_model_or_store_code() -> None:
                 names = [node.module]
             for name in names:
                 assert not name.startswith(HEAVY), f"{path.name} imports {name}"
+                if name.startswith("services.") and not name.startswith("services.ui"):
+                    assert name in UI_MAY_IMPORT, f"{path.name} imports {name}"
 
 
 def test_ui_modules_load_without_heavy_packages() -> None:
@@ -105,7 +146,7 @@ def test_ui_modules_load_without_heavy_packages() -> None:
     code = (
         "import importlib, json, pkgutil, sys\n"
         "import services.ui, services.ui.views\n"
-        "mods = ['services.ui.api_client', 'services.ui.components', 'services.ui.logic',"
+        "mods = ['services.common.api_client', 'services.ui.components', 'services.ui.logic',"
         " 'services.ui.settings'] + ['services.ui.views.' + m.name for m in"
         " pkgutil.iter_modules(services.ui.views.__path__)]\n"
         "[importlib.import_module(m) for m in mods]\n"
@@ -127,3 +168,55 @@ def test_quoted_chunk_escapes_block_markup_only() -> None:
     assert quoted_chunk(text) == (
         "\\# Warranty\nThe LO-200 has **3 years**.\n\\- item\n\\---\n\\> quote\n12\\. x"
     )
+
+
+def test_ui_settings_share_the_api_url_and_key_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from services.common.settings import TunestackDeprecationWarning
+    from services.ui.settings import UiSettings
+
+    monkeypatch.chdir(tmp_path)  # no .env
+    for name in ("TUNESTACK_API_URL", "TUNESTACK_UI_API_URL", "TUNESTACK_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TUNESTACK_API_URL", "http://api:8000")
+    monkeypatch.setenv("TUNESTACK_API_KEY", "k1")
+    monkeypatch.setenv("TUNESTACK_UI_PORT", "9999")
+    monkeypatch.setenv("TUNESTACK_UI_TIMEOUT_S", "7")
+    s = UiSettings()
+    assert (s.api_url, s.api_key_value, s.port, s.timeout_s) == ("http://api:8000", "k1", 9999, 7)
+    monkeypatch.delenv("TUNESTACK_API_URL")
+    monkeypatch.setenv("TUNESTACK_UI_API_URL", "http://old:8000")
+    with pytest.warns(TunestackDeprecationWarning, match="TUNESTACK_API_URL"):
+        assert UiSettings().api_url == "http://old:8000"
+
+
+def test_chat_request_carries_the_sidebar_options() -> None:
+    from services.ui.views.chat import chat_request
+
+    history = [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1", "sources": []},
+        {"role": "user", "content": "q2"},
+    ]
+    opts = {
+        "collection": "kb",
+        "embedder": "e",
+        "llm": None,
+        "retrieval_mode": "hybrid",
+        "top_k": 3,
+        "max_tokens": None,
+    }
+    body = chat_request(history, opts).model_dump(exclude_none=True)
+    assert body == {
+        "model": "rag/kb",
+        "messages": [
+            {"role": "user", "content": "q1"},
+            {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "q2"},
+        ],
+        "stream": False,
+        "top_k": 3,
+        "retrieval_mode": "hybrid",
+        "embedder": "e",
+    }

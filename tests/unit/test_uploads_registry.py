@@ -41,16 +41,25 @@ def test_save_upload_stays_inside_and_limits(tmp_path: Path) -> None:
 
 def test_registry_missing_model_lists_registered(tmp_path: Path) -> None:
     reg = Registry(tmp_path)
+    reg.provision("all-minilm-l6-v2")
     with pytest.raises(NotFound) as e:
         reg.get("embedder", "no-such-model")
     assert "all-minilm-l6-v2" in str(e.value.hint)
 
 
-def test_registry_provisions_base_embedder(tmp_path: Path) -> None:
+def test_registry_provisions_base_embedder_only_when_asked(tmp_path: Path) -> None:
     reg = Registry(tmp_path)
-    entry = reg.get("embedder", "all-minilm-l6-v2")
+    meta = tmp_path / "models/embedders/all-minilm-l6-v2/meta.json"
+    with pytest.raises(NotFound) as e:  # a lookup never provisions
+        reg.get("embedder", "all-minilm-l6-v2")
+    assert e.value.hint == "Run: tunestack models provision all-minilm-l6-v2"
+    assert not meta.exists()
+    assert [(e.name, e.provisioned) for e in reg.entries("embedder")] == [
+        ("all-minilm-l6-v2", False)
+    ]
+    entry = reg.ensure("embedder", "all-minilm-l6-v2")
     assert entry.model_path.is_dir() and len(entry.fingerprint) == 16
-    assert (tmp_path / "models/embedders/all-minilm-l6-v2/meta.json").is_file()
+    assert meta.is_file()
     assert [e.name for e in reg.entries("embedder")] == ["all-minilm-l6-v2"]
 
 

@@ -12,11 +12,13 @@ from typing import Any
 
 import streamlit as st
 
-from services.ui.api_client import ApiClient, ApiError
+from services.common.api_client import ApiError, RagClient
+from services.common.api_schemas import ChatMessage, ChatRequest, CollectionInfo, Source
 from services.ui.components import (
     collections,
     forget_readiness,
     get_client,
+    get_settings,
     linked_index,
     readiness,
     show_error,
@@ -26,17 +28,14 @@ from services.ui.logic import llm_choices, quoted_chunk
 HISTORY = "chat_history"
 
 
-def render_sources(sources: list[dict[str, Any]]) -> None:
+def render_sources(sources: list[Source]) -> None:
     """Citations as expandable cards: [n] file · chunk · score, the chunk text inside."""
     for s in sources:
-        page = f", page {s['page']}" if s.get("page") else ""
-        label = (
-            f"[{s['index']}] {s.get('file_name', '')}{page} · chunk {s.get('chunk_index')} "
-            f"· score {float(s.get('score', 0)):.3f}"
-        )
+        page = f", page {s.page}" if s.page else ""
+        label = f"[{s.index}] {s.file_name}{page} · chunk {s.chunk_index} · score {s.score:.3f}"
         with st.expander(label):
-            st.caption(str(s.get("source", "")))
-            st.markdown(quoted_chunk(str(s.get("text", ""))))
+            st.caption(s.source)
+            st.markdown(quoted_chunk(s.text))
 
 
 def copy_button(text: str, key: str) -> None:
@@ -45,26 +44,26 @@ def copy_button(text: str, key: str) -> None:
         st.code(text, language=None, wrap_lines=True)
 
 
-def llm_options(client: ApiClient, llm_up: bool) -> tuple[list[str], str]:
+def llm_options(client: RagClient, llm_up: bool) -> tuple[list[str], str]:
     """Models the LLM server serves (the deployed one first) and the deployed name."""
     try:
-        serving = client.get("/v1/registry/models", params={"kind": "llm"})["serving"]
-        models = client.get("/v1/models")["data"] if llm_up else []
+        serving = client.models(kind="llm").serving
+        models = client.served_models().data if llm_up else []
     except ApiError:
         return [], ""
-    deployed = str(serving.get("llm_model", ""))
+    deployed = serving.llm_model
     return llm_choices(models, deployed), deployed
 
 
-def sidebar(client: ApiClient, cols: list[dict[str, Any]], llm_up: bool) -> dict[str, Any]:
+def sidebar(client: RagClient, cols: list[CollectionInfo], llm_up: bool) -> dict[str, Any]:
     with st.sidebar:
         st.subheader("Ask")
-        names = [c["name"] for c in cols]
+        names = [c.name for c in cols]
         collection = st.selectbox("Collection", names, index=linked_index(names), key="collection")
-        builds = next(c["builds"] for c in cols if c["name"] == collection)
+        builds = next(c.builds for c in cols if c.name == collection)
         embedder = st.selectbox(
             "Embedder",
-            [b["embedder"] for b in builds],
+            [b.embedder for b in builds],
             key="embedder",
             help="A collection is searchable with the embedders it was built for "
             "(Documents → Reindex adds one).",
@@ -101,17 +100,28 @@ def sidebar(client: ApiClient, cols: list[dict[str, Any]], llm_up: bool) -> dict
     }
 
 
-def answer(client: ApiClient, history: list[dict[str, Any]], opts: dict[str, Any]) -> None:
+def chat_request(history: list[dict[str, Any]], opts: dict[str, Any]) -> ChatRequest:
+    """The conversation so far as a RAG request to the chosen collection."""
+    return ChatRequest(
+        model=f"rag/{opts['collection']}",
+        messages=[ChatMessage(role=t["role"], content=t["content"]) for t in history],
+        embedder=opts["embedder"],
+        llm=opts["llm"],
+        retrieval_mode=opts["retrieval_mode"],
+        top_k=opts["top_k"],
+        max_tokens=opts["max_tokens"],
+    )
+
+
+def answer(client: RagClient, history: list[dict[str, Any]], opts: dict[str, Any]) -> None:
     """Stream one answer into the page; on failure show why and drop the question."""
-    sources: list[dict[str, Any]] = []
+    sources: list[Source] = []
+    timeout = get_settings().timeout_s
 
     def tokens() -> Iterator[str]:
-        msgs = [{"role": t["role"], "content": t["content"]} for t in history]
-        collection = opts["collection"]
-        extra = {k: v for k, v in opts.items() if k != "collection"}
-        for chunk in client.stream_chat(collection, msgs, **extra):
+        for chunk in client.stream_chat(chat_request(history, opts), timeout=timeout):
             if chunk.get("sources"):
-                sources.extend(chunk["sources"])
+                sources.extend(Source.model_validate(s) for s in chunk["sources"])
             for choice in chunk.get("choices", []):
                 text = (choice.get("delta") or {}).get("content")
                 if text:

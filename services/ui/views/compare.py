@@ -12,7 +12,13 @@ from typing import Any
 
 import streamlit as st
 
-from services.ui.api_client import ApiClient, ApiError
+from services.common.api_client import ApiError, RagClient
+from services.common.api_schemas import (
+    HitInfo,
+    ReindexJobRequest,
+    RetrieveRequest,
+    RetrieveResponse,
+)
 from services.ui.components import (
     collections,
     embedders,
@@ -28,20 +34,25 @@ RESULTS = "compare_results"
 
 
 def retrieve(
-    client: ApiClient, collection: str, query: str, embedder: str | None, mode: str, k: int
-) -> dict[str, Any]:
-    body = {"collection": collection, "query": query, "top_k": k, "mode": mode}
-    if embedder:
-        body["embedder"] = embedder
-    return dict(client.post("/v1/retrieve", json=body, timeout=60))
+    client: RagClient,
+    collection: str,
+    query: str,
+    embedder: str | None,
+    mode: str,
+    k: int,
+) -> RetrieveResponse:
+    req = RetrieveRequest(
+        collection=collection, query=query, top_k=k, mode=mode, embedder=embedder or None
+    )
+    return client.retrieve(req, timeout=60)
 
 
-def offer_reindex(client: ApiClient, collection: str, built: list[str]) -> None:
+def offer_reindex(client: RagClient, collection: str, built: list[str]) -> None:
     """A collection built for one embedder only: offer to build it for another."""
     reg = embedders(client)
     if reg is None:
         return
-    others = [m["name"] for m in reg[0] if m["name"] not in built]
+    others = [m.name for m in reg[0] if m.name not in built]
     st.info(
         f"'{collection}' is built for {', '.join(built)} only. Build it for another "
         "embedder to compare (the stored chunks are re-embedded; files are not re-read)."
@@ -54,16 +65,16 @@ def offer_reindex(client: ApiClient, collection: str, built: list[str]) -> None:
         job = start_job(
             client,
             "reindex",
-            {"collection": collection, "embedder": target},
+            lambda: client.start_reindex(ReindexJobRequest(collection=collection, embedder=target)),
             f"Building '{collection}' for {target}",
         )
-        if job and job["status"] == "done":
+        if job and job.status == "done":
             st.rerun()
 
 
 def column(
     title: str,
-    hits: list[dict[str, Any]],
+    hits: list[HitInfo],
     base_rank: dict[str, int] | None,
     colors: dict[str, str],
     highlight: str | None,
@@ -74,9 +85,9 @@ def column(
     cards = [
         hit_card_html(
             h,
-            movement(h["rank"], base_rank, h["id"]) if base_rank is not None else None,
-            colors.get(h["id"]),
-            h["id"] == highlight,
+            movement(h.rank, base_rank, h.id) if base_rank is not None else None,
+            colors.get(h.id),
+            h.id == highlight,
         )
         for h in hits
     ]
@@ -101,13 +112,13 @@ def render() -> None:
     if reg is None:
         return
     models, serving = reg
-    tuned = [m["name"] for m in models if m.get("base_model")]
+    tuned = [m.name for m in models if m.base_model]
 
     c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
-    names = [c["name"] for c in cols]
+    names = [c.name for c in cols]
     collection = c1.selectbox("Collection", names, index=linked_index(names), key="cmp_collection")
-    built = [b["embedder"] for b in next(c["builds"] for c in cols if c["name"] == collection)]
-    base, right = pick_pair(built, serving["default_embedder"], tuned)
+    built = [b.embedder for b in next(c.builds for c in cols if c.name == collection)]
+    base, right = pick_pair(built, serving.default_embedder, tuned)
     if st.session_state.get("cmp_for") != collection or any(
         st.session_state.get(k) not in built for k in ("cmp_left", "cmp_right")
     ):
@@ -152,16 +163,16 @@ def render() -> None:
 
 
 def show_results(res: dict[str, Any], top_k: int) -> None:
-    left = res["left"]["hits"]
-    shown = [left[:top_k], res["right"]["hits"]]
+    left: list[HitInfo] = res["left"].hits
+    shown = [left[:top_k], res["right"].hits]
     if res["third"]:
-        shown.append(res["third"]["hits"])
-    base_rank = {h["id"]: h["rank"] for h in left}
+        shown.append(res["third"].hits)
+    base_rank = {h.id: h.rank for h in left}
     colors = shared_colors(shown)
-    labels = {h["id"]: f"#{h['rank']} {hit_label(h)}" for h in shown[0]}
+    labels = {h.id: f"#{h.rank} {hit_label(h)}" for h in shown[0]}
     for hits in shown[1:]:
         for h in hits:
-            labels.setdefault(h["id"], hit_label(h))
+            labels.setdefault(h.id, hit_label(h))
     highlight = st.selectbox(
         "Highlight a chunk in every column",
         ["(none)", *labels],
@@ -169,7 +180,7 @@ def show_results(res: dict[str, Any], top_k: int) -> None:
         key="cmp_highlight",
     )
     target = None if highlight == "(none)" else highlight
-    overlap = len(set(h["id"] for h in shown[0]) & set(h["id"] for h in shown[1]))
+    overlap = len(set(h.id for h in shown[0]) & set(h.id for h in shown[1]))
     st.caption(
         f"{overlap} of {len(shown[1])} chunks in both dense columns · coloured cards appear "
         "in more than one column · ▲/▼ rank change vs base · new = not in base's top "
@@ -178,9 +189,9 @@ def show_results(res: dict[str, Any], top_k: int) -> None:
     grid = st.columns(len(shown))
     k = res["key"]
     with grid[0]:
-        column(f"{k[2]} (base) · {res['left']['took_ms']:.0f} ms", shown[0], None, colors, target)
+        column(f"{k[2]} (base) · {res['left'].took_ms:.0f} ms", shown[0], None, colors, target)
     with grid[1]:
-        column(f"{k[3]} · {res['right']['took_ms']:.0f} ms", shown[1], base_rank, colors, target)
+        column(f"{k[3]} · {res['right'].took_ms:.0f} ms", shown[1], base_rank, colors, target)
     if res["third"]:
         with grid[2]:
             column(f"{k[4]} ({k[2]})", shown[2], base_rank, colors, target)

@@ -12,11 +12,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from services.ui.api_client import ApiClient, ApiError
+from services.common.api_client import ApiError, RagClient
+from services.common.api_schemas import BuildInfo, CollectionInfo, ReindexJobRequest
 from services.ui.components import (
     collections,
     embedders,
     get_client,
+    get_settings,
     linked_index,
     readiness,
     show_error,
@@ -30,16 +32,11 @@ LAST = "docs_last_ingest"
 DELETED = "docs_deleted"
 
 
-def overview(cols: list[dict[str, Any]]) -> None:
+def overview(cols: list[CollectionInfo]) -> None:
     rows = [
-        {
-            "collection": c["name"],
-            "embedder": b["embedder"],
-            "chunks": b["chunks"],
-            "created": b.get("created"),
-        }
+        {"collection": c.name, "embedder": b.embedder, "chunks": b.chunks, "created": b.created}
         for c in cols
-        for b in c["builds"]
+        for b in c.builds
     ]
     if rows:
         st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
@@ -48,18 +45,16 @@ def overview(cols: list[dict[str, Any]]) -> None:
 
 
 def ingest_files(
-    client: ApiClient, files: list[Any], collection: str, embedder: str
+    client: RagClient, files: list[Any], collection: str, embedder: str
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    timeout = get_settings().timeout_s
     bar = st.progress(0.0, text=f"Ingesting {len(files)} file(s) into '{collection}'…")
     for i, f in enumerate(files):
         bar.progress(i / len(files), text=f"{i + 1}/{len(files)}: {f.name}")
         try:
-            report = client.post(
-                "/v1/ingest",
-                data={"collection": collection, "embedder": embedder},
-                files=[("files", (f.name, f.getvalue()))],
-                timeout=client.settings.timeout_s,
+            report = client.ingest(
+                [(f.name, f.getvalue())], collection, embedder=embedder, timeout=timeout
             )
             rows += ingest_rows(report)
         except ApiError as e:
@@ -71,12 +66,12 @@ def ingest_files(
     return rows
 
 
-def upload_section(client: ApiClient, cols: list[dict[str, Any]]) -> None:
+def upload_section(client: RagClient, cols: list[CollectionInfo]) -> None:
     reg = embedders(client)
     if reg is None:
         return
     models, serving = reg
-    names = [c["name"] for c in cols]
+    names = [c.name for c in cols]
     c1, c2, c3 = st.columns(3)
     wanted = st.query_params.get("collection")
     if wanted and wanted not in names:  # a link to a collection to create: name prefilled
@@ -90,9 +85,9 @@ def upload_section(client: ApiClient, cols: list[dict[str, Any]]) -> None:
         if choice == NEW
         else choice
     )
-    built: list[dict[str, Any]] = next((c["builds"] for c in cols if c["name"] == collection), [])
-    emb_names = [m["name"] for m in models]
-    default = built[0]["embedder"] if built else serving["default_embedder"]
+    built: list[BuildInfo] = next((c.builds for c in cols if c.name == collection), [])
+    emb_names = [m.name for m in models]
+    default = built[0].embedder if built else serving.default_embedder
     embedder = c3.selectbox(
         "Embedder",
         emb_names,
@@ -104,7 +99,7 @@ def upload_section(client: ApiClient, cols: list[dict[str, Any]]) -> None:
         "Files (.md .txt .pdf .docx .html)",
         type=TYPES,
         accept_multiple_files=True,
-        max_upload_size=int(serving.get("max_file_mb", 16)),
+        max_upload_size=serving.max_file_mb,
         key=f"docs_files_{nonce}",
     )
     if st.button("Ingest", type="primary", disabled=not (files and collection), key="docs_ingest"):
@@ -123,31 +118,35 @@ def upload_section(client: ApiClient, cols: list[dict[str, Any]]) -> None:
         st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
 
 
-def reindex_section(client: ApiClient, cols: list[dict[str, Any]]) -> None:
+def reindex_section(client: RagClient, cols: list[CollectionInfo]) -> None:
     reg = embedders(client)
     if reg is None or not cols:
         return
     c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
-    name = c1.selectbox("Collection", [c["name"] for c in cols], key="docs_reidx_c")
-    built = {b["embedder"] for b in next(c["builds"] for c in cols if c["name"] == name)}
-    todo = [m["name"] for m in reg[0] if m["name"] not in built]
+    name = c1.selectbox("Collection", [c.name for c in cols], key="docs_reidx_c")
+    built = {b.embedder for b in next(c.builds for c in cols if c.name == name)}
+    todo = [m.name for m in reg[0] if m.name not in built]
     if not todo:
         st.caption(f"'{name}' is built for every registered embedder.")
         return
     emb = c2.selectbox("For embedder", todo, key="docs_reidx_e")
     if c3.button("Reindex", key="docs_reindex", icon=":material/build:"):
         job = start_job(
-            client, "reindex", {"collection": name, "embedder": emb}, f"Building '{name}' for {emb}"
+            client,
+            "reindex",
+            lambda: client.start_reindex(ReindexJobRequest(collection=name, embedder=emb)),
+            f"Building '{name}' for {emb}",
         )
-        if job and job["status"] == "done":
-            st.success(f"'{name}' is now built for {emb}: {job['result']['chunks']} chunks.")
+        if job and job.status == "done":
+            chunks = (job.result or {}).get("chunks")
+            st.success(f"'{name}' is now built for {emb}: {chunks} chunks.")
 
 
-def delete_section(client: ApiClient, cols: list[dict[str, Any]]) -> None:
+def delete_section(client: RagClient, cols: list[CollectionInfo]) -> None:
     if not cols:
         return
     c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
-    name = c1.selectbox("Collection", [c["name"] for c in cols], key="docs_del_c")
+    name = c1.selectbox("Collection", [c.name for c in cols], key="docs_del_c")
     typed = c2.text_input("Type its name to confirm", key="docs_del_confirm", placeholder=name)
     if c3.button(
         "Delete",
@@ -157,7 +156,7 @@ def delete_section(client: ApiClient, cols: list[dict[str, Any]]) -> None:
         icon=":material/delete:",
     ):
         try:
-            client.delete(f"/v1/collections/{name}")
+            client.delete_collection(name)
         except ApiError as e:
             show_error(e, f"Could not delete '{name}'")
             return

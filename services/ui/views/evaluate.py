@@ -7,12 +7,11 @@ report back; reports made from the CLI show up in the history too.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 import streamlit as st
 
-from services.ui.api_client import ApiClient, ApiError
+from services.common.api_client import ApiError, RagClient
+from services.common.api_schemas import EvalJobRequest, JobInfo, ReportSummary
 from services.ui.components import api_image, embedders, follow_job, get_client, show_error
 from services.ui.logic import HEADLINE, chart_rows, metric_rows
 
@@ -20,7 +19,7 @@ JOB = "eval_job"
 OPENED = "eval_report"
 
 
-def choose_dataset(client: ApiClient) -> str | None:
+def choose_dataset(client: RagClient) -> str | None:
     source = st.radio("Dataset", ["Registered", "Upload"], horizontal=True, key="eval_source")
     if source == "Upload":
         up = st.file_uploader(
@@ -29,22 +28,18 @@ def choose_dataset(client: ApiClient) -> str | None:
         if up is not None and st.button("Upload dataset", key="eval_upload_btn"):
             try:
                 with st.spinner(f"Checking {up.name}…"):
-                    ds = client.post(
-                        "/v1/datasets",
-                        files={"file": (up.name, up.getvalue(), "application/json")},
-                        timeout=120,
-                    )
+                    ds = client.upload_dataset(up.name, up.getvalue())
             except ApiError as e:
                 show_error(e, f"{up.name} was not accepted")
                 return None
-            st.success(f"{ds['name']}: {ds['queries']} queries over {ds['corpus']} passages.")
-            st.session_state["eval_uploaded"] = ds["name"]
+            st.success(f"{ds.name}: {ds.queries} queries over {ds.corpus} passages.")
+            st.session_state["eval_uploaded"] = ds.name
         name = st.session_state.get("eval_uploaded")
         if name:
             st.caption(f"Uploaded dataset: {name}")
         return str(name) if name else None
     try:
-        sets = client.get("/v1/datasets")["datasets"]
+        sets = client.datasets().datasets
     except ApiError as e:
         show_error(e, "Datasets are unavailable")
         return None
@@ -54,17 +49,17 @@ def choose_dataset(client: ApiClient) -> str | None:
             "TUNESTACK_HOME/datasets/."
         )
         return None
-    names = [d["name"] for d in sets]
+    names = [d.name for d in sets]
     return str(st.selectbox("Registered dataset", names, key="eval_dataset"))
 
 
-def run_form(client: ApiClient) -> None:
+def run_form(client: RagClient) -> None:
     reg = embedders(client)
     if reg is None:
         return
     models, serving = reg
-    names = [m["name"] for m in models]
-    default = [serving["default_embedder"]] + [m["name"] for m in models if m.get("base_model")]
+    names = [m.name for m in models]
+    default = [serving.default_embedder] + [m.name for m in models if m.base_model]
     default = [n for n in dict.fromkeys(default) if n in names][:3]
     dataset = choose_dataset(client)
     c1, c2 = st.columns([4, 1])
@@ -77,40 +72,43 @@ def run_form(client: ApiClient) -> None:
     )
     top_k = c2.number_input("k of MRR@k", 1, 100, 10, key="eval_k")
     ready = bool(dataset and chosen)
-    if st.button(
-        "Run evaluation",
-        type="primary",
-        disabled=not ready,
-        key="eval_run",
-        icon=":material/play_arrow:",
+    if (
+        st.button(
+            "Run evaluation",
+            type="primary",
+            disabled=not ready,
+            key="eval_run",
+            icon=":material/play_arrow:",
+        )
+        and dataset
     ):
         try:
-            job = client.post(
-                "/v1/jobs/eval", json={"dataset": dataset, "models": chosen, "top_k": top_k}
+            started = client.start_eval(
+                EvalJobRequest(dataset=dataset, models=chosen, top_k=int(top_k))
             )
         except ApiError as e:
             show_error(e, "Could not start the evaluation")
             return
-        st.session_state[JOB] = job
-    job = st.session_state.get(JOB)
+        st.session_state[JOB] = started
+    job: JobInfo | None = st.session_state.get(JOB)
     if job:
-        done = follow_job(client, job, f"Evaluating {', '.join(job['params']['models'])}")
+        done = follow_job(client, job, f"Evaluating {', '.join(job.params['models'])}")
         st.session_state.pop(JOB, None)
-        if done and done["status"] == "done":
-            st.session_state[OPENED] = done["result"]["report"]  # open the new report
+        if done and done.status == "done" and done.result:
+            st.session_state[OPENED] = done.result["report"]  # open the new report
 
 
-def show_report(client: ApiClient, name: str) -> None:
+def show_report(client: RagClient, name: str) -> None:
     try:
-        rep = client.get(f"/v1/reports/{name}")
+        rep = client.report(name)
     except ApiError as e:
         show_error(e, f"Report {name}")
         return
-    models: dict[str, dict[str, float]] = rep["models"]
-    k = rep.get("top_k") or 10
+    models = rep.models
+    k = rep.top_k or 10
     metrics = tuple(m if m != "mrr@10" else f"mrr@{k}" for m in HEADLINE)
-    st.markdown(f"**{rep['name']}** · dataset `{rep.get('dataset')}` · {rep.get('created', '')}")
-    for model, red in rep.get("error_reduction", {}).items():
+    st.markdown(f"**{rep.name}** · dataset `{rep.dataset}` · {rep.created or ''}")
+    for model, red in rep.error_reduction.items():
         first = next(iter(models))
         st.metric(
             f"{model} vs {first}: error (1 − MRR@{k}) removed",
@@ -127,16 +125,16 @@ def show_report(client: ApiClient, name: str) -> None:
         st.bar_chart(
             pd.DataFrame(rows), x="metric", y="value", color="model", stack=False, height=300
         )
-    png = next((f for f in rep.get("files", []) if f["name"] == "metrics.png"), None)
+    png = next((f for f in rep.files if f.name == "metrics.png"), None)
     with st.expander("Report files (metrics.png, report.md)"):
         if png:
             api_image(client, png, caption="metrics.png")
-        st.markdown(rep.get("markdown", ""))
+        st.markdown(rep.markdown)
 
 
-def history(client: ApiClient) -> None:
+def history(client: RagClient) -> None:
     try:
-        reports: list[dict[str, Any]] = client.get("/v1/reports")["reports"]
+        reports: list[ReportSummary] = client.reports().reports
     except ApiError as e:
         show_error(e, "Reports are unavailable")
         return
@@ -145,20 +143,17 @@ def history(client: ApiClient) -> None:
         return
     table = [
         {
-            "report": r["name"],
-            "created": r.get("created"),
-            "dataset": (r.get("dataset") or "").rsplit("/", 1)[-1],
-            **{
-                f"MRR {m}": v.get(f"mrr@{r.get('top_k') or 10}")
-                for m, v in list(r["models"].items())[:3]
-            },
+            "report": r.name,
+            "created": r.created,
+            "dataset": (r.dataset or "").rsplit("/", 1)[-1],
+            **{f"MRR {m}": v.get(f"mrr@{r.top_k or 10}") for m, v in list(r.models.items())[:3]},
         }
         for r in reports
     ]
     st.dataframe(
         pd.DataFrame(table), width="stretch", hide_index=True, height=min(300, 38 + 35 * len(table))
     )
-    names = [r["name"] for r in reports]
+    names = [r.name for r in reports]
     if st.session_state.get(OPENED) not in names:
         st.session_state.pop(OPENED, None)
     name = st.selectbox("Open report", names, key=OPENED)

@@ -14,13 +14,20 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from services.ui.api_client import ApiClient, ApiError
+from services.common.api_client import ApiError, RagClient
+from services.common.api_schemas import (
+    ArtifactFile,
+    DeployRequest,
+    ModelSummary,
+    ReindexJobRequest,
+    ServingInfo,
+)
 from services.ui.components import api_image, collections, get_client, show_error, start_job
 from services.ui.logic import flat_metrics, human_size
 
 
-def _pngs(model: dict[str, Any]) -> list[dict[str, Any]]:
-    return [f for f in model.get("files", []) if f["name"].endswith(".png")]
+def _pngs(model: ModelSummary) -> list[ArtifactFile]:
+    return [f for f in model.files if f.name.endswith(".png")]
 
 
 def _table(rows: list[dict[str, Any]]) -> None:
@@ -35,28 +42,28 @@ def metrics_table(metrics: dict[str, Any]) -> None:
     _table([{"metric": k, "value": str(v)} for k, v in flat.items()])
 
 
-def llm_tab(client: ApiClient, llms: list[dict[str, Any]], serving: dict[str, Any]) -> None:
+def llm_tab(client: RagClient, llms: list[ModelSummary], serving: ServingInfo) -> None:
     if not llms:
         st.caption("No LLM is registered.")
         return
     summary = []
     for m in llms:
-        train = m["metrics"].get("train", {}) if isinstance(m["metrics"], dict) else {}
-        ev = m["metrics"].get("eval", {}) if isinstance(m["metrics"], dict) else {}
+        train = m.metrics.get("train") or {}
+        ev = m.metrics.get("eval") or {}
         summary.append(
             {
-                "run": m["name"],
-                "serving": "yes" if m["deployed"] else "",
-                "base": m.get("base_model") or "(base model)",
-                "created": m.get("created"),
+                "run": m.name,
+                "serving": "yes" if m.deployed else "",
+                "base": m.base_model or "(base model)",
+                "created": m.created,
                 "train loss": train.get("train_loss"),
                 "eval loss": ev.get("eval_loss"),
-                "exports": len(m["exports"]),
+                "exports": len(m.exports),
             }
         )
     _table(summary)
-    name = st.selectbox("Run", [m["name"] for m in llms], key="models_llm")
-    m = next(x for x in llms if x["name"] == name)
+    name = st.selectbox("Run", [m.name for m in llms], key="models_llm")
+    m = next(x for x in llms if x.name == name)
     left, right = st.columns([3, 2])
     with left:
         pngs = _pngs(m)
@@ -65,10 +72,10 @@ def llm_tab(client: ApiClient, llms: list[dict[str, Any]], serving: dict[str, An
         if not pngs:
             st.caption("No loss curve (base models have none; a run's appears after training).")
     with right:
-        st.markdown(f"**{m['name']}**" + (" · serving now" if m["deployed"] else ""))
-        st.caption(f"base: {m.get('base_model') or '—'} · source: {m.get('source') or '—'}")
-        metrics_table(m["metrics"])
-    if m["exports"]:
+        st.markdown(f"**{m.name}**" + (" · serving now" if m.deployed else ""))
+        st.caption(f"base: {m.base_model or '—'} · source: {m.source or '—'}")
+        metrics_table(m.metrics)
+    if m.exports:
         st.markdown("**Exports**")
         _table(
             [
@@ -76,23 +83,23 @@ def llm_tab(client: ApiClient, llms: list[dict[str, Any]], serving: dict[str, An
                     **{k: v for k, v in row.items() if k not in ("size", "parity")},
                     "size": human_size(row.get("size") or row.get("bytes")),
                 }
-                for row in m["exports"]
+                for row in m.exports
             ]
         )
-    if m["parity"]:
+    if m.parity:
         st.markdown("**Parity (HF vs GGUF)**")
-        _table(m["parity"])
-    if m["exports"] and not m["deployed"]:
+        _table(m.parity)
+    if m.exports and not m.deployed:
         deploy_action(client, m, serving)
 
 
-def deploy_action(client: ApiClient, m: dict[str, Any], serving: dict[str, Any]) -> None:
+def deploy_action(client: RagClient, m: ModelSummary, serving: ServingInfo) -> None:
     """Deploy to Ollama as a job (progress, then the API serves it); llama.cpp: the CLI."""
-    if not serving.get("deploy_available"):
-        st.caption(serving.get("deploy_hint", ""))
+    if not serving.deploy_available:
+        st.caption(serving.deploy_hint)
         return
-    quants = list(dict.fromkeys(str(r["name"]) for r in m["exports"] if r.get("name")))
-    run = m["name"]
+    quants = list(dict.fromkeys(str(r["name"]) for r in m.exports if r.get("name")))
+    run = m.name
     c1, c2, c3 = st.columns([1, 2, 1], vertical_alignment="bottom")
     quant = c1.selectbox(
         "Type", quants, index=quants.index("q8_0") if "q8_0" in quants else 0, key=f"dq-{run}"
@@ -102,43 +109,42 @@ def deploy_action(client: ApiClient, m: dict[str, Any], serving: dict[str, Any])
         job = start_job(
             client,
             "deploy",
-            {"to": "ollama", "quant": quant, "name": name},
+            lambda: client.deploy(run, DeployRequest(to="ollama", quant=quant, name=name)),
             f"Deploying {run} ({quant}) to Ollama as '{name}'",
-            path=f"/v1/registry/models/llm/{run}/deploy",
         )
-        if job and job["status"] == "done":
-            res = job["result"] or {}
+        if job and job.status == "done":
+            res = job.result or {}
             st.success(
                 f"'{name}' is serving from Ollama at {res.get('base_url', '')}; "
                 f"it answered: {res.get('verify', {}).get('response', '').strip()!r}"
             )
-    st.caption(f"Ollama at {serving.get('ollama_host', '')}. {serving.get('deploy_hint', '')}")
+    st.caption(f"Ollama at {serving.ollama_host}. {serving.deploy_hint}")
 
 
 def embedder_tab(
-    client: ApiClient, embs: list[dict[str, Any]], latest: dict[str, dict[str, float]]
+    client: RagClient, embs: list[ModelSummary], latest: dict[str, dict[str, float]]
 ) -> None:
     if not embs:
         st.caption("No embedder is registered.")
         return
     summary = []
     for m in embs:
-        val = m["metrics"].get("validation", {}) if isinstance(m["metrics"], dict) else {}
+        val = m.metrics.get("validation") or {}
         mrr = next((v for k, v in val.items() if k.endswith("mrr@10")), None)
         summary.append(
             {
-                "embedder": m["name"],
-                "default": "yes" if m["deployed"] else "",
-                "base": m.get("base_model") or "(base model)",
-                "fingerprint": m.get("fingerprint"),
+                "embedder": m.name,
+                "default": "yes" if m.deployed else "",
+                "base": m.base_model or "(base model)",
+                "fingerprint": m.fingerprint,
                 "validation MRR@10": mrr,
-                "last report MRR@10": latest.get(m["name"], {}).get("mrr@10"),
-                "collections": ", ".join(m["collections"]),
+                "last report MRR@10": latest.get(m.name, {}).get("mrr@10"),
+                "collections": ", ".join(m.collections),
             }
         )
     _table(summary)
-    name = st.selectbox("Embedder", [m["name"] for m in embs], key="models_emb")
-    m = next(x for x in embs if x["name"] == name)
+    name = st.selectbox("Embedder", [m.name for m in embs], key="models_emb")
+    m = next(x for x in embs if x.name == name)
     left, right = st.columns([3, 2])
     with left:
         for f in _pngs(m):
@@ -146,18 +152,18 @@ def embedder_tab(
         if not _pngs(m):
             st.caption("No training curve (base models have none).")
     with right:
-        metrics_table(m["metrics"])
-        if m.get("parameters"):
+        metrics_table(m.metrics)
+        if m.parameters:
             with st.expander("Training parameters"):
-                st.json(m["parameters"], expanded=False)
+                st.json(m.parameters, expanded=False)
     reindex_action(client, m)
 
 
-def reindex_action(client: ApiClient, model: dict[str, Any]) -> None:
+def reindex_action(client: RagClient, model: ModelSummary) -> None:
     cols = collections(client)
     if cols is None:
         return
-    todo = [c["name"] for c in cols if c["name"] not in model["collections"]]
+    todo = [c.name for c in cols if c.name not in model.collections]
     if not todo:
         st.caption(
             "Every collection is built for this embedder."
@@ -166,25 +172,25 @@ def reindex_action(client: ApiClient, model: dict[str, Any]) -> None:
         )
         return
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    target = c1.selectbox(f"Build a collection for {model['name']}", todo, key="models_reidx_c")
+    target = c1.selectbox(f"Build a collection for {model.name}", todo, key="models_reidx_c")
     if c2.button("Reindex", key="models_reindex", icon=":material/build:"):
         start_job(
             client,
             "reindex",
-            {"collection": target, "embedder": model["name"]},
-            f"Building '{target}' for {model['name']}",
+            lambda: client.start_reindex(ReindexJobRequest(collection=target, embedder=model.name)),
+            f"Building '{target}' for {model.name}",
         )
 
 
-def latest_report_metrics(client: ApiClient) -> dict[str, dict[str, float]]:
+def latest_report_metrics(client: RagClient) -> dict[str, dict[str, float]]:
     """Each embedder's metrics in the newest report that evaluated it."""
     try:
-        reports = client.get("/v1/reports", params={"limit": 50})["reports"]
+        reports = client.reports(limit=50).reports
     except ApiError:
         return {}
     out: dict[str, dict[str, float]] = {}
     for r in reports:  # newest first
-        for name, vals in r["models"].items():
+        for name, vals in r.models.items():
             out.setdefault(name, vals)
     return out
 
@@ -193,24 +199,25 @@ def render() -> None:
     client = get_client()
     st.title("Models")
     try:
-        body = client.get("/v1/registry/models")
+        body = client.models()
     except ApiError as e:
         show_error(e, "The model registry is unavailable")
         return
-    serving = body["serving"]
+    serving = body.serving
     st.caption(
-        f"Serving LLM **{serving['llm_model']}** at {serving['llm_base_url']} · "
-        f"default embedder **{serving['default_embedder']}**"
+        f"Serving LLM **{serving.llm_model}** at {serving.llm_base_url} · "
+        f"default embedder **{serving.default_embedder}**"
     )
-    for w in body.get("warnings", []):
+    for w in body.warnings:
         st.warning(w)
-    models = body["models"]
     llm, emb = st.tabs(["LLM runs", "Embedders"])
     with llm:
-        llm_tab(client, [m for m in models if m["kind"] == "llm"], serving)
+        llm_tab(client, [m for m in body.models if m.kind == "llm"], serving)
     with emb:
         embedder_tab(
-            client, [m for m in models if m["kind"] == "embedder"], latest_report_metrics(client)
+            client,
+            [m for m in body.models if m.kind == "embedder"],
+            latest_report_metrics(client),
         )
 
 

@@ -1,0 +1,1 @@
+"""`tunestack` command groups: argument parsing and printing over the service layer."""

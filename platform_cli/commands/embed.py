@@ -1,0 +1,207 @@
+"""`tunestack embed synth|tune|eval`: thin commands over services.embed_tuner.service."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from platform_cli.context import provision_bases, run
+from platform_cli.output import console, fail, progress_bar
+from services.common import atomic
+from services.common.embedders import EmbedderPool
+from services.common.logs import quiet_libraries
+from services.common.records import EmbedderRecord
+from services.common.registry import Entry, Registry, dump
+from services.embed_tuner import service as svc
+from services.embed_tuner.settings import EmbedSettings
+
+app = typer.Typer(
+    help="Tune an embedder on your documents and prove it retrieves better.",
+    no_args_is_help=True,
+)
+Docs = Annotated[Path | None, typer.Option(help="Documents folder (chunked as ingest does).")]
+Corpus = Annotated[Path | None, typer.Option(help="Corpus file: SQuAD/QA JSON, JSONL, text.")]
+Llm = Annotated[str | None, typer.Option(help="OpenAI-compatible base URL; offline if omitted.")]
+Pseudo = Annotated[
+    str, typer.Option(help="Offline queries: sentences (default) | mixed (+clauses, cloze).")
+]
+LlmModel = Annotated[str | None, typer.Option()]
+PerChunk = Annotated[int | None, typer.Option(help="Queries per chunk.")]
+ValFraction = Annotated[float | None, typer.Option()]
+
+
+def _settings() -> EmbedSettings:
+    quiet_libraries()
+    return EmbedSettings()
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Training set (EmbeddingQAFinetuneDataset JSON).")],
+    docs: Docs = None,
+    corpus: Corpus = None,
+    llm: Llm = None,
+    llm_model: LlmModel = None,
+    per_chunk: PerChunk = None,
+    val_fraction: ValFraction = None,
+    embedder: Annotated[
+        str, typer.Option(help="Its tokenizer sizes --docs chunks.")
+    ] = "all-minilm-l6-v2",
+    pseudo: Pseudo = "sentences",
+    seed: int = 0,
+) -> None:
+    """Synthesize (query, passage) pairs; writes OUT and OUT's .val twin."""
+    s = _settings()
+    registry = Registry(s.home_dir)
+    req = svc.SynthRequest(
+        docs, corpus, embedder, llm, llm_model, per_chunk, val_fraction, pseudo, seed
+    )
+    provision_bases(registry, "embedder", [embedder])
+    pool = EmbedderPool(registry, precision=s.embed_precision, capacity=1)
+    passages = run(lambda: svc.load_passages(s, pool, docs, corpus, embedder))
+    with progress_bar("Generating questions" if llm else "Pseudo-queries") as prog:
+        task = prog.task_ids[0]
+        train, val = run(
+            lambda: svc.synthesize_pairs(
+                s,
+                passages,
+                req,
+                out.with_suffix(".partial.jsonl"),
+                lambda d, t, _m: prog.update(task, completed=d, total=t),
+            )
+        )
+    train.save(out)
+    val_path = out.with_name(out.stem + ".val" + out.suffix)
+    val.save(val_path)
+    console.print(
+        f"{len(train.queries)} training and {len(val.queries)} validation queries "
+        f"over {len(passages)} passages -> {out}, {val_path}"
+    )
+
+
+@app.command()
+def tune(
+    name: Annotated[str, typer.Option(help="Registry name of the tuned embedder.")],
+    base: Annotated[
+        str, typer.Option(help="Registered embedder to start from.")
+    ] = "all-minilm-l6-v2",
+    pairs: Annotated[
+        Path | None,
+        typer.Option(help="EmbeddingQAFinetuneDataset JSON, or uniem records (JSON/JSONL)."),
+    ] = None,
+    docs: Docs = None,
+    corpus: Corpus = None,
+    llm: Llm = None,
+    llm_model: LlmModel = None,
+    per_chunk: PerChunk = None,
+    val_fraction: ValFraction = None,
+    val: Annotated[Path | None, typer.Option(help="Validation set (QA JSON) for --pairs.")] = None,
+    epochs: Annotated[float | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    max_seq_length: Annotated[int | None, typer.Option()] = None,
+    loss: Annotated[str | None, typer.Option(help="mnrl | cached-mnrl | triplet | cosent")] = None,
+    hard_negatives: Annotated[int, typer.Option(help="Mined negatives per pair.")] = 0,
+    matryoshka: Annotated[str | None, typer.Option(help="e.g. 384,256,128,64")] = None,
+    pseudo: Pseudo = "sentences",
+    seed: int = 0,
+    overwrite: bool = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Fine-tune an embedder (--docs/--corpus: synthesize queries first, then train)."""
+    s = _settings()
+    try:
+        dims = [int(d) for d in matryoshka.split(",")] if matryoshka else []
+    except ValueError:
+        fail(f"--matryoshka {matryoshka}: give dimensions like 384,256,128.")
+    synth_req = svc.SynthRequest(
+        docs, corpus, base, llm, llm_model, per_chunk, val_fraction, pseudo, seed
+    )
+    req = svc.TuneRequest(
+        name=name,
+        base=base,
+        pairs=pairs,
+        synth=synth_req,
+        val=val,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        max_seq_length=max_seq_length,
+        loss=loss,
+        hard_negatives=hard_negatives,
+        matryoshka=dims,
+        overwrite=overwrite,
+    )
+    with progress_bar("Tuning") as prog:
+        task = prog.task_ids[0]
+        entry = run(
+            lambda: svc.tune_embedder(
+                s,
+                Registry(s.home_dir),
+                req,
+                lambda d, t, item: prog.update(task, completed=d, total=t, item=item),
+            )
+        )
+    if as_json:
+        console.print_json(json.dumps(dump(entry.record), default=str))
+    else:
+        print_tuned(entry)
+
+
+def print_tuned(entry: Entry[EmbedderRecord]) -> None:
+    m = entry.record.metrics
+    scores = ", ".join(
+        f"{k} {v:.4f}" for k, v in m["validation"].items() if k.endswith(("mrr@10", "accuracy@1"))
+    )
+    console.print(
+        f"Registered embedder [bold]{entry.name}[/] ({entry.fingerprint}) in "
+        f"{m['train_seconds']:.0f}s; validation {scores}\n"
+        f"  loss curve: {entry.dir / 'training_loss.png'}"
+    )
+
+
+@app.command("eval")
+def eval_cmd(
+    dataset: Annotated[Path, typer.Option(help="EmbeddingQAFinetuneDataset or SQuAD JSON.")],
+    model: Annotated[list[str], typer.Option(help="Registered embedder; repeat to compare.")],
+    top_k: Annotated[int, typer.Option(help="k of MRR@k.")] = 10,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write metrics JSON here.")
+    ] = None,
+) -> None:
+    """Retrieval metrics per model (hit@k, MRR@k, NDCG@10, recall, MAP@100) and a report."""
+    s = _settings()
+    registry = Registry(s.home_dir)
+    provision_bases(registry, "embedder", model)
+    pool = EmbedderPool(registry, precision=s.embed_precision, capacity=1)
+    with progress_bar("Evaluating") as prog:
+        task = prog.task_ids[0]
+        report = run(
+            lambda: svc.evaluate_embedders(
+                s,
+                registry,
+                pool,
+                svc.EvalRequest(dataset, model, top_k),
+                lambda d, t, msg: prog.update(task, completed=d, total=t or None, item=msg),
+            )
+        )
+    if json_out:
+        atomic.write_json(json_out, {"models": report.results})
+    print_eval(report)
+
+
+def print_eval(report: svc.EvalReport) -> None:
+    k = report.top_k
+    cols = ("hit@1", "hit@5", "hit@10", f"mrr@{k}", "ndcg@10", "map@100")
+    title = f"{report.dataset.name}: {report.queries} queries, {report.corpus} passages"
+    t = Table("model", *cols, "encode s", title=title)
+    for n, r in report.results.items():
+        t.add_row(n, *(f"{r[c]:.4f}" for c in cols), f"{r['encode_seconds']:.1f}")
+    console.print(t)
+    for n, v in report.error_reduction.items():
+        console.print(f"{n}: error (1 - MRR@{k}) reduced by {v:.1%} vs {report.baseline}")
+    console.print(f"report: {report.folder}/report.md, metrics.png")

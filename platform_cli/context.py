@@ -1,0 +1,44 @@
+"""What every command needs: the stack settings, the API client, one way to fail."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
+
+from platform_cli.output import fail
+from platform_cli.settings import StackSettings
+from services.common.api_client import RagClient
+from services.common.errors import TunestackError
+from services.common.logs import quiet_libraries
+from services.common.records import Kind
+from services.common.registry import BASE_MODELS, Registry
+
+T = TypeVar("T")
+
+
+def settings() -> StackSettings:
+    quiet_libraries()
+    return StackSettings()
+
+
+def run(fn: Callable[[], T]) -> T:
+    """Call `fn`; an anticipated failure prints its message and hint and exits 1."""
+    try:
+        return fn()
+    except TunestackError as e:
+        fail(e)
+
+
+def provision_bases(registry: Registry, kind: Kind, names: list[str]) -> None:
+    """Register the bundled base models among `names` (an explicit, download-free step
+    of the commands that name models); other names are looked up by the service, which
+    reports an unknown one after checking the rest of the input."""
+    for name in names:
+        base = BASE_MODELS.get(name)
+        if base is not None and base.kind == kind:
+            run(partial(registry.ensure, kind, name))
+
+
+def rag_client(s: StackSettings, timeout: float = 300) -> RagClient:
+    return RagClient(s.api_url, s.api_key_value, timeout=timeout)

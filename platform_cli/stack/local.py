@@ -1,0 +1,282 @@
+"""The embedded default: every service as a local background process.
+
+Each process gets a pid file and a log under TUNESTACK_HOME/{run,logs}; `up` is
+idempotent (healthy services are left alone), `down` stops process groups (TERM, then
+KILL), and `status` reports each service's health with its URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from platform_cli.settings import StackSettings
+from platform_cli.stack.base import (
+    LLAMACPP_IN_DOCKER_HINT,
+    SERVICE_NAMES,
+    SERVICES,
+    OnEvent,
+    ServiceStatus,
+    UpOptions,
+    ollama_target,
+    service_def,
+    waves,
+)
+from platform_cli.stack.llamacpp_target import LlamaCppTarget, served_model
+from platform_cli.stack.processes import ProcSpec, alive, healthy, port_free
+from services.common.errors import BadInput, ServiceUnavailable, TunestackError
+from services.common.registry import Registry
+from services.common.settings import process_environ
+from services.converter.deploy import ServingTarget
+from services.converter.servable import servable_gguf
+from services.llm_server import LlmServerSettings, server_argv
+
+
+def chroma_binary() -> str:
+    cand = Path(sys.executable).parent / "chroma"
+    if cand.exists():
+        return str(cand)
+    found = shutil.which("chroma")
+    if not found:
+        raise TunestackError(
+            "The `chroma` server command is not installed.",
+            hint="Run `make setup` (installs chromadb into .venv).",
+        )
+    return found
+
+
+def prepare_models(s: StackSettings, on_event: OnEvent) -> tuple[Path, str]:
+    """Provision the default embedder and LLM, and pick the GGUF llama.cpp serves: the
+    model `tunestack llm deploy --to llamacpp` last deployed (it survives restarts), else
+    the default LLM's servable file. Returns (GGUF, the name the server answers to)."""
+    registry = Registry(s.home_dir)
+    on_event("preparing models (first run converts the base LLM to f16)")
+    registry.ensure("embedder", s.default_embedder)
+    registry.ensure("llm", s.default_llm)
+    _, gguf = servable_gguf(registry, s.default_llm)
+    return served_model(s) or (gguf, s.default_llm)
+
+
+class LocalStack:
+    mode = "local"
+    detail_columns: tuple[str, ...] = ("pid", "log")
+
+    def __init__(self, s: StackSettings) -> None:
+        self.s = s
+        self.home = s.home_dir
+        self.run_dir = self.home / "run"
+        self.log_dir = self.home / "logs"
+
+    # ---- specs ------------------------------------------------------------------
+    @property
+    def llm_settings(self) -> LlmServerSettings:
+        """The llama.cpp server's own settings (TUNESTACK_LLM_CTX, _THREADS, _GPU_LAYERS),
+        on the stack's bind address and LLM port."""
+        s = self.s
+        return LlmServerSettings(
+            host=s.bind, port=s.llm_port, home=s.home, default_llm=s.default_llm
+        )
+
+    def child_env(self) -> dict[str, str]:
+        """Environment of every child process: ours, plus where the other services are."""
+        s = self.s
+        return process_environ(
+            {
+                "TUNESTACK_HOME": str(self.home),
+                "TUNESTACK_CHROMA_URL": s.chroma_url,
+                "TUNESTACK_API_URL": s.api_url,
+                "TUNESTACK_DEFAULT_LLM": s.default_llm,
+                "TUNESTACK_RAG_HOST": s.bind,
+                "TUNESTACK_RAG_PORT": str(s.api_port),
+                "TUNESTACK_RAG_LLM_BASE_URL": s.llm_url,
+                "TUNESTACK_UI_HOST": s.bind,
+                "TUNESTACK_UI_PORT": str(s.ui_port),
+                "PYTHONUNBUFFERED": "1",
+                "ANONYMIZED_TELEMETRY": "False",
+            }
+        )
+
+    def spec(
+        self, name: str, llm_model_path: Path | None = None, llm_alias: str | None = None
+    ) -> ProcSpec:
+        s, d = self.s, service_def(name)
+        py = sys.executable
+        if name == "chroma":
+            argv = [chroma_binary(), "run", "--path", str(self.home / "chroma")]
+            argv += ["--host", s.bind, "--port", str(d.port.value(s))]
+        elif name == "llm":
+            if llm_model_path is None:
+                raise ValueError("llm needs a model path")
+            argv = server_argv(self.llm_settings, llm_model_path, llm_alias)
+        elif name == "rag-api":
+            argv = [py, "-m", "services.rag_api"]
+        else:
+            argv = [py, "-m", "services.ui"]
+        return ProcSpec(name, argv, d.port.value(s), d.url(s), d.health_url(s))
+
+    # ---- pid files ----------------------------------------------------------------
+    def pidfile(self, name: str) -> Path:
+        return self.run_dir / f"{name}.json"
+
+    def pid(self, name: str) -> int | None:
+        try:
+            info = json.loads(self.pidfile(name).read_text())
+            pid = int(info["pid"])
+        except (OSError, ValueError, KeyError):
+            return None
+        return pid if alive(pid) else None
+
+    def running_argv(self, name: str) -> list[str] | None:
+        """The command line of the running process `name`, to start it again later."""
+        try:
+            info = json.loads(self.pidfile(name).read_text())
+            return list(info["argv"]) if self.pid(name) is not None else None
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    # ---- state --------------------------------------------------------------------
+    def status(self) -> list[ServiceStatus]:
+        out = []
+        for d in SERVICES:
+            pid = self.pid(d.name)
+            ok = pid is not None and healthy(d.health_url(self.s))
+            state = "healthy" if ok else "starting/unhealthy" if pid else "stopped"
+            details = {"pid": pid, "log": str(self.log_path(d.name))}
+            running = pid is not None
+            out.append(ServiceStatus(d.name, d.url(self.s), state, ok, running, details))
+        return out
+
+    def is_running(self) -> bool:
+        return any(self.pid(name) is not None for name in SERVICE_NAMES)
+
+    def log_tail(self, name: str, n: int) -> str:
+        try:
+            lines = self.log_path(name).read_text(errors="replace").splitlines()[-n:]
+        except OSError:
+            return ""
+        return "\n".join("  | " + line for line in lines)
+
+    # ---- processes ------------------------------------------------------------------
+    def start(self, spec: ProcSpec) -> int:
+        if (pid := self.pid(spec.name)) is not None:
+            return pid
+        if not port_free(self.s.bind, spec.port):
+            raise TunestackError(
+                f"Port {spec.port} for {spec.name} is taken by another program.",
+                hint="Stop that program or choose another port, e.g. "
+                f"{service_def(spec.name).port.env}=<free port> in .env.",
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path(spec.name).open("ab")
+        proc = subprocess.Popen(
+            spec.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**self.child_env(), **spec.env},
+            start_new_session=True,
+            cwd=str(Path.cwd()),
+        )
+        record = {"pid": proc.pid, "argv": spec.argv, "started": time.time(), "url": spec.url}
+        self.pidfile(spec.name).write_text(json.dumps(record))
+        return proc.pid
+
+    def wait_healthy(self, spec: ProcSpec, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if healthy(spec.health_url):
+                return
+            if self.pid(spec.name) is None:
+                break
+            time.sleep(0.5)
+        tail = self.log_tail(spec.name, 15)
+        raise ServiceUnavailable(
+            spec.name,
+            f"{spec.name} did not become healthy at {spec.health_url} within {timeout:.0f}s."
+            f"\n{tail}",
+            hint=f"See {self.log_path(spec.name)}; fix the cause and run `tunestack up` again.",
+        )
+
+    def stop(self, name: str, timeout: float = 10.0) -> bool:
+        pid = self.pid(name)
+        if pid is None:
+            self.pidfile(name).unlink(missing_ok=True)
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and alive(pid):
+            time.sleep(0.2)
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        self.pidfile(name).unlink(missing_ok=True)
+        return True
+
+    def start_services(
+        self, names: Sequence[str], on_event: OnEvent, llm_model_path: Path, llm_alias: str
+    ) -> None:
+        """Start in dependency waves: servers with no dependencies boot in parallel."""
+        for wave in waves(names):
+            batch = [self.spec(d.name, llm_model_path, llm_alias) for d in wave]
+            for spec in batch:
+                was = self.pid(spec.name)
+                self.start(spec)
+                on_event(f"{spec.name}: {'already running' if was else 'starting'}")
+            for spec in batch:
+                self.wait_healthy(spec, self.s.start_timeout_s)
+                on_event(f"{spec.name}: healthy at {spec.url}")
+
+    # ---- the Stack interface ----------------------------------------------------------
+    def up(self, options: UpOptions, on_event: OnEvent) -> None:
+        if options.llm == "ollama" or options.gpu:
+            raise TunestackError(
+                "Local mode runs llama.cpp on the CPU; --llm ollama and --gpu need docker mode.",
+                hint="Start Docker and use --mode docker, or point TUNESTACK_RAG_LLM_BASE_URL "
+                "at an Ollama you run yourself (http://127.0.0.1:11434/v1).",
+            )
+        gguf, alias = prepare_models(self.s, on_event)
+        names = [n for n in SERVICE_NAMES if options.ui or n != "ui"]
+        self.start_services(names, on_event, gguf, alias)
+
+    def down(self, volumes: bool = False) -> list[str]:
+        """Stop every process; `volumes` has nothing to delete here (the data in
+        TUNESTACK_HOME is never deleted by `down`)."""
+        return [n for n in reversed(SERVICE_NAMES) if self.stop(n)]
+
+    def logs(self, service: str, follow: bool, lines: int) -> int:
+        service_def(service)  # an unknown name is refused with the list of names
+        path = self.log_path(service)
+        if not path.exists():
+            raise TunestackError(f"No log yet at {path}.", hint="Start the stack: tunestack up")
+        if follow:
+            os.execvp("tail", ["tail", "-n", str(lines), "-f", str(path)])
+        sys.stdout.write(self.log_tail(service, lines) + "\n")
+        return 0
+
+    def run_job(self, service: str, argv: Sequence[str]) -> int | None:
+        return None  # local mode: jobs run in this process
+
+    def serving_target(self, kind: str, *, adapter: bool = False) -> ServingTarget:
+        target = ollama_target(self.s, kind, adapter)
+        if target is not None:
+            return target
+        if self.s.in_job_container:
+            # a llama.cpp server started here would die with the job's container
+            raise BadInput(
+                "--to llamacpp restarts the local llama.cpp server; this is a job container.",
+                hint=LLAMACPP_IN_DOCKER_HINT,
+            )
+        return LlamaCppTarget(self)

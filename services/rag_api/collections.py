@@ -1,0 +1,136 @@
+"""Collections as a service: ingest (paths or uploads), reindex, list, delete.
+
+Every writer of a collection takes its cross-process lock (services.common.locks), so
+`tunestack ingest` in a terminal and an upload through the API never write one
+collection at the same time, and a reindex waits for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from services.common.api_schemas import BuildInfo, CollectionInfo
+from services.common.errors import BadInput, ServiceUnavailable
+from services.rag_api.context import RagContext
+from services.rag_api.ingest import Ingestor, IngestReport, Progress
+from services.rag_api.reindex import reindex
+from services.rag_api.store import Build, validate_collection_name
+from services.rag_api.uploads import save_upload
+
+Waiting = Callable[[], None]
+
+
+@dataclass
+class IngestRequest:
+    paths: list[Path]
+    collection: str
+    embedder: str | None = None
+    chunk_size: int | None = None
+    chunk_overlap: int | None = None
+    prune: bool = False
+
+
+def _ingestor(ctx: RagContext, req: IngestRequest) -> Ingestor:
+    s = ctx.settings
+    size = req.chunk_size or s.chunk_size
+    overlap = s.chunk_overlap if req.chunk_overlap is None else req.chunk_overlap
+    if not 0 <= overlap < size:
+        raise BadInput(
+            f"chunk_overlap ({overlap}) must be smaller than chunk_size ({size}).",
+            hint="Lower the overlap or raise the chunk size.",
+        )
+    emb = ctx.pool.get(req.embedder or s.default_embedder)
+    return Ingestor(
+        ctx.store,
+        emb,
+        chunk_size=size,
+        chunk_overlap=overlap,
+        max_file_bytes=s.max_file_mb * 2**20,
+    )
+
+
+def ingest(
+    ctx: RagContext,
+    req: IngestRequest,
+    *,
+    progress: Progress | None = None,
+    waiting: Waiting | None = None,
+) -> IngestReport:
+    """Ingest files and folders into a collection (idempotent, crash-safe; see ingest.py)."""
+    validate_collection_name(req.collection)
+    if not ctx.store.heartbeat():
+        raise ServiceUnavailable(
+            "chroma",
+            f"Chroma is not running at {ctx.store.url}.",
+            hint="Start the stack first: tunestack up",
+        )
+    ingestor = _ingestor(ctx, req)
+    with ctx.collection_lock(req.collection, waiting):
+        return ingestor.ingest(req.paths, req.collection, prune=req.prune, progress=progress)
+
+
+def ingest_uploads(
+    ctx: RagContext, files: list[tuple[str, BinaryIO]], req: IngestRequest
+) -> IngestReport:
+    """Store uploaded files under uploads/<collection>/ and ingest them; the report names
+    files by their upload name, never by a server path."""
+    validate_collection_name(req.collection)
+    if not files:
+        raise BadInput("No files were uploaded.", hint="Send one or more 'files' parts.")
+    ingestor = _ingestor(ctx, req)
+    dest = ctx.uploads / req.collection
+    limit = ctx.settings.max_upload_mb * 2**20
+    with ctx.collection_lock(req.collection):
+        saved = [save_upload(f, name or "upload", dest, limit) for name, f in files]
+        report = ingestor.ingest(saved, req.collection)
+    for f in report.files:
+        f.path = f.path.rsplit("/", 1)[-1]
+    return report
+
+
+def reindex_collection(
+    ctx: RagContext,
+    collection: str,
+    embedder: str,
+    *,
+    batch: int = 512,
+    progress: Callable[[int, int], None] | None = None,
+    waiting: Waiting | None = None,
+) -> tuple[Build, int]:
+    """Build `collection` for another embedder from its stored chunks."""
+    validate_collection_name(collection)
+    emb = ctx.pool.get(embedder)
+    with ctx.collection_lock(collection, waiting):
+        return reindex(
+            ctx.store,
+            collection,
+            emb,
+            ctx.settings.default_embedder,
+            batch=batch,
+            progress=progress,
+        )
+
+
+def list_collections(ctx: RagContext) -> list[CollectionInfo]:
+    out: dict[str, CollectionInfo] = {}
+    for b in ctx.store.builds():
+        c = out.setdefault(b.name, CollectionInfo(name=b.name, builds=[]))
+        c.builds.append(
+            BuildInfo(
+                embedder=b.embedder,
+                embedder_fp=b.embedder_fp,
+                chunks=ctx.store.count(b),
+                created=b.metadata.get("created"),
+            )
+        )
+    return list(out.values())
+
+
+def delete_collection(ctx: RagContext, name: str) -> int:
+    """Delete every embedder's build of `name`; the number of builds deleted."""
+    validate_collection_name(name)
+    with ctx.collection_lock(name):
+        return ctx.store.delete(name)

@@ -1,0 +1,107 @@
+"""The bodies of the API's background jobs: an embedding evaluation, a collection reindex
+and an LLM deploy to Ollama.
+
+Each is an adapter over the service function the CLI calls (embed_tuner.service,
+rag_api.collections, converter.deploy): a report made from the UI is `tunestack embed
+eval`'s, a deploy from the UI is `tunestack llm deploy --to ollama`'s. What a job adds is
+progress reporting and the API's own loaded embedders and in-process LLM switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from services.common.api_schemas import LlmSwitch, LlmTargetInfo, SwitchResponse
+from services.converter.deploy import DeploySpec, OllamaTarget, deploy
+from services.embed_tuner.service import EvalRequest, evaluate_embedders
+from services.rag_api.collections import reindex_collection
+from services.rag_api.context import RagContext
+from services.rag_api.jobs import Progress
+from services.rag_api.llm_switch import switch_llm
+
+
+def run_eval(
+    ctx: RagContext, path: Path, models: list[str], top_k: int, progress: Progress
+) -> dict[str, Any]:
+    req = EvalRequest(path, models, top_k, made_by="rag-api job")
+    report = evaluate_embedders(ctx.settings, ctx.registry, ctx.pool, req, progress)
+    return {
+        "report": report.folder.name,
+        "models": report.headline(),
+        "error_reduction": report.error_reduction,
+    }
+
+
+def run_reindex(
+    ctx: RagContext, collection: str, embedder: str, progress: Progress
+) -> dict[str, Any]:
+    progress(0, 0, f"loading {embedder} and embedding the stored chunks")
+    build, n = reindex_collection(
+        ctx,
+        collection,
+        embedder,
+        batch=128,  # finer progress; one Chroma upsert per 128 chunks is still cheap
+        progress=lambda d, t: progress(d, t, f"embedded {d}/{t} chunks with {embedder}"),
+        waiting=lambda: progress(0, 0, f"waiting for other writes to '{collection}'"),
+    )
+    return {"collection": collection, "embedder": build.embedder, "chunks": n}
+
+
+class InProcessSwitch:
+    """The deploy's RAG API switch when the deploy runs inside the API: no HTTP hop, the
+    same verified switch the /v1/admin/llm endpoint performs."""
+
+    def __init__(self, ctx: RagContext) -> None:
+        self.ctx = ctx
+
+    def switch(self, model: str, base_url: str, run: str) -> SwitchResponse:
+        return asyncio.run(switch_llm(self.ctx, LlmSwitch(model=model, base_url=base_url, run=run)))
+
+    def restore(self, previous: LlmTargetInfo) -> None:
+        asyncio.run(
+            switch_llm(
+                self.ctx,
+                LlmSwitch(model=previous.model, base_url=previous.base_url, verify=False),
+            )
+        )
+
+
+DEPLOY_STEPS = 5
+
+
+def run_deploy(
+    ctx: RagContext, run: str, quant: str, model: str, progress: Progress
+) -> dict[str, Any]:
+    """`tunestack llm deploy RUN --to ollama` inside the API (services.converter.deploy
+    says what is checked when and what is undone if a step fails)."""
+    host = ctx.settings.ollama_host
+    step = 0
+
+    def say(msg: str) -> None:
+        nonlocal step
+        step = min(step + 1, DEPLOY_STEPS - 1)
+        progress(step, DEPLOY_STEPS, msg.strip())
+
+    progress(0, DEPLOY_STEPS, f"deploying {run} ({quant}) to Ollama at {host}")
+    res = deploy(
+        ctx.registry,
+        DeploySpec(run, quant, model, by="rag-api job"),
+        OllamaTarget(host),
+        InProcessSwitch(ctx),
+        say,
+    )
+    progress(DEPLOY_STEPS, DEPLOY_STEPS, f"'{model}' is serving")
+    assert res.switched is not None  # the in-process switch always switches or raises
+    return {
+        "run": run,
+        "to": "ollama",
+        "model": model,
+        "quant": res.quant,
+        "host": host,
+        "base_url": res.installed.base_url,
+        "verify": {"response": res.installed.response, "seconds": res.installed.seconds},
+        "previous": res.switched.previous.model_dump(),
+        "current": res.switched.current.model_dump(),
+    }

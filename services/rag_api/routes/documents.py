@@ -1,0 +1,86 @@
+"""Document endpoints: ingest uploads, retrieve, list/delete/reindex collections."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+
+from services.common.api_schemas import (
+    CollectionDeleted,
+    CollectionsResponse,
+    IngestResponse,
+    ReindexRequest,
+    ReindexResponse,
+    RetrieveRequest,
+    RetrieveResponse,
+)
+from services.rag_api import collections as svc
+from services.rag_api.context import RagContext
+
+router = APIRouter(prefix="/v1", tags=["documents"])
+
+
+def context(request: Request) -> RagContext:
+    return request.app.state.tunestack
+
+
+@router.post(
+    "/ingest",
+    summary="Upload files and ingest them into a collection",
+    response_model=IngestResponse,
+)
+def ingest(
+    request: Request,
+    files: Annotated[list[UploadFile], File(description="Documents (.md .txt .pdf .docx .html)")],
+    collection: Annotated[str, Form()],
+    embedder: Annotated[str | None, Form()] = None,
+    chunk_size: Annotated[int | None, Form(ge=16, le=8192)] = None,
+    chunk_overlap: Annotated[int | None, Form(ge=0, le=4096)] = None,
+) -> IngestResponse:
+    req = svc.IngestRequest([], collection, embedder, chunk_size, chunk_overlap)
+    uploads = [(f.filename or "upload", f.file) for f in files]
+    report = svc.ingest_uploads(context(request), uploads, req)
+    return IngestResponse.model_validate(report.to_dict())
+
+
+@router.post(
+    "/retrieve", summary="Rank chunks of a collection for a query", response_model=RetrieveResponse
+)
+def retrieve(request: Request, body: RetrieveRequest) -> RetrieveResponse:
+    res = context(request).retriever.retrieve(
+        body.collection,
+        body.query,
+        mode=body.mode,
+        top_k=body.top_k,
+        embedder=body.embedder,
+    )
+    return RetrieveResponse.model_validate(res.to_dict())
+
+
+@router.get(
+    "/collections",
+    summary="Collections with the embedders they are built for",
+    response_model=CollectionsResponse,
+)
+def collections(request: Request) -> CollectionsResponse:
+    return CollectionsResponse(collections=svc.list_collections(context(request)))
+
+
+@router.delete(
+    "/collections/{name}",
+    summary="Delete a collection (every embedder's build)",
+    response_model=CollectionDeleted,
+)
+def delete_collection(request: Request, name: str) -> CollectionDeleted:
+    return CollectionDeleted(deleted=name, builds=svc.delete_collection(context(request), name))
+
+
+@router.post(
+    "/collections/{name}/reindex",
+    summary="Build a collection for another embedder",
+    response_model=ReindexResponse,
+)
+def reindex_collection(request: Request, name: str, body: ReindexRequest) -> ReindexResponse:
+    build, n = svc.reindex_collection(context(request), name, body.embedder)
+    return ReindexResponse(collection=name, embedder=build.embedder, chunks=n)
