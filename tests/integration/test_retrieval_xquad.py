@@ -11,15 +11,12 @@ from services.common.embedders import EmbedderPool
 from services.rag_api.ingest import Ingestor
 from services.rag_api.retrieval import Retriever
 from services.rag_api.store import VectorStore
-from tests.conftest import SHARED_DATA
+from tests.conftest import shared_data
 from tests.integration.conftest import Stack
 
-XQUAD = SHARED_DATA / "xquad" / "xquad.en.json"
 
-
-@pytest.mark.skipif(not XQUAD.exists(), reason="../shared/data is not present")
 def test_dense_hit_at_5_on_xquad_en(tmp_path: Path, stack: Stack, store: VectorStore) -> None:
-    data = json.loads(XQUAD.read_text())
+    data = json.loads(shared_data("xquad", "xquad.en.json").read_text())
     questions: list[tuple[str, str]] = []
     for a, article in enumerate(data["data"]):
         for p, para in enumerate(article["paragraphs"]):

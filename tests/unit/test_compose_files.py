@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import unavailable
 import yaml
 
 from services.common.registry import BASE_MODELS
@@ -154,7 +156,7 @@ def _compose_cmd(version: str) -> tuple[list[str], dict[str, str]]:
     if version == "v1":
         exe = shutil.which("docker-compose")
         if exe is None:
-            pytest.skip("docker-compose (v1) is not installed (make test-compose installs it)")
+            unavailable("docker-compose (v1) is not installed (.ci/run installs it)")
         return [exe], env
     for config in (env.get("DOCKER_CONFIG"), str(V2_PLUGIN_DIR)):
         trial = {**env, "DOCKER_CONFIG": config} if config else env
@@ -166,7 +168,7 @@ def _compose_cmd(version: str) -> tuple[list[str], dict[str, str]]:
             == 0
         ):
             return ["docker", "compose"], trial
-    pytest.skip("the compose v2 plugin is not installed (make test-compose installs it)")
+    unavailable("the compose v2 plugin is not installed (infra/ci/test_tools.sh installs it)")
 
 
 def _docker_compose() -> str:

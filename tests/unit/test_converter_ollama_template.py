@@ -18,6 +18,8 @@ import functools
 
 import pytest
 
+from tests.conftest import unavailable
+
 from services.common.registry import BASE_MODELS
 from services.converter.ollama_template import (
     UntranslatableTemplate,
@@ -137,7 +139,7 @@ def test_go_template_matches_jinja(name: str, go_render: Renderer | None) -> Non
     mirror = [render_go_semantics(t, conv) for conv in CONVERSATIONS]
     assert mirror == want
     if go_render is None:
-        pytest.skip("Go is not installed: only the Python mirror was compared (apt golang-go)")
+        unavailable("Go is not installed: only the Python mirror was compared (apt golang-go)")
     got = go_render([(t.template, conv) for conv in CONVERSATIONS])
     for conv, g, w in zip(CONVERSATIONS, got, want, strict=True):
         assert g == w, f"{name} {[m['role'] for m in conv]}:\n go:    {g!r}\n jinja: {w!r}"

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = [
     ROOT / "infra/desktop/install.sh",
@@ -27,7 +29,7 @@ SCRIPTS = [
 def test_shellcheck_clean() -> None:
     exe = shutil.which("shellcheck")
     if exe is None:
-        pytest.skip("shellcheck is not installed (make test-compose installs it)")
+        unavailable("shellcheck is not installed (.ci/run installs it)")
     r = subprocess.run([exe, *map(str, SCRIPTS)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -88,7 +90,7 @@ def _powershell_parser():  # type: ignore[no-untyped-def]
         import tree_sitter
         import tree_sitter_powershell
     except ImportError:
-        pytest.skip("tree-sitter-powershell is not installed (make test-compose installs it)")
+        unavailable("tree-sitter-powershell is not installed (infra/ci/test_tools.sh installs it)")
     return tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
 
 
