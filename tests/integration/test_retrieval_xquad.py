@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from services.common.embedders import EmbedderPool
 from services.rag_api.ingest import Ingestor
 from services.rag_api.retrieval import Retriever

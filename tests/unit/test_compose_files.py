@@ -11,12 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import unavailable
 import yaml
 
 from services.common.registry import BASE_MODELS
 from services.common.settings import DEPRECATED_ENV
+from tests.conftest import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose"

@@ -18,8 +18,6 @@ import functools
 
 import pytest
 
-from tests.conftest import unavailable
-
 from services.common.registry import BASE_MODELS
 from services.converter.ollama_template import (
     UntranslatableTemplate,
@@ -28,6 +26,7 @@ from services.converter.ollama_template import (
     translate,
 )
 from services.trainer.templates import CHATML, LLAMA3
+from tests.conftest import unavailable
 from tests.go_render import Renderer, go_renderer
 
 QWEN_STYLE = (
