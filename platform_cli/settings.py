@@ -53,16 +53,17 @@ class StackSettings(CommonSettings):
 
     @model_validator(mode="after")
     def _derive_urls(self) -> Self:
-        """Client URLs not set explicitly point at this machine's published ports."""
+        """Client URLs not set explicitly point at this machine's ports: the API on the bind
+        address, Chroma and Ollama on loopback (they are never published beyond it)."""
         derived = {
-            "chroma_url": self.chroma_port,
-            "api_url": self.api_port,
-            "ollama_host": self.ollama_port,
+            "chroma_url": f"http://127.0.0.1:{self.chroma_port}",
+            "api_url": self.url(self.api_port),
+            "ollama_host": f"http://127.0.0.1:{self.ollama_port}",
         }
-        for name, port in derived.items():
+        for name, url in derived.items():
             if name not in self.model_fields_set:
                 # not setattr: that would mark the value as set explicitly
-                self.__dict__[name] = self.url(port)
+                self.__dict__[name] = url
         return self
 
     def url(self, port: int) -> str:
@@ -71,7 +72,7 @@ class StackSettings(CommonSettings):
 
     @property
     def llm_url(self) -> str:
-        return self.url(self.llm_port) + "/v1"
+        return f"http://127.0.0.1:{self.llm_port}/v1"
 
     @property
     def ui_url(self) -> str:

@@ -39,6 +39,9 @@ from services.converter.deploy import ServingTarget
 from services.converter.servable import servable_gguf
 from services.llm_server import LlmServerSettings, server_argv
 
+LOOPBACK = "127.0.0.1"
+PUBLISHED = ("rag-api", "ui")  # the only services TUNESTACK_BIND applies to
+
 
 def chroma_binary() -> str:
     cand = Path(sys.executable).parent / "chroma"
@@ -79,11 +82,15 @@ class LocalStack:
     @property
     def llm_settings(self) -> LlmServerSettings:
         """The llama.cpp server's own settings (TUNESTACK_LLM_CTX, _THREADS, _GPU_LAYERS),
-        on the stack's bind address and LLM port."""
+        on loopback (only the API and the UI follow TUNESTACK_BIND) and the LLM port."""
         s = self.s
         return LlmServerSettings(
-            host=s.bind, port=s.llm_port, home=s.home, default_llm=s.default_llm
+            host=LOOPBACK, port=s.llm_port, home=s.home, default_llm=s.default_llm
         )
+
+    def bind_of(self, name: str) -> str:
+        """Only the API and the UI are ever reachable beyond this machine."""
+        return self.s.bind if name in PUBLISHED else LOOPBACK
 
     def child_env(self) -> dict[str, str]:
         """Environment of every child process: ours, plus where the other services are."""
@@ -111,7 +118,7 @@ class LocalStack:
         py = sys.executable
         if name == "chroma":
             argv = [chroma_binary(), "run", "--path", str(self.home / "chroma")]
-            argv += ["--host", s.bind, "--port", str(d.port.value(s))]
+            argv += ["--host", LOOPBACK, "--port", str(d.port.value(s))]
         elif name == "llm":
             if llm_model_path is None:
                 raise ValueError("llm needs a model path")
@@ -171,7 +178,7 @@ class LocalStack:
     def start(self, spec: ProcSpec) -> int:
         if (pid := self.pid(spec.name)) is not None:
             return pid
-        if not port_free(self.s.bind, spec.port):
+        if not port_free(self.bind_of(spec.name), spec.port):
             raise TunestackError(
                 f"Port {spec.port} for {spec.name} is taken by another program.",
                 hint="Stop that program or choose another port, e.g. "

@@ -40,6 +40,8 @@ JOB_SERVICES: dict[tuple[str, ...], str] = {
     ("embed", "eval"): "embed-tuner",
     ("ingest",): "embed-tuner",
     ("reindex",): "embed-tuner",
+    # the keys file lives in the stack's home volume, which the API reads (any job image)
+    ("keys",): "converter",
 }
 
 

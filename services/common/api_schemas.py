@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobStatus = Literal["queued", "running", "done", "failed"]
+JobStatus = Literal["queued", "running", "done", "failed", "interrupted"]
 RetrievalMode = Literal["dense", "bm25", "hybrid"]
 
 
@@ -187,13 +187,26 @@ class EmbeddingsRequest(BaseModel):
 
 
 class LlmSwitch(BaseModel):
-    model: str = Field(min_length=1, description="Model name the LLM server serves.")
+    model_config = ConfigDict(extra="forbid")  # an `api_key` or other field is refused
+
+    model: str = Field(min_length=1, max_length=200, description="Model the server serves.")
     base_url: str | None = Field(
-        default=None, description="OpenAI-compatible /v1 URL; default: the current one."
+        default=None,
+        max_length=500,
+        description="One of the API's configured LLM servers (its /v1 URL); default: the "
+        "current one. Any other URL is refused.",
     )
-    api_key: str | None = None
     verify: bool = Field(default=True, description="Check the model answers before switching.")
     run: str | None = Field(default=None, description="Registry run it was deployed from.")
+
+
+class WhoAmI(BaseModel):
+    """GET /v1/whoami: the caller's key (auth false: the API has no keys, all may admin)."""
+
+    id: str
+    name: str
+    role: Literal["user", "admin"]
+    auth: bool
 
 
 class LlmTargetInfo(BaseModel):
@@ -371,6 +384,9 @@ class JobInfo(BaseModel):
     created: float
     started: float | None = None
     finished: float | None = None
+    resume: str | None = Field(
+        default=None, description="The command that does this job again (shown if interrupted)."
+    )
 
 
 class JobsResponse(BaseModel):

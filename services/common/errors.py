@@ -51,6 +51,12 @@ class ServiceUnavailable(TunestackError):
         return out
 
 
+class UpstreamTimeout(ServiceUnavailable):
+    """A peer answered too slowly (504): it is up, so "unreachable" would mislead."""
+
+    status_code = 504
+
+
 class Conflict(TunestackError):
     """The request is valid but cannot be done in the current state (the hint says how)."""
 
@@ -59,3 +65,13 @@ class Conflict(TunestackError):
 
 class EmbedderMismatch(Conflict):
     pass
+
+
+class Busy(TunestackError):
+    """Too much work queued right now; `retry_after` seconds is a fair wait (429)."""
+
+    status_code = 429
+
+    def __init__(self, message: str, hint: str | None = None, retry_after: int = 5) -> None:
+        super().__init__(message, hint)
+        self.retry_after = retry_after

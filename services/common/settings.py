@@ -163,9 +163,10 @@ class CommonSettings(BaseSettings):
 
     @field_validator("api_key", mode="before")
     @classmethod
-    def _empty_key_is_unset(cls, v: Any) -> Any:
-        # compose passes `TUNESTACK_API_KEY: ${TUNESTACK_API_KEY:-}`: empty means unset
-        return None if v in ("", None) else v
+    def _blank_key_kept(cls, v: Any) -> Any:
+        # a key set to "" stays "": the API refuses to start with it (never "open"), while
+        # clients treat it as no key (api_key_value); compose passes it only when set
+        return v
 
     @classmethod
     def settings_customise_sources(
@@ -185,7 +186,14 @@ class CommonSettings(BaseSettings):
 
     @property
     def api_key_value(self) -> str | None:
-        return self.api_key.get_secret_value() if self.api_key else None
+        """The key a client sends (None when unset or blank)."""
+        key = self.api_key.get_secret_value() if self.api_key else None
+        return key if key and key.strip() else None
+
+    @property
+    def api_key_configured(self) -> str | None:
+        """The key exactly as configured, blank included (the API checks it at start)."""
+        return self.api_key.get_secret_value() if self.api_key is not None else None
 
 
 def process_environ(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -1,83 +1,35 @@
-"""FastAPI application factory: auth, error mapping, health and readiness."""
+"""FastAPI application factory: the guard, error shapes, routes and the job manager.
+
+Who may call what is decided in services.rag_api.security (before any body is read);
+every error leaves in one shape through services.rag_api.http_errors.
+"""
 
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import FastAPI
 
+from services.common.auth import Authenticator, KeyStore
 from services.common.errors import TunestackError
 from services.common.registry import BASE_MODELS
-from services.rag_api import llm as llm_mod
+from services.rag_api import http_errors
+from services.rag_api.body_limit import BodyLimit
 from services.rag_api.context import RagContext
-from services.rag_api.routes import admin, documents, jobs, llm, openai
+from services.rag_api.jobs import JobManager
+from services.rag_api.routes import admin, documents, health, jobs, llm, openai
+from services.rag_api.security import (
+    Guard,
+    GuardConfig,
+    check_exposure,
+    check_route_roles,
+)
 from services.rag_api.settings import RagSettings
 
 log = logging.getLogger("tunestack.rag_api")
-_bearer = HTTPBearer(auto_error=False)
-
-
-class BodyLimit:
-    """Reject request bodies over a limit before they are parsed or spooled to disk."""
-
-    def __init__(self, app: ASGIApp, limit_bytes: int) -> None:
-        self.app = app
-        self.limit = limit_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared and declared.isdigit() and int(declared) > self.limit:
-            await _too_large(self.limit, send)
-            return
-        seen = 0
-        refused = False
-
-        async def counted() -> Any:
-            nonlocal seen, refused
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    refused = True
-                    raise _BodyTooLarge
-            return msg
-
-        try:
-            await self.app(scope, counted, send)
-        except _BodyTooLarge:
-            if refused:
-                await _too_large(self.limit, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _too_large(limit: int, send: Send) -> None:
-    resp = JSONResponse(
-        {
-            "error": "TooLarge",
-            "message": f"Request body exceeds {limit // 2**20} MB.",
-            "hint": "Raise TUNESTACK_RAG_MAX_UPLOAD_MB or ingest large files with the CLI.",
-        },
-        status_code=413,
-    )
-    await resp({"type": "http"}, _noop_receive, send)
-
-
-async def _noop_receive() -> Any:
-    return {"type": "http.disconnect"}
 
 
 def _provision_bases(ctx: RagContext) -> None:
@@ -106,95 +58,52 @@ def _warm(ctx: RagContext) -> None:
     threading.Thread(target=load, name="embedder-warmup", daemon=True).start()
 
 
+def authenticator(s: RagSettings) -> Authenticator:
+    """Keys from TUNESTACK_HOME/keys.json and TUNESTACK_API_KEY; refuses to serve beyond
+    loopback without any (a TunestackError the entrypoint prints with its hint)."""
+    auth = Authenticator(KeyStore(s.home_dir), s.api_key_configured)
+    check_exposure(s.host, s.exposed_on, auth)
+    return auth
+
+
 def create_app(settings: RagSettings | None = None) -> FastAPI:
     s = settings or RagSettings()
+    auth = authenticator(s)
+    ctx = RagContext.from_settings(s)
+    manager = JobManager(max_active=s.max_jobs, state_dir=s.home_dir / "run" / "jobs")
 
-    async def require_key(
-        request: Request, cred: HTTPAuthorizationCredentials | None = Depends(_bearer)
-    ) -> None:
-        key = s.api_key_value
-        if key is None:
-            return
-        given = cred.credentials if cred else ""
-        if not secrets.compare_digest(given.encode(), key.encode()):
-            raise HTTPException(
-                401,
-                "Missing or wrong API key (Authorization: Bearer <TUNESTACK_API_KEY>).",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        manager.shutdown()
 
     app = FastAPI(
         title="Tunestack RAG API",
         version="0.1.0",
-        description="Document Q&A over your own collections; OpenAI-compatible /v1.",
+        description="Document Q&A over your own collections; OpenAI-compatible /v1. "
+        "Send `Authorization: Bearer <key>` (`tunestack keys create`).",
+        lifespan=lifespan,
     )
-    ctx = RagContext.from_settings(s)
     _provision_bases(ctx)
     app.state.tunestack = ctx
+    app.state.tunestack_jobs = manager
     if s.warm_embedder:
         _warm(ctx)
+    for module in (health, documents, openai, llm, admin, jobs):
+        app.include_router(module.router)
+    check_route_roles(app.openapi()["paths"])
+    http_errors.install(app, roots=(ctx.uploads, s.home_dir))
+    # added last = outermost: the guard answers before the body limit reads anything
     app.add_middleware(BodyLimit, limit_bytes=s.max_upload_mb * 2**20 + 2**20)
-    auth = [Depends(require_key)]
-    for module in (documents, openai, llm, admin, jobs):
-        app.include_router(module.router, dependencies=auth)
-
-    @app.exception_handler(TunestackError)
-    async def _known(_: Request, e: TunestackError) -> JSONResponse:
-        return JSONResponse(e.to_dict(), status_code=e.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
-        errs = [
-            {"field": ".".join(str(p) for p in err.get("loc", ())), "problem": err.get("msg")}
-            for err in e.errors()
-        ]
-        return JSONResponse(
-            {"error": "BadInput", "message": "The request is not valid.", "details": errs},
-            status_code=422,
-        )
-
-    @app.exception_handler(Exception)
-    async def _unknown(_: Request, e: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse(
-            {
-                "error": "InternalError",
-                "message": f"{type(e).__name__}: {e}",
-                "hint": "See the rag-api log (tunestack logs rag-api).",
-            },
-            status_code=500,
-        )
-
-    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get(
-        "/readyz",
-        tags=["health"],
-        summary="Readiness: Chroma and the LLM answer",
-        dependencies=auth,
+    app.add_middleware(
+        Guard,
+        auth=auth,
+        config=GuardConfig(
+            allowed_hosts=s.allowed_host_names,
+            allowed_origins=s.allowed_origin_list,
+            rate_per_minute=s.rate_per_minute,
+            max_concurrent=s.max_concurrent,
+            failed_auth_per_minute=s.failed_auth_per_minute,
+        ),
     )
-    async def readyz(request: Request) -> JSONResponse:
-        ctx: RagContext = request.app.state.tunestack
-        target = ctx.llm.target
-        checks: dict[str, dict[str, Any]] = {
-            "chroma": {"url": ctx.store.url, "ok": ctx.store.heartbeat()},
-        }
-        try:
-            await llm_mod.list_models(target)
-            checks["llm"] = {"url": target.base_url, "model": target.model, "ok": True}
-        except Exception as e:
-            checks["llm"] = {
-                "url": target.base_url,
-                "model": target.model,
-                "ok": False,
-                "error": type(e).__name__,
-            }
-        ok = all(c["ok"] for c in checks.values())
-        return JSONResponse(
-            {"status": "ready" if ok else "unavailable", "checks": checks},
-            status_code=200 if ok else 503,
-        )
-
     return app

@@ -38,6 +38,8 @@ class RagContext:
         registry = Registry(s.home_dir)
         store = VectorStore(s.chroma_url)
         pool = EmbedderPool(registry, precision=s.embed_precision, capacity=pool_capacity)
+        base_url, model = deployed_target(s) or (s.llm_base_url, s.default_llm)
+        own = base_url.rstrip("/") == s.llm_base_url.rstrip("/")
         return cls(
             settings=s,
             registry=registry,
@@ -46,9 +48,9 @@ class RagContext:
             retriever=Retriever(store, pool, s.default_embedder),
             llm=LlmHolder(
                 LlmTarget(
-                    base_url=s.llm_base_url,
-                    model=deployed_model(s) or s.default_llm,
-                    api_key=s.llm_api_key.get_secret_value(),
+                    base_url=base_url,
+                    model=model,
+                    api_key=s.llm_api_key.get_secret_value() if own else "sk-no-key-required",
                     timeout_s=s.llm_timeout_s,
                 )
             ),
@@ -69,17 +71,21 @@ def deployment_path(home: Path) -> Path:
     return home.joinpath(*DEPLOYMENT_FILE)
 
 
-def deployed_model(s: RagSettings) -> str | None:
-    """The model `tunestack llm deploy` switched to, if it is on the configured server.
-
-    Written by a switch (services.rag_api.llm_switch); honoured only for the same base URL,
-    so pointing the API at another server (TUNESTACK_RAG_LLM_BASE_URL) is never overridden.
+def deployed_target(s: RagSettings) -> tuple[str, str] | None:
+    """(base_url, model) that `tunestack llm deploy` switched to, if that server is still
+    one of the configured ones (services.rag_api.llm_switch.target_for's list): an Ollama
+    deploy in compose (http://ollama:11434/v1) survives an API restart, while a server
+    removed from the settings, or a record made while the API pointed at another default
+    server, is never followed.
     """
     try:
         data = json.loads(deployment_path(s.home_dir).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("base_url") != s.llm_base_url:
+    if not isinstance(data, dict) or not data.get("model") or not data.get("base_url"):
         return None
-    model = data.get("model")
-    return str(model) if model else None
+    url = str(data["base_url"]).rstrip("/")
+    # written when the API was configured with another default server: not ours to follow
+    if str(data.get("configured", url)).rstrip("/") != s.llm_base_url.rstrip("/"):
+        return None
+    return (url, str(data["model"])) if url in s.llm_server_urls else None

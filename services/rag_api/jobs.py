@@ -7,13 +7,18 @@ GET /v1/jobs/{id}. One worker thread runs jobs in order: evaluation and reindex 
 CPU-bound, and running two at once on a small machine only makes both slower and starves
 retrieval; a deploy (upload to Ollama, one generate, the switch) waits its turn too.
 
-Jobs live in the API process (a restart forgets them; their results, the report folder
-or the new Chroma build, persist). Run the API with one uvicorn worker when the UI
-polls jobs, as the default does.
+Jobs run in the API process, but their state is written to TUNESTACK_HOME/run/jobs/ at
+every change of status: after a restart (or a kill -9) the API lists them again, and a job
+that was queued or running is marked `interrupted` with the command that does it again.
+The queue is bounded (TUNESTACK_RAG_MAX_JOBS; more is a 429), and a shutting-down API
+starts nothing new: what is still queued is marked interrupted, not run half-way.
+Run the API with one uvicorn worker when the UI polls jobs, as the default does.
 """
 
 from __future__ import annotations
 
+import builtins
+import json
 import logging
 import threading
 import time
@@ -21,10 +26,12 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from services.common.errors import NotFound, TunestackError
+from services.common import atomic
+from services.common.errors import Busy, NotFound, TunestackError
 
 log = logging.getLogger("tunestack.rag_api.jobs")
 _manager_lock = threading.Lock()
@@ -45,6 +52,7 @@ class Job:
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
+    resume: str | None = None
 
     @property
     def active(self) -> bool:
@@ -69,6 +77,7 @@ class Job:
             "created": self.created,
             "started": self.started,
             "finished": self.finished,
+            "resume": self.resume,
         }
 
 
@@ -91,28 +100,55 @@ JobBody = Callable[[Progress], dict[str, Any]]
 
 
 class JobManager:
-    def __init__(self, workers: int = 1, keep: int = 200) -> None:
+    def __init__(
+        self,
+        workers: int = 1,
+        keep: int = 200,
+        max_active: int = 64,
+        state_dir: Path | None = None,
+    ) -> None:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._keep = keep
+        self._max_active = max_active
+        self._state_dir = state_dir
+        self._closing = False
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tunestack-job")
+        if state_dir is not None:
+            self._load(state_dir)
 
     def submit(
-        self, kind: str, params: dict[str, Any], body: JobBody, key: str | None = None
+        self,
+        kind: str,
+        params: dict[str, Any],
+        body: JobBody,
+        key: str | None = None,
+        resume: str | None = None,
     ) -> Job:
         """Queue `body`; a queued or running job with the same key is returned instead.
 
         The key makes a double-clicked "Reindex" (or two browser tabs) one job, not two
-        that race to write the same Chroma build.
+        that race to write the same Chroma build. `resume` is the CLI command that does the
+        same work, shown if the API stops before the job ends.
         """
         with self._lock:
             if key is not None:
                 for job in self._jobs.values():
                     if job.key == key and job.active:
                         return job
-            job = Job(uuid.uuid4().hex[:12], kind, params, key)
+            active = sum(j.active for j in self._jobs.values())
+            if self._closing or active >= self._max_active:
+                raise Busy(
+                    "The API is shutting down."
+                    if self._closing
+                    else f"{active} jobs are queued or running (the limit is {self._max_active}).",
+                    hint="Wait for some to finish (GET /v1/jobs) and try again.",
+                    retry_after=30,
+                )
+            job = Job(uuid.uuid4().hex[:12], kind, params, key, resume=resume)
             self._jobs[job.id] = job
             self._trim()
+            self._save(job)
         self._pool.submit(self._run, job, body)
         return job
 
@@ -122,8 +158,7 @@ class JobManager:
             if job is None:
                 raise NotFound(
                     f"No job '{job_id}'.",
-                    hint="Jobs live in the API process and are forgotten when it restarts; "
-                    "GET /v1/jobs lists the current ones.",
+                    hint="GET /v1/jobs lists the jobs this API knows (the newest 200).",
                 )
             return job.info()
 
@@ -132,16 +167,66 @@ class JobManager:
             return [j.info() for j in reversed(self._jobs.values())]
 
     def shutdown(self) -> None:
+        """Start nothing more: queued jobs are marked interrupted (with their command)."""
+        with self._lock:
+            self._closing = True
+            for job in self._jobs.values():
+                if job.status == "queued":
+                    self._interrupt(job, "The API stopped before this job started.")
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _trim(self) -> None:
+    # ---- state on disk -------------------------------------------------------------------
+
+    def _save(self, job: Job) -> None:
+        if self._state_dir is None:
+            return
+        try:
+            atomic.write_json(self._state_dir / f"{job.id}.json", asdict(job))
+        except OSError as e:  # a full disk must not kill the job; the log says why
+            log.warning("could not save job %s: %s", job.id, e)
+
+    def _load(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        found: list[Job] = []
+        for path in state_dir.glob("*.json"):
+            try:
+                found.append(Job(**json.loads(path.read_text(encoding="utf-8"))))
+            except (OSError, ValueError, TypeError):
+                log.warning("ignoring unreadable job file %s", path.name)
+        for job in sorted(found, key=lambda j: j.created):
+            self._jobs[job.id] = job
+            if job.active:
+                self._interrupt(job, "The API stopped while this job was " + job.status + ".")
+        for k in self._trim():
+            (state_dir / f"{k}.json").unlink(missing_ok=True)
+
+    def _interrupt(self, job: Job, why: str) -> None:
+        job.status, job.finished = "interrupted", time.time()
+        job.message = why
+        job.error = {
+            "error": "Interrupted",
+            "message": why,
+            "hint": f"Run it again: {job.resume}" if job.resume else "Start it again.",
+        }
+        self._save(job)
+
+    def _trim(self) -> builtins.list[str]:
         done = [k for k, j in self._jobs.items() if not j.active]
-        for k in done[: max(0, len(self._jobs) - self._keep)]:
+        gone = done[: max(0, len(self._jobs) - self._keep)]
+        for k in gone:
             del self._jobs[k]
+            if self._state_dir is not None:
+                (self._state_dir / f"{k}.json").unlink(missing_ok=True)
+        return gone
+
+    # ---- running ---------------------------------------------------------------------------
 
     def _run(self, job: Job, body: JobBody) -> None:
         with self._lock:
+            if self._closing or job.status != "queued":
+                return
             job.status, job.started, job.message = "running", time.time(), "starting"
+            self._save(job)
         try:
             result = body(Progress(job, self._lock))
         except TunestackError as e:
@@ -152,8 +237,8 @@ class JobManager:
                 job,
                 error={
                     "error": "InternalError",
-                    "message": f"{type(e).__name__}: {e}",
-                    "hint": "See the rag-api log (tunestack logs rag-api).",
+                    "message": f"The job failed unexpectedly ({type(e).__name__}).",
+                    "hint": f"See the rag-api log for job {job.id} (tunestack logs rag-api).",
                 },
             )
         else:
@@ -170,6 +255,7 @@ class JobManager:
             job.result, job.error = result, error
             job.status = "failed" if error else "done"
             job.message = error["message"] if error else "done"
+            self._save(job)
 
 
 def app_manager(app_state: Any) -> JobManager:

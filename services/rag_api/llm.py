@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from services.common.errors import ServiceUnavailable, TunestackError
+from services.common.errors import ServiceUnavailable, TunestackError, UpstreamTimeout
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,12 @@ def translate(target: LlmTarget, e: BaseException) -> TunestackError:
     ):
         return down(target, e)
     if isinstance(e, (openai.APITimeoutError, httpx.TimeoutException)):
-        return ServiceUnavailable(
+        return UpstreamTimeout(
             "llm",
-            f"The LLM server at {target.base_url} timed out.",
-            hint="Raise TUNESTACK_RAG_LLM_TIMEOUT_S or use a smaller model.",
+            f"The LLM server at {target.base_url} did not answer within "
+            f"{target.timeout_s:g} s (it is reachable, but slow or stuck).",
+            hint="Raise TUNESTACK_RAG_LLM_TIMEOUT_S, ask for fewer max_tokens, or use a "
+            "smaller model.",
         )
     if isinstance(e, openai.APIStatusError):
         err = TunestackError(

@@ -4,8 +4,9 @@ embedders and open connections stay as they are.
 The new target is verified (its server lists the model, or answers a one-token chat)
 before LlmHolder swaps it in; a request already running keeps the target it started with.
 If verification fails nothing changes and the previous model keeps serving. The target is
-also written to TUNESTACK_HOME/run/llm-deployment.json so a restarted API that talks to the
-same server comes back on the deployed model (context.deployed_model reads it).
+also written to TUNESTACK_HOME/run/llm-deployment.json so a restarted API comes back on
+the deployed model when its server is still one of the configured ones
+(context.deployed_target reads it).
 """
 
 from __future__ import annotations
@@ -16,14 +17,37 @@ import httpx
 
 from services.common import atomic
 from services.common.api_schemas import LlmSwitch, LlmTargetInfo, SwitchResponse
-from services.common.errors import ServiceUnavailable
+from services.common.errors import BadInput, ServiceUnavailable
+from services.common.locks import file_lock, lock_path
 from services.common.records import now
 from services.rag_api.context import RagContext, deployment_path
 from services.rag_api.llm import LlmTarget
+from services.rag_api.settings import RagSettings
 
 
 def public(t: LlmTarget) -> LlmTargetInfo:
     return LlmTargetInfo(base_url=t.base_url, model=t.model)
+
+
+def target_for(s: RagSettings, base_url: str, model: str) -> LlmTarget:
+    """A target on one of the configured servers, or a refusal.
+
+    The switch never goes to a URL a request made up: that would let a caller point the
+    RAG chain (questions and private chunks) at any host, probe internal ports through our
+    error messages, and receive the configured upstream key. The configured key is sent
+    only to the server it was configured for.
+    """
+    url = base_url.rstrip("/")
+    allowed = s.llm_server_urls
+    if url not in allowed:
+        raise BadInput(
+            f"'{url}' is not one of this API's LLM servers.",
+            hint="Switch among: " + ", ".join(allowed) + ". An admin adds a server with "
+            "TUNESTACK_RAG_LLM_SERVERS and restarts the API.",
+        )
+    own = url == s.llm_base_url.rstrip("/")
+    key = s.llm_api_key.get_secret_value() if own else "sk-no-key-required"
+    return LlmTarget(base_url=url, model=model, api_key=key, timeout_s=s.llm_timeout_s)
 
 
 async def verify_target(t: LlmTarget) -> None:
@@ -48,30 +72,34 @@ async def verify_target(t: LlmTarget) -> None:
             )
             r.raise_for_status()
             if r.json().get("model") not in (t.model, None) and t.model not in ids:
-                raise ValueError(f"server answered as {r.json().get('model')!r}, lists {ids}")
+                raise ValueError("it answers as another model")
     except (httpx.HTTPError, ValueError) as e:
         raise ServiceUnavailable(
             "llm",
-            f"Model '{t.model}' does not answer at {t.base_url} ({type(e).__name__}: {e}); "
+            f"Model '{t.model}' does not answer at {t.base_url} ({type(e).__name__}); "
             "the API keeps its current model.",
             hint="Deploy the model to that server first (tunestack llm deploy RUN).",
         ) from e
 
 
 async def switch_llm(ctx: RagContext, req: LlmSwitch) -> SwitchResponse:
-    """Verify, swap and persist."""
+    """Verify, swap and persist (the record under its lock: two deploys never interleave)."""
     cur = ctx.llm.target
-    new = LlmTarget(
-        base_url=req.base_url or cur.base_url,
-        model=req.model,
-        api_key=req.api_key if req.api_key is not None else cur.api_key,
-        timeout_s=cur.timeout_s,
-    )
+    new = target_for(ctx.settings, req.base_url or cur.base_url, req.model)
     if req.verify:
         await verify_target(new)
-    old = ctx.llm.switch(new)
-    atomic.write_text(
-        deployment_path(ctx.settings.home_dir),
-        json.dumps({**public(new).model_dump(), "run": req.run, "switched": now()}),
-    )
+    home = ctx.settings.home_dir
+    with file_lock(lock_path(home, "record", "llm-deployment"), timeout=30, what="The deployment"):
+        old = ctx.llm.switch(new)
+        atomic.write_text(
+            deployment_path(home),
+            json.dumps(
+                {
+                    **public(new).model_dump(),
+                    "configured": ctx.settings.llm_base_url.rstrip("/"),
+                    "run": req.run,
+                    "switched": now(),
+                }
+            ),
+        )
     return SwitchResponse(previous=public(old), current=public(new))

@@ -71,10 +71,12 @@ class RetrievalResult:
 
 
 def _hit(id_: str, text: str, md: dict[str, Any], score: float) -> Hit:
+    # `source` (the absolute path, ingest's key) never leaves the server: a hit names the
+    # file relative to the folder it was ingested from (or the upload's name)
     return Hit(
         id=id_,
         text=text,
-        source=str(md.get("source", "")),
+        source=str(md.get("rel_path") or md.get("file_name") or ""),
         file_name=str(md.get("file_name", "")),
         chunk_index=int(md.get("chunk_index", 0)),
         page=md.get("page"),

@@ -40,3 +40,50 @@ class RagSettings(CommonSettings):
         "query does not wait seconds for it (costs its memory from the start).",
     )
     workers: int = 1
+    # ---- who may reach it (services.rag_api.security, .exposure) ----
+    exposed_on: str | None = Field(
+        default=None,
+        description="The address clients reach the API on when that is not `host` (compose "
+        "binds 0.0.0.0 in the container and publishes on TUNESTACK_BIND): the start-up "
+        "check refuses a non-loopback address without keys.",
+    )
+    allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated extra Host names the API answers to (loopback always). "
+        "Without keys only these; with keys, any host when empty.",
+    )
+    allowed_origins: str = Field(
+        default="",
+        description="Comma-separated browser origins allowed to send state-changing requests.",
+    )
+    rate_per_minute: int = Field(default=600, ge=1, description="Requests per key per minute.")
+    max_concurrent: int = Field(default=8, ge=1, description="Requests in flight per key.")
+    failed_auth_per_minute: int = Field(
+        default=30, ge=1, description="Wrong keys per client address per minute, then 429."
+    )
+    max_jobs: int = Field(
+        default=16, ge=1, description="Queued + running background jobs; more is a 429."
+    )
+    llm_servers: str = Field(
+        default="",
+        description="Comma-separated extra OpenAI-compatible /v1 URLs an admin may switch the "
+        "RAG chain to (the configured llm_base_url and Ollama's /v1 always may).",
+    )
+
+    @staticmethod
+    def _items(value: str) -> list[str]:
+        return [v.strip() for v in value.split(",") if v.strip()]
+
+    @property
+    def allowed_host_names(self) -> frozenset[str]:
+        return frozenset(h.lower() for h in self._items(self.allowed_hosts))
+
+    @property
+    def allowed_origin_list(self) -> frozenset[str]:
+        return frozenset(o.rstrip("/") for o in self._items(self.allowed_origins))
+
+    @property
+    def llm_server_urls(self) -> list[str]:
+        """Servers the switch may pick: the configured one, Ollama's, and the extra list."""
+        urls = [self.llm_base_url, self.ollama_host.rstrip("/") + "/v1"]
+        return list(dict.fromkeys(u.rstrip("/") for u in [*urls, *self._items(self.llm_servers)]))

@@ -205,7 +205,7 @@ def strict_api(stack: Stack) -> Iterator[str]:
     proc = start_api(
         stack,
         port,
-        TUNESTACK_API_KEY="s3cret",
+        TUNESTACK_API_KEY="s3cret-key-0123456789",
         TUNESTACK_RAG_MAX_UPLOAD_MB="1",
         TUNESTACK_RAG_LLM_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
     )
@@ -220,7 +220,7 @@ def test_auth(strict_api: str, kb: str) -> None:
     assert httpx.post(f"{strict_api}/v1/retrieve", json=body).status_code == 401
     bad = {"Authorization": "Bearer wrong"}
     assert httpx.post(f"{strict_api}/v1/retrieve", json=body, headers=bad).status_code == 401
-    ok = {"Authorization": "Bearer s3cret"}
+    ok = {"Authorization": "Bearer s3cret-key-0123456789"}
     assert (
         httpx.post(f"{strict_api}/v1/retrieve", json=body, headers=ok, timeout=30).status_code
         == 200
@@ -229,7 +229,7 @@ def test_auth(strict_api: str, kb: str) -> None:
 
 
 def test_llm_down_is_503_naming_llm(strict_api: str, kb: str) -> None:
-    c = openai.OpenAI(base_url=f"{strict_api}/v1", api_key="s3cret", max_retries=0)
+    c = openai.OpenAI(base_url=f"{strict_api}/v1", api_key="s3cret-key-0123456789", max_retries=0)
     for model, stream in (
         (f"rag/{kb}", False),
         (f"rag/{kb}", True),
@@ -242,7 +242,7 @@ def test_llm_down_is_503_naming_llm(strict_api: str, kb: str) -> None:
         assert e.value.status_code == 503
         body = e.value.response.json()
         assert body["service"] == "llm" and "tunestack up" in body["hint"]
-    r = httpx.get(f"{strict_api}/readyz", headers={"Authorization": "Bearer s3cret"})
+    r = httpx.get(f"{strict_api}/readyz", headers={"Authorization": "Bearer s3cret-key-0123456789"})
     assert r.status_code == 503 and r.json()["checks"]["llm"]["ok"] is False
 
 
@@ -252,7 +252,7 @@ def test_upload_size_limit(strict_api: str) -> None:
         f"{strict_api}/v1/ingest",
         data={"collection": "big"},
         files=files,
-        headers={"Authorization": "Bearer s3cret"},
+        headers={"Authorization": "Bearer s3cret-key-0123456789"},
         timeout=60,
     )
     assert r.status_code == 413 and "MB" in r.json()["message"]

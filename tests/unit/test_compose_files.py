@@ -91,12 +91,17 @@ def test_services_use_the_single_setting_names() -> None:
     assert services["ui"]["environment"]["TUNESTACK_API_URL"] == "http://rag-api:8000"
 
 
-def test_ports_bind_to_localhost_by_default_and_images_are_required() -> None:
+def test_only_api_and_ui_follow_bind_and_images_are_required() -> None:
     text = (COMPOSE / "compose.yml").read_text()
     services = _compose()["services"]
     for name in LONG_RUNNING:
+        published = ("rag-api", "ui")
+        prefix = "${TUNESTACK_BIND:-127.0.0.1}:" if name in published else "127.0.0.1:"
         for port in services[name]["ports"]:
-            assert port.startswith("${TUNESTACK_BIND:-127.0.0.1}:"), (name, port)
+            assert port.startswith(prefix), (name, port)
+    api = services["rag-api"]["environment"]
+    assert api["TUNESTACK_RAG_EXPOSED_ON"] == "${TUNESTACK_BIND:-127.0.0.1}"
+    assert "TUNESTACK_API_KEY" not in services["ui"]["environment"]  # people sign in
     assert "${TUNESTACK_VERSION:?" in text
     assert _example()["TUNESTACK_BIND"] == "127.0.0.1"
 

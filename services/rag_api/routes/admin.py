@@ -101,7 +101,10 @@ def deploy_llm(
         return job_bodies.run_deploy(ctx, name, quant, model, progress)
 
     params = {"run": name, "to": "ollama", "quant": quant, "name": model}
-    job = app_manager(request.app.state).submit("deploy", params, run, key=f"deploy:{name}")
+    again = f"tunestack llm deploy {name} --to ollama --quant {quant} --name {model}"
+    job = app_manager(request.app.state).submit(
+        "deploy", params, run, key=f"deploy:{name}", resume=again
+    )
     return JobInfo(**job.info())
 
 

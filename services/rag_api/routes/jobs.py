@@ -50,7 +50,11 @@ def start_eval(request: Request, body: EvalJobRequest) -> JobInfo:
         return job_bodies.run_eval(ctx, path, models, body.top_k, progress)
 
     params = {"dataset": body.dataset, "models": models, "top_k": body.top_k}
-    return JobInfo(**manager(request).submit("eval", params, run).info())
+    again = " ".join(
+        ["tunestack embed eval --dataset", body.dataset, *(f"--model {m}" for m in models)]
+    )
+    job = manager(request).submit("eval", params, run, resume=f"{again} --top-k {body.top_k}")
+    return JobInfo(**job.info())
 
 
 @router.post(
@@ -69,7 +73,8 @@ def start_reindex(request: Request, body: ReindexJobRequest) -> JobInfo:
 
     params = {"collection": body.collection, "embedder": embedder}
     key = f"reindex:{body.collection}:{embedder}"
-    return JobInfo(**manager(request).submit("reindex", params, run, key=key).info())
+    again = f"tunestack reindex {body.collection} --embedder {embedder}"
+    return JobInfo(**manager(request).submit("reindex", params, run, key=key, resume=again).info())
 
 
 @router.get("", summary="Jobs of this API process, newest first", response_model=JobsResponse)
