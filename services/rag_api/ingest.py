@@ -98,6 +98,7 @@ class Ingestor:
         self.chunker = Chunker(chunk_size, chunk_overlap, embedder.tokens)
         self.max_file_bytes = max_file_bytes
         self.encode_batch = encode_batch
+        self._roots: list[Path] = []  # the paths of the current ingest (see _relative)
 
     def ingest(
         self,
@@ -109,6 +110,7 @@ class Ingestor:
     ) -> IngestReport:
         t0 = time.perf_counter()
         report = IngestReport(collection, self.embedder.name)
+        self._roots = [r.expanduser().resolve() for r in paths]
         files, skipped = expand(paths)
         problems = [FileResult(p.path, "failed", reason=p.reason) for p in skipped]
         report.files.extend(problems)
@@ -174,6 +176,15 @@ class Ingestor:
         return report
 
     # ---- internals --------------------------------------------------------------
+    def _relative(self, source: str) -> str:
+        """The file as clients see it: relative to the folder it was ingested from (a
+        file given by itself: its name). The absolute `source` stays the server's key."""
+        path = Path(source)
+        for root in self._roots:
+            if root.is_dir() and path.is_relative_to(root):
+                return path.relative_to(root).as_posix()
+        return path.name
+
     def _prepare(self, path: Path, manifest: dict[str, Any]) -> _Pending | FileResult:
         """Read and chunk one file, or say why not (unchanged, unreadable)."""
         source = str(path)
@@ -223,6 +234,7 @@ class Ingestor:
                 md: dict[str, Any] = {
                     "source": p.source,
                     "file_name": Path(p.source).name,
+                    "rel_path": self._relative(p.source),
                     "chunk_index": i,
                     "n_chunks": n,
                     "content_hash": p.content_hash,

@@ -456,3 +456,18 @@ def test_an_ollama_deploy_survives_an_api_restart(tmp_path: Path) -> None:
 def test_the_ui_and_other_surfaces_get_whoami_open_on_loopback(tmp_path: Path) -> None:
     me = client(settings(tmp_path)).get("/v1/whoami").json()
     assert (me["id"], me["role"], me["auth"]) == ("open", "admin", False)
+
+
+# ---- 5. names in requests never download ------------------------------------------------------
+
+
+def test_a_hub_name_in_a_request_is_404_with_the_command_and_downloads_nothing(
+    tmp_path: Path,
+) -> None:
+    c = client(settings(tmp_path, hf_hub_offline=False))
+    body = {"model": "BAAI/bge-small-en-v1.5", "input": ["hello"]}
+    r = c.post("/v1/embeddings", json=body)
+    err = is_error(r, 404, "NotFound")
+    assert "tunestack models pull BAAI/bge-small-en-v1.5" in err["hint"]
+    assert not (tmp_path / "models" / "embedder" / "BAAI").exists()
+    assert not any((tmp_path / "models").rglob("*bge*"))
