@@ -46,6 +46,7 @@ from services.common.api_schemas import (
     RetrieveResponse,
     Source,
     SwitchResponse,
+    WhoAmI,
 )
 from services.common.errors import TunestackError
 
@@ -162,6 +163,11 @@ class RagClient:
         if r.status_code in (401, 403):
             return {"api": True, "auth": False, "checks": {}}
         return {"api": True, "auth": True, "checks": body.get("checks", {})}
+
+    def whoami(self) -> WhoAmI:
+        """The key this client sends, its name and role (401 ApiError: missing or unknown;
+        auth false: the API has no keys and anyone may do anything)."""
+        return self._get(WhoAmI, "/v1/whoami")
 
     # ---- documents and retrieval ----------------------------------------------------------
     def retrieve(self, req: RetrieveRequest, *, timeout: float | None = None) -> RetrieveResponse:

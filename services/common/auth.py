@@ -67,6 +67,12 @@ class KeyRecord:
         return self.revoked is None
 
 
+def key_id_of(token: str) -> str | None:
+    """The id part of a `tsk_<id>_<secret>` token (not secret: `keys list` shows it)."""
+    m = _TOKEN.match(token)
+    return m.group(1) if m else None
+
+
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 

@@ -30,7 +30,8 @@ from starlette.datastructures import Headers
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.common.auth import Authenticator, Identity, Role
+from services.common.api_schemas import BODY_ERRORS, GUARD_ERRORS, ErrorBody
+from services.common.auth import Authenticator, Identity, Role, key_id_of
 from services.common.errors import TunestackError
 from services.rag_api.http_errors import send_error
 
@@ -96,6 +97,39 @@ def check_route_roles(openapi_paths: dict[str, Any]) -> None:
         )
 
 
+def document_guard(openapi: dict[str, Any]) -> None:
+    """Say in the published schema what the guard enforces (in place): a bearer key on
+    every route but the public ones, the guard's own answers (401, 403, 429) there, and
+    what any route with a body may answer before it runs (400, 413, 422)."""
+    components = openapi.setdefault("components", {})
+    components.setdefault("schemas", {}).setdefault("ErrorBody", ErrorBody.model_json_schema())
+    components.setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A key from `tunestack keys create` (tsk_...), or TUNESTACK_API_KEY.",
+    }
+    for path, ops in openapi["paths"].items():
+        for method, op in ops.items():
+            if method not in HTTP_METHODS:
+                continue
+            public = ROUTE_ROLES.get((method.upper(), path), "user") is PUBLIC
+            op["security"] = [] if public else [{"bearer": []}]
+            errors = ({} if public else GUARD_ERRORS) | (BODY_ERRORS if "requestBody" in op else {})
+            responses = op.setdefault("responses", {})
+            for code, spec in errors.items():
+                responses.setdefault(
+                    str(code),
+                    {
+                        "description": spec["description"],
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ErrorBody"}
+                            }
+                        },
+                    },
+                )
+
+
 def required_role(method: str, path: str) -> Role | None:
     """The role of the route a request reaches. Unknown paths (404) and known paths with
     another method (405) need a user key: nobody without one learns which paths exist."""
@@ -130,6 +164,12 @@ class SlidingWindow:
         self._events: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
+    MAX_KEYS = 10_000  # past this many tracked keys, idle ones are dropped (made-up key ids)
+
+    def _sweep(self, t: float) -> None:
+        for k in [k for k, q in self._events.items() if not q or q[-1] <= t - self.window]:
+            del self._events[k]
+
     def _trim(self, q: deque[float], t: float) -> None:
         while q and q[0] <= t - self.window:
             q.popleft()
@@ -138,6 +178,8 @@ class SlidingWindow:
         """0 if another event is allowed now, else whole seconds until it is."""
         t = time.monotonic()
         with self._lock:
+            if len(self._events) > self.MAX_KEYS:
+                self._sweep(t)
             q = self._events[key]
             self._trim(q, t)
             if len(q) < self.limit:
@@ -273,17 +315,27 @@ class Guard:
             self.slots.release(identity.id)
 
     async def _authenticate(self, scope: Scope, headers: Headers, send: Send) -> Identity | None:
+        """Check the key; wrong keys are counted per (client address, key id).
+
+        Counting per address alone would let 30 wrong sign-ins typed into the UI (every UI
+        user reaches the API from the UI's one address) lock every UI user out; per key id,
+        a guesser only stops guessing that key. A request with no key at all is answered
+        401 and not counted: it guesses nothing.
+        """
         client = (scope.get("client") or ("unknown", 0))[0]
-        wait = self.failures.retry_after(client)
-        if wait:
-            await _too_many(send, wait, "too many failed key checks from your address")
-            return None
         auth = headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         token = token.strip() if scheme.lower() == "bearer" else ""
+        bucket = f"{client}|{key_id_of(token) or '-'}"
+        if token:
+            wait = self.failures.retry_after(bucket)
+            if wait:
+                await _too_many(send, wait, "too many failed checks of this key from your address")
+                return None
         identity = self.auth.identify(token or None)
         if identity is None:
-            self.failures.add(client)
+            if token:
+                self.failures.add(bucket)
             await send_error(
                 send,
                 401,

@@ -1,12 +1,18 @@
-"""Streamlit pieces every page shares: the API client, errors, the status banner, jobs.
+"""Streamlit pieces every page shares: who is signed in, the API client, errors, the
+status banner, jobs.
 
 One place decides how a failure looks (st.error with the API's message and its hint)
 and how a long action shows progress (st.status + st.progress polling a job), so the
 pages cannot drift apart on either.
+
+The UI has no key of its own: each browser session signs in with its user's key, kept in
+that session's st.session_state only. The UI process's TUNESTACK_API_KEY is never sent:
+whoever opens port 8501 would act with it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,8 +27,9 @@ from services.common.api_schemas import (
     JobInfo,
     ModelSummary,
     ServingInfo,
+    WhoAmI,
 )
-from services.ui.logic import job_text
+from services.ui.logic import job_text, md_escape, safe_markdown
 from services.ui.settings import UiSettings
 
 POLL_S = 0.5
@@ -38,11 +45,10 @@ START_HINTS = {
     "TUNESTACK_RAG_LLM_BASE_URL at a running OpenAI-compatible server.",
 }
 NAMES = {"chroma": "Chroma (vector store)", "llm": "The LLM server"}
-
-
-@st.cache_resource(show_spinner=False)
-def _client(api_url: str, api_key: str | None) -> RagClient:
-    return RagClient(api_url, api_key, timeout=REQUEST_TIMEOUT_S)
+# session_state keys: (api_url, key or None, WhoAmI or None = must sign in), the client
+AUTH = "_auth"
+CLIENT = "_auth_client"
+NOTICE = "_auth_notice"
 
 
 def get_settings() -> UiSettings:
@@ -50,17 +56,97 @@ def get_settings() -> UiSettings:
     return UiSettings()
 
 
-def get_client(settings: UiSettings | None = None) -> RagClient:
-    """A pooled client per API address and key."""
-    s = settings or get_settings()
-    return _client(s.api_url, s.api_key_value)
+def _auth() -> tuple[str, str | None, WhoAmI | None] | None:
+    """This session's sign-in for the API the settings name now (None: not asked yet)."""
+    state = st.session_state.get(AUTH)
+    return state if state and state[0] == get_settings().api_url else None
+
+
+def identity() -> WhoAmI | None:
+    """Who this session acts as: the key it signed in with, or anyone when the API has no
+    keys; None when it must sign in first. Raises ApiError when the API cannot say.
+
+    The keyless question is asked once per session: the API counts each as a failed key
+    check against the UI's address (all its users share it) and slows that address down."""
+    state = _auth()
+    if state is None:
+        url = get_settings().api_url
+        try:
+            with RagClient(url, None, timeout=REQUEST_TIMEOUT_S) as c:
+                state = (url, None, c.whoami())
+        except ApiError as e:
+            if e.status != 401:
+                raise
+            state = (url, None, None)
+        st.session_state[AUTH] = state
+    return state[2]
+
+
+def sign_in(key: str) -> WhoAmI:
+    """Check a key with GET /v1/whoami and keep it for this session (ApiError if refused)."""
+    url = get_settings().api_url
+    with RagClient(url, key, timeout=REQUEST_TIMEOUT_S) as c:
+        who = c.whoami()
+    st.session_state[AUTH] = (url, key if who.auth else None, who)
+    forget_readiness()
+    return who
+
+
+def sign_out(notice: str | None = None) -> None:
+    """Forget the key and all this session saw: answers may quote private documents."""
+    client = st.session_state.get(CLIENT)
+    if client is not None:
+        client.close()
+    st.session_state.clear()
+    if notice:
+        st.session_state[NOTICE] = notice
+
+
+def is_admin() -> bool:
+    state = _auth()
+    return bool(state and state[2] and state[2].role == "admin")
+
+
+def require_admin() -> None:
+    """First line of every admin page: a user key may still open its URL directly."""
+    try:
+        who = identity()
+    except ApiError as e:
+        show_error(e)
+        st.stop()
+    if who is None or who.role != "admin":
+        st.error(
+            "This page needs an admin key: it changes documents, models or datasets.",
+            icon=":material/lock:",
+        )
+        st.stop()
+
+
+def get_client() -> RagClient:
+    """This session's client (one pooled connection), with the key it signed in with."""
+    state = _auth()
+    url, key = get_settings().api_url, state[1] if state else None
+    client: RagClient | None = st.session_state.get(CLIENT)
+    if client is None or client.base_url != url.rstrip("/") or client.api_key != key:
+        if client is not None:
+            client.close()
+        client = st.session_state[CLIENT] = RagClient(url, key, timeout=REQUEST_TIMEOUT_S)
+    return client
 
 
 def show_error(e: ApiError, what: str | None = None) -> None:
-    """The API's message and hint, never a traceback."""
+    """The API's message and hint (a 403 says which role is needed), never a traceback.
+    Both may quote names and files, so they are made inert."""
     head = f"{what}: " if what else ""
-    hint = f"\n\n**What to do:** {e.hint}" if e.hint else ""
-    st.error(f"{head}{e.message}{hint}", icon=":material/error:")
+    hint = f"\n\n**What to do:** {safe_markdown(e.hint)}" if e.hint else ""
+    st.error(f"{head}{safe_markdown(e.message)}{hint}", icon=":material/error:")
+
+
+def api_down(url: str) -> None:
+    st.error(
+        f"**The RAG API is down**: nothing answers at {url}. " + START_HINTS["api"],
+        icon=":material/power_off:",
+    )
 
 
 def invalid(e: ValidationError) -> ApiError:
@@ -94,22 +180,15 @@ def stack_banner(client: RagClient) -> dict[str, Any]:
     """A banner naming whatever is down and how to start it; returns the readiness map."""
     ready: dict[str, Any] = readiness(client)
     if not ready["api"]:
-        st.error(
-            f"**The RAG API is down**: nothing answers at {client.base_url}. " + START_HINTS["api"],
-            icon=":material/power_off:",
-        )
+        api_down(client.base_url)
         return ready
     if not ready["auth"]:
-        st.error(
-            "**The RAG API refused the API key.** Set TUNESTACK_API_KEY for the UI to the "
-            "key the API was started with.",
-            icon=":material/key_off:",
-        )
+        st.error("**The RAG API no longer accepts this key.**", icon=":material/key_off:")
         return ready
     urls = ready.get("_urls", {})
     for svc in ("chroma", "llm"):
         if not ready[svc]:
-            where = f" at {urls.get(svc)}" if urls.get(svc) else ""
+            where = f" at {md_escape(urls[svc])}" if urls.get(svc) else ""
             st.error(
                 f"**{NAMES[svc]} is down**{where}. {START_HINTS[svc]}", icon=":material/warning:"
             )
@@ -129,7 +208,7 @@ def forget_readiness() -> None:
 def follow_job(client: RagClient, job: JobInfo, label: str) -> JobInfo | None:
     """Poll a job to its end inside st.status with a progress bar; the final job or None."""
     with st.status(label, expanded=True) as box:
-        bar = st.progress(job.progress, text=job_text(job))
+        bar = st.progress(job.progress, text=md_escape(job_text(job)))
         while job.status in ("queued", "running"):
             time.sleep(POLL_S)
             try:
@@ -138,7 +217,7 @@ def follow_job(client: RagClient, job: JobInfo, label: str) -> JobInfo | None:
                 box.update(label=f"{label}: lost track of the job", state="error")
                 show_error(e)
                 return None
-            bar.progress(job.progress, text=job_text(job))
+            bar.progress(job.progress, text=md_escape(job_text(job)))
         if job.status == "failed":
             err = job.error
             box.update(label=f"{label}: failed", state="error")
@@ -165,18 +244,20 @@ def start_job(
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _image(api_url: str, path: str, size: int, _client: RagClient) -> bytes:
+def _image(api_url: str, path: str, size: int, key_digest: str, _client: RagClient) -> bytes:
     return _client.get_bytes(path)
 
 
 def api_image(client: RagClient, file: ArtifactFile, caption: str | None = None) -> None:
-    """A PNG the API serves (loss curve, report chart), cached by URL and size."""
+    """A PNG the API serves (loss curve, report chart), cached by URL, size and key: the
+    cache is the process's, and another key may not be allowed to read it."""
+    digest = hashlib.sha256((client.api_key or "").encode()).hexdigest()
     try:
-        data = _image(client.base_url, file.url, file.size, client)
+        data = _image(client.base_url, file.url, file.size, digest, client)
     except ApiError as e:
-        show_error(e, f"Could not load {file.name}")
+        show_error(e, f"Could not load {md_escape(file.name)}")
         return
-    st.image(data, caption=caption or file.name, width="stretch")
+    st.image(data, caption=md_escape(caption or file.name), width="stretch")
 
 
 def collections(client: RagClient) -> list[CollectionInfo] | None:

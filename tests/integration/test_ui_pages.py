@@ -13,6 +13,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from services.ui.logic import safe_markdown
 from tests.conftest import ROOT, SAMPLES, free_port
 from tests.integration.conftest import Stack
 from tests.integration.ui_fixtures import DegradedApi, UiData, fill_synthetic, ingest
@@ -77,7 +78,7 @@ def test_chat_streams_answer_with_citation_cards_and_keeps_history(
     assert cards and cards[0].label.startswith("[1] ")
     assert "score 0." in cards[0].label and ".md" in cards[0].label
     assert cards[0].markdown[0].value.strip()  # the chunk text inside the card
-    assert any(c.value == answer for c in at.code)  # the copy-able answer
+    assert any(safe_markdown(c.value) == answer for c in at.code)  # the copy-able answer
 
     at.run()  # any rerun (another widget, a page switch) keeps the conversation
     assert [m.name for m in at.chat_message] == ["user", "assistant"]
@@ -101,8 +102,11 @@ def test_banner_names_what_is_down_and_how_to_start_it(
     ui_env: dict[str, str], degraded_api: DegradedApi
 ) -> None:
     ui_env["TUNESTACK_API_URL"] = degraded_api.url
-    ui_env["TUNESTACK_API_KEY"] = degraded_api.key
+    ui_env["TUNESTACK_API_KEY"] = degraded_api.key  # the UI's own: never sent for anyone
     at = page()
+    assert at.text_input(key="login_key") and not at.error  # each person signs in
+    at.text_input(key="login_key").input(degraded_api.key)
+    at.button(key="login_submit").click().run()
     errors = [e.value for e in at.error]
     assert any("Chroma" in e and "tunestack up" in e for e in errors), errors
     assert any("LLM server is down" in e and "tunestack up" in e for e in errors), errors
@@ -111,9 +115,10 @@ def test_banner_names_what_is_down_and_how_to_start_it(
     assert not at.exception
     assert any("Collections are unknown" in w.value for w in at.warning)
 
-    ui_env["TUNESTACK_API_KEY"] = "wrong"
     at = page()
-    assert any("refused the API key" in e.value for e in at.error)
+    at.text_input(key="login_key").input("wrong-" + degraded_api.key)
+    at.button(key="login_submit").click().run()
+    assert any("not accepted" in e.value for e in at.error)
 
     ui_env["TUNESTACK_API_URL"] = f"http://127.0.0.1:{free_port()}"
     at = page()
@@ -293,7 +298,9 @@ def test_documents_lists_reindexes_and_deletes_with_confirmation(
     assert not at.button(key="docs_delete").disabled
     at.button(key="docs_delete").click().run()
     assert not at.exception
-    assert any("Deleted 'ui-del'" in s.value for s in at.success)
+    assert any("Deleted 'ui-del'" in s.value for s in at.success), [
+        e.value for e in [*at.error, *at.warning, *at.success]
+    ]
     cols = httpx.get(f"{httpx_api()}/v1/collections", timeout=30).json()["collections"]
     assert "ui-del" not in {c["name"] for c in cols}
 

@@ -191,7 +191,7 @@ def degraded_api(stack: Stack) -> Iterator[DegradedApi]:
     from tests.integration.conftest import start_api
 
     port = free_port()
-    key = "ui-test-key"
+    key = "ui-test-key-" + "k" * 16  # the API refuses environment keys under 16 characters
     proc = start_api(
         stack,
         port,

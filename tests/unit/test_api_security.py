@@ -261,13 +261,26 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
     assert 1 <= int(r.headers["Retry-After"]) <= 60
 
 
-def test_failed_keys_are_limited_per_address(tmp_path: Path) -> None:
+def test_failed_keys_are_limited_per_address_and_key_id(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path)
+    _, alice = store.create("alice", "user")
+    _, bob = store.create("bob", "user")
     c = client(settings(tmp_path, api_key=ENV_KEY, failed_auth_per_minute=3))
+    wrong_alice = alice[: alice.rindex("_") + 1] + "x" * 32
     for _ in range(3):
-        is_error(c.get("/v1/whoami", headers=bearer("guess-" + "x" * 20)), 401)
-    r = c.get("/v1/whoami", headers=bearer(ENV_KEY))  # even the right key waits now
+        is_error(c.get("/v1/whoami", headers=bearer(wrong_alice)), 401)
+    r = c.get("/v1/whoami", headers=bearer(alice))  # alice's key from this address waits now
     is_error(r, 429, "TooManyRequests")
     assert int(r.headers["Retry-After"]) >= 1
+    # others behind the same address (every UI user is) are not locked out by the guesser
+    assert c.get("/v1/whoami", headers=bearer(bob)).status_code == 200
+    # no key at all guesses nothing: not counted
+    for _ in range(5):
+        is_error(c.get("/v1/whoami"), 401)
+    for _ in range(3):
+        is_error(c.get("/v1/whoami", headers=bearer("guess-" + "x" * 20)), 401)
+    is_error(c.get("/v1/whoami", headers=bearer("other-" + "x" * 20)), 429)
+    assert c.get("/v1/whoami", headers=bearer(bob)).status_code == 200
 
 
 def test_concurrency_limit_per_key() -> None:

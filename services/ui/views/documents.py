@@ -21,10 +21,11 @@ from services.ui.components import (
     get_settings,
     linked_index,
     readiness,
+    require_admin,
     show_error,
     start_job,
 )
-from services.ui.logic import ingest_rows
+from services.ui.logic import ingest_rows, md_escape
 
 NEW = "New collection…"  # never a valid collection name (spaces, …)
 TYPES = ["md", "markdown", "txt", "pdf", "docx", "html", "htm"]
@@ -49,9 +50,10 @@ def ingest_files(
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     timeout = get_settings().timeout_s
-    bar = st.progress(0.0, text=f"Ingesting {len(files)} file(s) into '{collection}'…")
+    into = md_escape(collection)
+    bar = st.progress(0.0, text=f"Ingesting {len(files)} file(s) into '{into}'…")
     for i, f in enumerate(files):
-        bar.progress(i / len(files), text=f"{i + 1}/{len(files)}: {f.name}")
+        bar.progress(i / len(files), text=f"{i + 1}/{len(files)}: {md_escape(f.name)}")
         try:
             report = client.ingest(
                 [(f.name, f.getvalue())], collection, embedder=embedder, timeout=timeout
@@ -113,7 +115,8 @@ def upload_section(client: RagClient, cols: list[CollectionInfo]) -> None:
     if last:
         rows = last["rows"]
         failed = sum(r["status"] == "failed" for r in rows)
-        msg = f"'{last['collection']}': {len(rows) - failed} of {len(rows)} file(s) ingested."
+        into = md_escape(last["collection"])
+        msg = f"'{into}': {len(rows) - failed} of {len(rows)} file(s) ingested."
         (st.warning if failed else st.success)(msg)
         st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
 
@@ -127,7 +130,7 @@ def reindex_section(client: RagClient, cols: list[CollectionInfo]) -> None:
     built = {b.embedder for b in next(c.builds for c in cols if c.name == name)}
     todo = [m.name for m in reg[0] if m.name not in built]
     if not todo:
-        st.caption(f"'{name}' is built for every registered embedder.")
+        st.caption(f"'{md_escape(name)}' is built for every registered embedder.")
         return
     emb = c2.selectbox("For embedder", todo, key="docs_reidx_e")
     if c3.button("Reindex", key="docs_reindex", icon=":material/build:"):
@@ -135,11 +138,11 @@ def reindex_section(client: RagClient, cols: list[CollectionInfo]) -> None:
             client,
             "reindex",
             lambda: client.start_reindex(ReindexJobRequest(collection=name, embedder=emb)),
-            f"Building '{name}' for {emb}",
+            f"Building '{md_escape(name)}' for {md_escape(emb)}",
         )
         if job and job.status == "done":
             chunks = (job.result or {}).get("chunks")
-            st.success(f"'{name}' is now built for {emb}: {chunks} chunks.")
+            st.success(f"'{md_escape(name)}' is now built for {md_escape(emb)}: {chunks} chunks.")
 
 
 def delete_section(client: RagClient, cols: list[CollectionInfo]) -> None:
@@ -158,7 +161,7 @@ def delete_section(client: RagClient, cols: list[CollectionInfo]) -> None:
         try:
             client.delete_collection(name)
         except ApiError as e:
-            show_error(e, f"Could not delete '{name}'")
+            show_error(e, f"Could not delete '{md_escape(name)}'")
             return
         st.session_state.pop("docs_del_confirm", None)
         st.session_state[DELETED] = name
@@ -166,6 +169,7 @@ def delete_section(client: RagClient, cols: list[CollectionInfo]) -> None:
 
 
 def render() -> None:
+    require_admin()
     client = get_client()
     st.title("Documents")
     if not readiness(client)["chroma"]:
@@ -175,7 +179,7 @@ def render() -> None:
         return
     gone = st.session_state.pop(DELETED, None)
     if gone:
-        st.success(f"Deleted '{gone}' (every embedder's build).")
+        st.success(f"Deleted '{md_escape(gone)}' (every embedder's build).")
     overview(cols)
     with st.container(border=True):
         st.subheader("Upload")

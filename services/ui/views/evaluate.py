@@ -12,8 +12,15 @@ import streamlit as st
 
 from services.common.api_client import ApiError, RagClient
 from services.common.api_schemas import EvalJobRequest, JobInfo, ReportSummary
-from services.ui.components import api_image, embedders, follow_job, get_client, show_error
-from services.ui.logic import HEADLINE, chart_rows, metric_rows
+from services.ui.components import (
+    api_image,
+    embedders,
+    follow_job,
+    get_client,
+    require_admin,
+    show_error,
+)
+from services.ui.logic import HEADLINE, chart_rows, md_escape, metric_rows, safe_markdown
 
 JOB = "eval_job"
 OPENED = "eval_report"
@@ -30,13 +37,13 @@ def choose_dataset(client: RagClient) -> str | None:
                 with st.spinner(f"Checking {up.name}…"):
                     ds = client.upload_dataset(up.name, up.getvalue())
             except ApiError as e:
-                show_error(e, f"{up.name} was not accepted")
+                show_error(e, f"{md_escape(up.name)} was not accepted")
                 return None
-            st.success(f"{ds.name}: {ds.queries} queries over {ds.corpus} passages.")
+            st.success(f"{md_escape(ds.name)}: {ds.queries} queries over {ds.corpus} passages.")
             st.session_state["eval_uploaded"] = ds.name
         name = st.session_state.get("eval_uploaded")
         if name:
-            st.caption(f"Uploaded dataset: {name}")
+            st.caption(f"Uploaded dataset: {md_escape(name)}")
         return str(name) if name else None
     try:
         sets = client.datasets().datasets
@@ -92,7 +99,8 @@ def run_form(client: RagClient) -> None:
         st.session_state[JOB] = started
     job: JobInfo | None = st.session_state.get(JOB)
     if job:
-        done = follow_job(client, job, f"Evaluating {', '.join(job.params['models'])}")
+        chosen_names = md_escape(", ".join(job.params["models"]))
+        done = follow_job(client, job, f"Evaluating {chosen_names}")
         st.session_state.pop(JOB, None)
         if done and done.status == "done" and done.result:
             st.session_state[OPENED] = done.result["report"]  # open the new report
@@ -102,16 +110,19 @@ def show_report(client: RagClient, name: str) -> None:
     try:
         rep = client.report(name)
     except ApiError as e:
-        show_error(e, f"Report {name}")
+        show_error(e, f"Report {md_escape(name)}")
         return
     models = rep.models
     k = rep.top_k or 10
     metrics = tuple(m if m != "mrr@10" else f"mrr@{k}" for m in HEADLINE)
-    st.markdown(f"**{rep.name}** · dataset `{rep.dataset}` · {rep.created or ''}")
+    st.markdown(
+        f"**{md_escape(rep.name)}** · dataset {md_escape(rep.dataset or '')} · "
+        f"{md_escape(rep.created or '')}"
+    )
     for model, red in rep.error_reduction.items():
         first = next(iter(models))
         st.metric(
-            f"{model} vs {first}: error (1 − MRR@{k}) removed",
+            f"{md_escape(model)} vs {md_escape(first)}: error (1 − MRR@{k}) removed",
             f"{red:.1%}",
             delta=f"{models[model].get(f'mrr@{k}', 0) - models[first].get(f'mrr@{k}', 0):+.3f} MRR",
         )
@@ -129,7 +140,7 @@ def show_report(client: RagClient, name: str) -> None:
     with st.expander("Report files (metrics.png, report.md)"):
         if png:
             api_image(client, png, caption="metrics.png")
-        st.markdown(rep.markdown)
+        st.markdown(safe_markdown(rep.markdown))
 
 
 def history(client: RagClient) -> None:
@@ -161,6 +172,7 @@ def history(client: RagClient) -> None:
 
 
 def render() -> None:
+    require_admin()
     client = get_client()
     st.title("Evaluate embedders")
     with st.container(border=True):

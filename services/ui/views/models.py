@@ -22,8 +22,15 @@ from services.common.api_schemas import (
     ReindexJobRequest,
     ServingInfo,
 )
-from services.ui.components import api_image, collections, get_client, show_error, start_job
-from services.ui.logic import flat_metrics, human_size
+from services.ui.components import (
+    api_image,
+    collections,
+    get_client,
+    require_admin,
+    show_error,
+    start_job,
+)
+from services.ui.logic import flat_metrics, human_size, md_escape, safe_markdown
 
 
 def _pngs(model: ModelSummary) -> list[ArtifactFile]:
@@ -72,8 +79,8 @@ def llm_tab(client: RagClient, llms: list[ModelSummary], serving: ServingInfo) -
         if not pngs:
             st.caption("No loss curve (base models have none; a run's appears after training).")
     with right:
-        st.markdown(f"**{m.name}**" + (" · serving now" if m.deployed else ""))
-        st.caption(f"base: {m.base_model or '—'} · source: {m.source or '—'}")
+        st.markdown(f"**{md_escape(m.name)}**" + (" · serving now" if m.deployed else ""))
+        st.caption(f"base: {md_escape(m.base_model or '—')} · source: {md_escape(m.source or '—')}")
         metrics_table(m.metrics)
     if m.exports:
         st.markdown("**Exports**")
@@ -96,7 +103,7 @@ def llm_tab(client: RagClient, llms: list[ModelSummary], serving: ServingInfo) -
 def deploy_action(client: RagClient, m: ModelSummary, serving: ServingInfo) -> None:
     """Deploy to Ollama as a job (progress, then the API serves it); llama.cpp: the CLI."""
     if not serving.deploy_available:
-        st.caption(serving.deploy_hint)
+        st.caption(safe_markdown(serving.deploy_hint))
         return
     quants = list(dict.fromkeys(str(r["name"]) for r in m.exports if r.get("name")))
     run = m.name
@@ -105,20 +112,21 @@ def deploy_action(client: RagClient, m: ModelSummary, serving: ServingInfo) -> N
         "Type", quants, index=quants.index("q8_0") if "q8_0" in quants else 0, key=f"dq-{run}"
     )
     name = c2.text_input("Ollama model name", value=run, key=f"dn-{run}").strip() or run
-    if c3.button(f"Deploy {run}", key=f"deploy-{run}", type="primary"):
+    if c3.button(f"Deploy {md_escape(run)}", key=f"deploy-{run}", type="primary"):
         job = start_job(
             client,
             "deploy",
             lambda: client.deploy(run, DeployRequest(to="ollama", quant=quant, name=name)),
-            f"Deploying {run} ({quant}) to Ollama as '{name}'",
+            f"Deploying {md_escape(run)} ({md_escape(quant)}) to Ollama as '{md_escape(name)}'",
         )
         if job and job.status == "done":
             res = job.result or {}
+            said = repr(res.get("verify", {}).get("response", "").strip())
             st.success(
-                f"'{name}' is serving from Ollama at {res.get('base_url', '')}; "
-                f"it answered: {res.get('verify', {}).get('response', '').strip()!r}"
+                f"'{md_escape(name)}' is serving from Ollama at "
+                f"{md_escape(res.get('base_url', ''))}; it answered: {md_escape(said)}"
             )
-    st.caption(f"Ollama at {serving.ollama_host}. {serving.deploy_hint}")
+    st.caption(f"Ollama at {md_escape(serving.ollama_host)}. {safe_markdown(serving.deploy_hint)}")
 
 
 def embedder_tab(
@@ -172,13 +180,15 @@ def reindex_action(client: RagClient, model: ModelSummary) -> None:
         )
         return
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    target = c1.selectbox(f"Build a collection for {model.name}", todo, key="models_reidx_c")
+    target = c1.selectbox(
+        f"Build a collection for {md_escape(model.name)}", todo, key="models_reidx_c"
+    )
     if c2.button("Reindex", key="models_reindex", icon=":material/build:"):
         start_job(
             client,
             "reindex",
             lambda: client.start_reindex(ReindexJobRequest(collection=target, embedder=model.name)),
-            f"Building '{target}' for {model.name}",
+            f"Building '{md_escape(target)}' for {md_escape(model.name)}",
         )
 
 
@@ -196,6 +206,7 @@ def latest_report_metrics(client: RagClient) -> dict[str, dict[str, float]]:
 
 
 def render() -> None:
+    require_admin()
     client = get_client()
     st.title("Models")
     try:
@@ -205,11 +216,11 @@ def render() -> None:
         return
     serving = body.serving
     st.caption(
-        f"Serving LLM **{serving.llm_model}** at {serving.llm_base_url} · "
-        f"default embedder **{serving.default_embedder}**"
+        f"Serving LLM **{md_escape(serving.llm_model)}** at {md_escape(serving.llm_base_url)} · "
+        f"default embedder **{md_escape(serving.default_embedder)}**"
     )
     for w in body.warnings:
-        st.warning(w)
+        st.warning(safe_markdown(w))
     llm, emb = st.tabs(["LLM runs", "Embedders"])
     with llm:
         llm_tab(client, [m for m in body.models if m.kind == "llm"], serving)
