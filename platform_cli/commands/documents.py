@@ -160,6 +160,7 @@ def collections_list(as_json: Annotated[bool, typer.Option("--json")] = False) -
             "embedder": b.embedder,
             "fingerprint": b.embedder_fp,
             "chunks": b.chunks,
+            "stale": b.stale,
         }
         for c in infos
         for b in c.builds
@@ -167,10 +168,14 @@ def collections_list(as_json: Annotated[bool, typer.Option("--json")] = False) -
     if as_json:
         console.print_json(json.dumps(rows))
         return
-    t = Table("collection", "embedder", "fingerprint", "chunks")
+    t = Table("collection", "embedder", "fingerprint", "chunks", "state")
     for r in rows:
-        t.add_row(*(str(r[k]) for k in ("collection", "embedder", "fingerprint", "chunks")))
+        cells = [str(r[k]) for k in ("collection", "embedder", "fingerprint", "chunks")]
+        t.add_row(*cells, "stale" if r["stale"] else "current")
     console.print(t)
+    for r in rows:
+        if r["stale"]:
+            console.print(f"{r['collection']} ({r['embedder']}) is stale: {r['stale']}")
 
 
 @collections_app.command("delete")

@@ -31,7 +31,14 @@ from platform_cli.stack.base import (
     waves,
 )
 from platform_cli.stack.llamacpp_target import LlamaCppTarget, served_model
-from platform_cli.stack.processes import ProcSpec, alive, healthy, port_free
+from platform_cli.stack.processes import (
+    ProcSpec,
+    alive,
+    healthy,
+    is_same_process,
+    port_free,
+    start_time,
+)
 from services.common.errors import BadInput, ServiceUnavailable, TunestackError
 from services.common.registry import Registry
 from services.common.settings import process_environ
@@ -133,13 +140,20 @@ class LocalStack:
     def pidfile(self, name: str) -> Path:
         return self.run_dir / f"{name}.json"
 
-    def pid(self, name: str) -> int | None:
+    def _record(self, name: str) -> tuple[int, dict] | None:
+        """(pid, pid file) of our running `name`: None when the pid file's process is
+        gone, or its pid now belongs to another process (the start time recorded with it
+        differs)."""
         try:
             info = json.loads(self.pidfile(name).read_text())
             pid = int(info["pid"])
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        return pid if alive(pid) else None
+        return (pid, info) if alive(pid) and is_same_process(pid, info) else None
+
+    def pid(self, name: str) -> int | None:
+        found = self._record(name)
+        return found[0] if found else None
 
     def running_argv(self, name: str) -> list[str] | None:
         """The command line of the running process `name`, to start it again later."""
@@ -196,7 +210,13 @@ class LocalStack:
             start_new_session=True,
             cwd=str(Path.cwd()),
         )
-        record = {"pid": proc.pid, "argv": spec.argv, "started": time.time(), "url": spec.url}
+        record = {
+            "pid": proc.pid,
+            "start_time": start_time(proc.pid),
+            "argv": spec.argv,
+            "started": time.time(),
+            "url": spec.url,
+        }
         self.pidfile(spec.name).write_text(json.dumps(record))
         return proc.pid
 
@@ -217,16 +237,24 @@ class LocalStack:
         )
 
     def stop(self, name: str, timeout: float = 10.0) -> bool:
-        pid = self.pid(name)
-        if pid is None:
+        """Stop our `name` (its process group: TERM, then KILL). A pid file whose pid now
+        belongs to another process (ours died, the pid was reused) is only removed: that
+        process, and its group, are never signalled."""
+        found = self._record(name)
+        if found is None:
             self.pidfile(name).unlink(missing_ok=True)
             return False
+        pid, record = found
+
+        def ours() -> bool:
+            return alive(pid) and is_same_process(pid, record)
+
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and alive(pid):
+        while time.monotonic() < deadline and ours():
             time.sleep(0.2)
-        if alive(pid):
+        if ours():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         self.pidfile(name).unlink(missing_ok=True)

@@ -47,6 +47,47 @@ def alive(pid: int) -> bool:
         return True
 
 
+def start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot, /proc/PID/stat field 22): with the pid,
+    it names one process, never a later one that got the same pid. None off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(") ", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def cmdline(pid: int) -> list[str] | None:
+    """The command line of `pid` (None if unreadable)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]] if raw else None
+
+
+def is_same_process(pid: int, record: dict[str, object]) -> bool:
+    """Whether the live `pid` is still the process a pid file recorded: same start time
+    (recorded since it was added) or, for older records, the same command line. Where
+    /proc cannot tell, a live pid counts as ours."""
+    recorded = record.get("start_time")
+    if isinstance(recorded, int):
+        now = start_time(pid)
+        return now is None or now == recorded
+    argv = record.get("argv")
+    line = cmdline(pid)
+    if not isinstance(argv, list) or not argv or line is None:
+        return True
+    want = [str(a) for a in argv]
+    tail = line[-len(want) :]  # a script's interpreter comes first: `python .../chroma run`
+    return (
+        len(tail) == len(want)
+        and tail[1:] == want[1:]
+        and os.path.basename(tail[0]) == os.path.basename(want[0])
+    )
+
+
 def healthy(url: str, timeout: float = 2.0) -> bool:
     try:
         return httpx.get(url, timeout=timeout).status_code < 500

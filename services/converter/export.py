@@ -18,7 +18,6 @@ import gc
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,7 +156,7 @@ def _begin(settings: ConvertSettings, req: ExportRequest) -> _Job:
         raise BadInput(f"--lora-gguf needs a LoRA run; '{req.run}' is not one.")
     base = base_entry(registry, entry)
     atomic.sweep_stale(entry.dir)
-    stage = entry.dir / f".tmp-export-{uuid.uuid4().hex[:8]}"
+    stage = atomic.temp_sibling(entry.dir / "export")
     (stage / "gguf").mkdir(parents=True)
     return _Job(settings, req, registry, entry, base, scripts, messages, stage, t_start)
 
@@ -249,14 +248,10 @@ def _commit(
 
 
 def _move_merged(job: _Job, merged: _Merged) -> dict[str, Any]:
-    """merged/ replaces the previous one (renamed aside first, then removed)."""
+    """merged/ replaces the previous one in one step (atomic.swap_dir)."""
     files = [{"file": p.name, "size": p.stat().st_size} for p in sorted(merged.dir.iterdir())]
     final = job.entry.dir / "merged"
-    old = job.entry.dir / f".old-merged-{uuid.uuid4().hex[:8]}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(merged.dir, final)
-    shutil.rmtree(old, ignore_errors=True)
+    atomic.swap_dir(merged.dir, final)
     return {"path": str(final), "max_shard_size": job.req.export_size, "files": files}
 
 

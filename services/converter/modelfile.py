@@ -9,7 +9,6 @@ never drift apart.
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +42,20 @@ def _quote(text: str) -> str:
     return f'"""{text}"""'
 
 
+def _param(value: Any) -> str:
+    """A PARAMETER value as Ollama reads it: a string in quotes, which Ollama strips
+    without unescaping anything (so no JSON escapes: `"Say "hi""` is `Say "hi"`); one
+    with a line break, or starting with a quote (it would read as triple quotes), in
+    triple quotes."""
+    if isinstance(value, str):
+        if "\n" in value or "\r" in value or value.startswith('"'):
+            return _quote(value)
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def render(mf: Modelfile, header: str = "") -> str:
     lines = [f"# {line}" for line in header.splitlines()] if header else []
     lines.append(f"FROM {mf.from_}")
@@ -51,7 +64,7 @@ def render(mf: Modelfile, header: str = "") -> str:
         lines.append(f"TEMPLATE {_quote(mf.template)}")
     for key, values in mf.parameters.items():
         for v in values:
-            lines.append(f"PARAMETER {key} {json.dumps(v) if isinstance(v, str) else v}")
+            lines.append(f"PARAMETER {key} {_param(v)}")
     if mf.system:
         lines.append(f"SYSTEM {_quote(mf.system)}")
     for m in mf.messages:
@@ -59,39 +72,57 @@ def render(mf: Modelfile, header: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _value(text: str, i: int, cmd: str) -> tuple[str, bool, int]:
+    '''The value that starts at text[i] (the rest of its line, or a quoted block over
+    several lines), whether it was quoted, and where the next line starts.
+
+    As Ollama's parser does: a value ends at the first end of line where what was read
+    (spaces trimmed) is whole: in triple quotes (six characters at least), in quotes, or
+    unquoted; inner quotes are kept as they are (SYSTEM """Say "hi"""" is: Say "hi").
+    '''
+    n = len(text)
+    pos = i
+    while True:
+        j = text.find("\n", pos)
+        end = n if j < 0 else j
+        seg = text[i:end].strip()
+        if seg.startswith('"""'):
+            if len(seg) >= 6 and seg.endswith('"""'):
+                return seg[3:-3], True, end + 1
+        elif seg.startswith('"'):
+            if len(seg) >= 2 and seg.endswith('"'):
+                return seg[1:-1], True, end + 1
+        else:
+            return seg, False, end + 1
+        if j < 0:
+            raise TunestackError(f"Unterminated quotes after {cmd} in the Modelfile.")
+        pos = j + 1
+
+
 def parse(text: str) -> Modelfile:
-    """Read the subset of Modelfile syntax `render` writes (and hand edits in that style)."""
+    """Read the subset of Modelfile syntax `render` writes (and hand edits in that style)
+    the way Ollama reads it, so `ollama create -f` and our /api/create agree."""
     fields: dict[str, Any] = {"parameters": {}, "messages": [], "adapters": []}
     i = 0
     n = len(text)
     while i < n:
         j = text.find("\n", i)
         line = text[i : n if j < 0 else j]
-        i = n if j < 0 else j + 1
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
+        stripped = line.lstrip()
+        if not stripped.strip() or stripped.startswith("#"):
+            i = n if j < 0 else j + 1
             continue
-        cmd, _, arg = stripped.partition(" ")
-        cmd = cmd.upper()
-        arg = arg.strip()
-        if cmd == "MESSAGE":
-            role, _, arg = arg.partition(" ")
-        if arg.startswith('"""'):
-            body = arg[3:]
-            end = body.find('"""')
-            if end < 0:  # the value spans lines
-                rest_end = text.find('"""', i)
-                if rest_end < 0:
-                    raise TunestackError(f'Unterminated """ after {cmd} in the Modelfile.')
-                body = body + "\n" + text[i:rest_end]
-                i = rest_end + 3
-                nl = text.find("\n", i)
-                i = n if nl < 0 else nl + 1
-                value = body
-            else:
-                value = body[:end]
-        else:
-            value = arg
+        word = stripped.split(None, 1)[0]
+        cmd = word.upper()
+        start = i + (len(line) - len(stripped)) + len(word)
+        role = key = ""
+        if cmd in ("MESSAGE", "PARAMETER"):  # one more word before the value
+            rest = text[start : n if j < 0 else j]
+            lead = len(rest) - len(rest.lstrip())
+            first = rest.lstrip().split(None, 1)[0] if rest.strip() else ""
+            role = key = first
+            start += lead + len(first)
+        value, quoted, i = _value(text, start, cmd)
         if cmd == "FROM":
             fields["from_"] = value
         elif cmd == "ADAPTER":
@@ -103,16 +134,12 @@ def parse(text: str) -> Modelfile:
         elif cmd == "MESSAGE":
             fields["messages"].append({"role": role, "content": value})
         elif cmd == "PARAMETER":
-            key, _, raw = value.partition(" ")
-            raw = raw.strip()
-            parsed: Any
-            if raw.startswith('"'):
-                parsed = json.loads(raw) if raw.endswith('"') else shlex.split(raw)[0]
-            else:
+            parsed: Any = value
+            if not quoted:
                 try:
-                    parsed = json.loads(raw)
+                    parsed = json.loads(value)
                 except ValueError:
-                    parsed = raw
+                    parsed = value
             fields["parameters"].setdefault(key, []).append(parsed)
         else:
             raise TunestackError(f"Unknown Modelfile instruction {cmd}.")

@@ -16,9 +16,9 @@ import hashlib
 import shutil
 import sys
 import tarfile
-import uuid
 from pathlib import Path
 
+from services.common import atomic
 from services.common.errors import TunestackError
 from services.converter.settings import (
     LLAMA_CPP_SDIST_SHA256,
@@ -59,7 +59,7 @@ def extract(sdist: Path, dest: Path, expected_sha256: str = LLAMA_CPP_SDIST_SHA2
             hint=f"Delete {sdist} and run `make setup` to download it again.",
         )
     prefix = f"llama_cpp_python-{LLAMA_CPP_VERSION}/vendor/llama.cpp/"
-    tmp = dest.parent / f".tmp-{dest.name}-{uuid.uuid4().hex[:8]}"
+    tmp = atomic.temp_sibling(dest)
     tmp.mkdir(parents=True)
     try:
         with tarfile.open(sdist, "r:gz") as tar:
@@ -79,9 +79,7 @@ def extract(sdist: Path, dest: Path, expected_sha256: str = LLAMA_CPP_SDIST_SHA2
                 )
             tar.extractall(tmp, members=members, filter="data")
         (tmp / STAMP).write_text(f"{sdist.name} sha256={got}\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
+        atomic.swap_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -2,7 +2,7 @@
 
 Tokens are computed once at ingest (stored in chunk metadata as `bm25`), so building the
 index after a change is a split and a bm25s.index call, not a re-run of jieba over the
-whole corpus. Indexes are cached per (physical collection, version).
+whole corpus. Indexes are cached per (logical build, version).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class Bm25Index:
 
 
 class Bm25Cache:
-    """In-memory BM25 indexes keyed by physical collection, invalidated by version."""
+    """In-memory BM25 indexes keyed by build (Build.key), invalidated by version."""
 
     def __init__(self) -> None:
         self._items: dict[str, tuple[str, Bm25Index]] = {}
@@ -91,6 +91,11 @@ class Bm25Cache:
     def put(self, physical: str, version: str, index: Bm25Index) -> None:
         with self._lock:
             self._items[physical] = (version, index)
+
+    def drop(self, prefix: str) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k.startswith(prefix)]:
+                del self._items[key]
 
 
 def rrf(rankings: list[list[str]], k: int = 60) -> list[tuple[str, float]]:

@@ -3,22 +3,30 @@
 Every writer of a collection takes its cross-process lock (services.common.locks), so
 `tunestack ingest` in a terminal and an upload through the API never write one
 collection at the same time, and a reindex waits for both.
+
+A collection built for several embedders stays one set of documents: an ingest with an
+embedder the collection has no build for yet first copies the existing chunks into a
+new build for it (a reindex), and an ingest that changes one build marks the others
+stale (`collections list` shows it) until they are reindexed from it. Uploads live under
+TUNESTACK_HOME/uploads/<collection>/ and are deleted with the collection.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
+from services.common import atomic
 from services.common.api_schemas import BuildInfo, CollectionInfo
 from services.common.errors import BadInput, ServiceUnavailable
 from services.rag_api.context import RagContext
-from services.rag_api.ingest import Ingestor, IngestReport, Progress
+from services.rag_api.ingest import Ingestor, IngestReport, Progress, load_limits
 from services.rag_api.reindex import reindex
 from services.rag_api.store import Build, validate_collection_name
-from services.rag_api.uploads import save_upload
+from services.rag_api.uploads import save_upload, unique_names
 
 Waiting = Callable[[], None]
 
@@ -49,6 +57,7 @@ def _ingestor(ctx: RagContext, req: IngestRequest) -> Ingestor:
         chunk_size=size,
         chunk_overlap=overlap,
         max_file_bytes=s.max_file_mb * 2**20,
+        limits=load_limits(s),
     )
 
 
@@ -69,7 +78,34 @@ def ingest(
         )
     ingestor = _ingestor(ctx, req)
     with ctx.collection_lock(req.collection, waiting):
-        return ingestor.ingest(req.paths, req.collection, prune=req.prune, progress=progress)
+        return _ingest_locked(ctx, ingestor, req, progress)
+
+
+def _ingest_locked(
+    ctx: RagContext, ingestor: Ingestor, req: IngestRequest, progress: Progress | None = None
+) -> IngestReport:
+    """Ingest holding the collection's lock, keeping its builds one set of documents."""
+    store, emb, name = ctx.store, ingestor.embedder, req.collection
+    store.sweep(name)
+    builds = store.builds(name)
+    others = [b for b in builds if b.embedder_fp != emb.fingerprint]
+    if others and len(others) == len(builds):
+        # a first build for this embedder starts from what the collection holds
+        def copied(done: int, total: int) -> None:
+            if progress:
+                progress(f"copying {name} to {emb.name}", done, total)
+
+        reindex(store, name, emb, ctx.settings.default_embedder, progress=copied)
+    report = ingestor.ingest(req.paths, name, prune=req.prune, progress=progress)
+    if report.counts.get("ok", 0) or report.counts.get("removed", 0):
+        when = time.strftime("%Y-%m-%dT%H:%M:%S")
+        for b in others:
+            store.mark_stale(
+                b,
+                f"{when}: documents changed in the {emb.name} build; run `tunestack reindex "
+                f"{name} --embedder {b.embedder}`",
+            )
+    return report
 
 
 def ingest_uploads(
@@ -80,12 +116,15 @@ def ingest_uploads(
     validate_collection_name(req.collection)
     if not files:
         raise BadInput("No files were uploaded.", hint="Send one or more 'files' parts.")
-    ingestor = _ingestor(ctx, req)
+    ingestor = _ingestor(ctx, req)  # a bad chunk_size/overlap is refused before any save
     dest = ctx.uploads / req.collection
     limit = ctx.settings.max_upload_mb * 2**20
+    names = unique_names([name or "upload" for name, _ in files])
     with ctx.collection_lock(req.collection):
-        saved = [save_upload(f, name or "upload", dest, limit) for name, f in files]
-        report = ingestor.ingest(saved, req.collection)
+        saved = [
+            save_upload(f, name, dest, limit) for name, (_, f) in zip(names, files, strict=True)
+        ]
+        report = _ingest_locked(ctx, ingestor, replace(req, paths=saved))
     for f in report.files:
         f.path = f.path.rsplit("/", 1)[-1]
     return report
@@ -124,13 +163,19 @@ def list_collections(ctx: RagContext) -> list[CollectionInfo]:
                 embedder_fp=b.embedder_fp,
                 chunks=ctx.store.count(b),
                 created=b.metadata.get("created"),
+                stale=b.stale,
             )
         )
     return list(out.values())
 
 
 def delete_collection(ctx: RagContext, name: str) -> int:
-    """Delete every embedder's build of `name`; the number of builds deleted."""
+    """Delete every embedder's build of `name` and its uploaded files; the number of
+    builds deleted."""
     validate_collection_name(name)
     with ctx.collection_lock(name):
-        return ctx.store.delete(name)
+        n = ctx.store.delete(name)
+        ctx.retriever.forget(name)
+        atomic.remove_dir(ctx.uploads / name)
+        atomic.sweep_stale(ctx.uploads)  # what a delete killed midway left
+    return n

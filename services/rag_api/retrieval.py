@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from services.common.embedders import Embedder, EmbedderPool
-from services.common.errors import BadInput, EmbedderMismatch
+from services.common.errors import BadInput, EmbedderMismatch, NotFound
 from services.rag_api.bm25 import Bm25Cache, Bm25Index, rrf
-from services.rag_api.store import Build, VectorStore
+from services.rag_api.store import SEP, Build, VectorStore
 
 Mode = Literal["dense", "bm25", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
@@ -90,8 +90,19 @@ class Retriever:
         self.pool = pool
         self.default_embedder = default_embedder
         self.bm25 = Bm25Cache()
-        self._vs: dict[str, Any] = {}
+        # langchain vector stores per logical build, with the Chroma collection id they
+        # hold: a build deleted and made again (or reindexed) has a new id, so its handle
+        # is made again instead of querying a collection that no longer exists
+        self._vs: dict[str, tuple[str, Any]] = {}
         self._lock = threading.Lock()
+
+    def forget(self, collection: str) -> None:
+        """Drop what is cached for `collection`'s builds (it was deleted)."""
+        prefix = f"{collection}{SEP}"
+        with self._lock:
+            for key in [k for k in self._vs if k.startswith(prefix)]:
+                del self._vs[key]
+        self.bm25.drop(prefix)
 
     def resolve(self, collection: str, embedder: str | None) -> tuple[Build, Embedder]:
         if embedder is not None:
@@ -111,19 +122,20 @@ class Retriever:
     def vectorstore(self, build: Build, emb: Embedder) -> Any:
         from langchain_chroma import Chroma
 
-        key = f"{build.physical}:{emb.fingerprint}"
+        key = build.key
         with self._lock:
-            vs = self._vs.get(key)
-            if vs is None:
-                vs = self.store.call(
-                    lambda: Chroma(
-                        client=self.store.client,
-                        collection_name=build.physical,
-                        embedding_function=langchain_embeddings(emb),
-                        create_collection_if_not_exists=False,
-                    )
+            held = self._vs.get(key)
+            if held is not None and held[0] == build.id:
+                return held[1]
+            vs = self.store.call(
+                lambda: Chroma(
+                    client=self.store.client,
+                    collection_name=build.physical,
+                    embedding_function=langchain_embeddings(emb),
+                    create_collection_if_not_exists=False,
                 )
-                self._vs[key] = vs
+            )
+            self._vs[key] = (build.id, vs)
             return vs
 
     def retrieve(
@@ -143,6 +155,17 @@ class Retriever:
             raise BadInput("top_k must be between 1 and 100.")
         t0 = time.perf_counter()
         build, emb = self.resolve(collection, embedder)
+        try:
+            hits = self._search(build, emb, query, mode, top_k)
+        except NotFound:  # deleted or rebuilt since it was resolved: resolve it again
+            self.forget(collection)
+            build, emb = self.resolve(collection, embedder)
+            hits = self._search(build, emb, query, mode, top_k)
+        for i, h in enumerate(hits, start=1):
+            h.rank = i
+        return RetrievalResult(collection, emb.name, mode, hits, (time.perf_counter() - t0) * 1000)
+
+    def _search(self, build: Build, emb: Embedder, query: str, mode: str, top_k: int) -> list[Hit]:
         if mode == "dense":
             hits = self._dense(build, emb, query, top_k)
         elif mode == "bm25":
@@ -161,9 +184,7 @@ class Retriever:
                     "bm25": next((s.score for s in sparse if s.id == id_), 0.0),
                 }
                 hits.append(Hit(**{**asdict(h), "score": score, "scores": parts}))
-        for i, h in enumerate(hits, start=1):
-            h.rank = i
-        return RetrievalResult(collection, emb.name, mode, hits, (time.perf_counter() - t0) * 1000)
+        return hits
 
     def _dense(self, build: Build, emb: Embedder, query: str, k: int) -> list[Hit]:
         vs = self.vectorstore(build, emb)
@@ -192,7 +213,7 @@ class Retriever:
 
     def bm25_index(self, build: Build) -> Bm25Index:
         version = self.store.version(build)
-        cached = self.bm25.get(build.physical, version)
+        cached = self.bm25.get(build.key, version)
         if cached is not None:
             return cached
         ids: list[str] = []
@@ -201,5 +222,5 @@ class Retriever:
             ids.append(rec["id"])
             toks.append(str((rec["metadatas"] or {}).get("bm25", "")).split())
         index = Bm25Index.build(ids, toks)
-        self.bm25.put(build.physical, version, index)
+        self.bm25.put(build.key, version, index)
         return index

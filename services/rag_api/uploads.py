@@ -30,6 +30,24 @@ def sanitize_filename(name: str) -> str:
     return name
 
 
+def unique_names(names: list[str]) -> list[str]:
+    """Sanitized names, one per upload: a name that comes twice in one request (two
+    folders' `notes.md`, or names equal once sanitized) gets ` (2)`, ` (3)`... so every
+    part is kept instead of the last overwriting the others."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for raw in names:
+        name = sanitize_filename(raw)
+        stem, dot, ext = name.rpartition(".") if "." in name else (name, "", "")
+        n = 1
+        while name in seen:
+            n += 1
+            name = sanitize_filename(f"{stem[: 140 - len(ext)]} ({n}){dot}{ext}")
+        seen.add(name)
+        out.append(name)
+    return out
+
+
 def save_upload(src: BinaryIO, filename: str, dest_dir: Path, limit_bytes: int) -> Path:
     """Copy an upload into dest_dir under a sanitized name, atomically, within a size limit."""
     safe = sanitize_filename(filename)
