@@ -8,6 +8,7 @@ import base64
 import time
 from typing import Any
 
+from services.common.embedders import Embedder
 from services.common.errors import BadInput, TunestackError
 from services.rag_api import llm as llm_mod
 from services.rag_api.context import RagContext
@@ -53,7 +54,12 @@ async def embeddings(
     if not texts or len(texts) > MAX_INPUTS:
         raise BadInput(f"input must hold 1 to {MAX_INPUTS} strings.")
     emb = await asyncio.to_thread(ctx.pool.get, model)
-    vecs = await asyncio.to_thread(emb.encode, texts)
+    # encoding, counting tokens and shaping 2,048 vectors are CPU work: off the event loop
+    return await asyncio.to_thread(_embeddings, emb, texts, encoding_format)
+
+
+def _embeddings(emb: Embedder, texts: list[str], encoding_format: str) -> dict[str, Any]:
+    vecs = emb.encode(texts)
     n_tokens = sum(len(emb.tokens(t)) for t in texts)
     data = []
     for i, v in enumerate(vecs):

@@ -7,6 +7,9 @@ finishes files that were cut off, and skips files that are complete.
 
 Atomicity per file: a file is read, chunked and embedded completely before anything is
 written, so an unreadable file never leaves partial chunks.
+
+Hostile files (a zip bomb, a PDF of 100,000 pages) are bounded by loaders.LoadLimits:
+refused with the reason in the report, or read up to the caps with a note there.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from services.common.documents import loaders
 from services.common.documents.chunking import Chunker
@@ -27,6 +30,9 @@ from services.common.errors import BadInput
 from services.common.hashing import file_sha256
 from services.rag_api.bm25 import tokenize
 from services.rag_api.store import Build, VectorStore
+
+if TYPE_CHECKING:
+    from services.rag_api.settings import RagSettings
 
 Status = Literal["ok", "unchanged", "failed", "removed", "skipped"]
 Progress = Callable[[str, int, int], None]
@@ -75,6 +81,17 @@ class _Pending:
     content_hash: str
     texts: list[str]
     pages: list[str | None]
+    note: str = ""  # what the caps left out (loaders.LoadLimits), shown as the reason
+
+
+def load_limits(s: RagSettings) -> loaders.LoadLimits:
+    """The read caps the settings ask for (TUNESTACK_RAG_MAX_PDF_PAGES, ...)."""
+    return loaders.LoadLimits(
+        max_pages=s.max_pdf_pages,
+        max_chars=s.max_text_chars,
+        max_unzipped_bytes=s.max_docx_unzipped_mb * loaders.MB,
+        max_zip_ratio=s.max_zip_ratio,
+    )
 
 
 def chunk_id(source: str, content_hash: str, index: int) -> str:
@@ -92,11 +109,13 @@ class Ingestor:
         chunk_overlap: int,
         max_file_bytes: int,
         encode_batch: int = 512,
+        limits: loaders.LoadLimits = loaders.DEFAULT_LIMITS,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.chunker = Chunker(chunk_size, chunk_overlap, embedder.tokens)
         self.max_file_bytes = max_file_bytes
+        self.limits = limits
         self.encode_batch = encode_batch
         self._roots: list[Path] = []  # the paths of the current ingest (see _relative)
 
@@ -197,7 +216,8 @@ class Ingestor:
         try:
             texts: list[str] = []
             pages: list[str | None] = []
-            for sec in loaders.load(path, self.max_file_bytes):
+            notes: list[str] = []
+            for sec in loaders.load(path, self.max_file_bytes, self.limits, notes):
                 for c in self.chunker.split(sec.text):
                     texts.append(c)
                     pages.append(sec.page)
@@ -207,7 +227,7 @@ class Ingestor:
             return FileResult(source, "failed", reason=str(e))
         except Exception as e:  # a reader bug must not stop the other files
             return FileResult(source, "failed", reason=f"{type(e).__name__}: {e}")
-        return _Pending(source, data_hash, texts, pages)
+        return _Pending(source, data_hash, texts, pages, _summary(notes))
 
     def _manifest(self, build: Build) -> dict[str, dict[str, tuple[int, int]]]:
         """source -> content_hash -> (chunks present, chunks expected)."""
@@ -269,7 +289,7 @@ class Ingestor:
                 stale = {"$and": [{"source": p.source}, {"content_hash": {"$ne": p.content_hash}}]}
                 self.store.call(col.delete, where=stale)
             manifest[p.source] = {p.content_hash: (len(p.texts), len(p.texts))}
-            results.append(FileResult(p.source, "ok", len(p.texts)))
+            results.append(FileResult(p.source, "ok", len(p.texts), reason=p.note))
         return results
 
     def _prune(self, build: Build, manifest: dict[str, Any], roots: list[Path]) -> list[FileResult]:
@@ -287,6 +307,12 @@ class Ingestor:
         for r in out:
             manifest.pop(r.path, None)
         return out
+
+
+def _summary(notes: list[str], most: int = 3) -> str:
+    """Notes for the report's reason column: the first few, and how many more."""
+    more = f"; and {len(notes) - most} more notes" if len(notes) > most else ""
+    return "; ".join(notes[:most]) + more
 
 
 def _complete(per_hash: dict[str, tuple[int, int]] | None, data_hash: str) -> bool:

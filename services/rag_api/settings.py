@@ -27,6 +27,26 @@ class RagSettings(CommonSettings):
     llm_timeout_s: float = 120.0
     max_upload_mb: int = Field(default=50, description="Upper bound of one upload request.")
     max_file_mb: int = Field(default=16, description="Files larger than this are skipped.")
+    # ---- what one document may cost to read (services.common.documents.loaders) ----
+    max_pdf_pages: int = Field(
+        default=2000, ge=1, description="PDF pages read; the rest are left out, with a note."
+    )
+    max_text_chars: int = Field(
+        default=20_000_000,
+        ge=1,
+        description="Characters of text read from one PDF or DOCX; the rest is left out.",
+    )
+    max_docx_unzipped_mb: int = Field(
+        default=200,
+        ge=1,
+        description="A DOCX whose zip members expand to more than this is skipped unread.",
+    )
+    max_zip_ratio: float = Field(
+        default=100.0,
+        gt=1,
+        description="A DOCX with a member (10 MB+) expanding more than this many times is "
+        "skipped unread (a zip bomb).",
+    )
     top_k: int = 4
     max_tokens: int = 256
     temperature: float = 0.0
