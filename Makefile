@@ -35,13 +35,14 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: help setup demo test test-slow test-compose check docs fmt up down status bench bench-compose samples clean
+.PHONY: help setup demo test test-reliability test-slow test-compose check docs fmt up down status bench bench-compose samples clean
 
 help:
 	@echo "make demo   install, ingest the sample corpus, ask three questions, leave the UI up"
 	@echo "make test   unit + integration tests on real components (what CI runs)"
 	@echo "make check  ruff, mypy, import contracts, architecture and CLI-docs checks    make docs"
 	@echo "make up / down / status    make bench    make test-slow"
+	@echo "make test-reliability  schema fuzzing, 32-user load, faults, hostile inputs (~6 min)"
 	@echo "make test-compose  the docker compose stack end to end (installs and starts Docker)"
 
 setup: $(STAMP) $(LLAMA_CPP_SCRIPTS)/.extracted
@@ -95,6 +96,13 @@ demo: setup samples
 
 test: setup samples
 	$(BIN)/pytest tests/unit tests/integration
+
+# The reliability suite (tests/reliability, what CI runs after `make test`): schemathesis on
+# the running API, bench/load.py's 32 users for 60 s, peers killed mid-request, a full disk,
+# hostile uploads and names. The disk-full test mounts a tmpfs (root; skipped otherwise,
+# a failure under CI=1). Figures: test-artifacts/reliability/, bench/README.md.
+test-reliability: setup samples
+	$(BIN)/pytest tests/reliability
 
 test-slow: setup samples
 	$(BIN)/pytest -m slow tests

@@ -5,16 +5,32 @@ OpenAPI schema from them, and services.common.api_client parses responses into t
 the CLI, the converter's switch and the UI read exactly what the API writes. Pydantic only:
 importing this needs neither torch nor FastAPI (the UI image has neither).
 
-OpenAI-shaped request bodies allow extra fields, as OpenAI clients send many. Free-form
+OpenAI-shaped request bodies allow extra fields, as OpenAI clients send many. Request
+bodies are validated strictly (no "5" for 5, no 0 for false): the published schema says
+exactly what is accepted, and `make test-reliability` fuzzes the API against it. Free-form
 parts of registry answers (meta.json, metrics) stay dicts: other services write them and
 their fields grow over time.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+STRICT = ConfigDict(strict=True)
+# OpenAI-shaped bodies: strict, and extra fields are kept (clients send many)
+OPENAI_BODY = ConfigDict(strict=True, extra="allow")
+
+# What services.rag_api.store.validate_collection_name accepts: 1-62 letters, digits, '.',
+# '_', '-', starting and ending with a letter or digit, no '__'. The server checks it (and
+# says the rule in words); the schema documents it.
+COLLECTION_NAME: dict[str, Any] = {
+    "pattern": r"^[A-Za-z0-9](?:(?:_?[.-])*_?[A-Za-z0-9])*$",
+    "minLength": 1,
+    "maxLength": 62,
+}
+NOT_BLANK: dict[str, Any] = {"pattern": r"\S"}  # checked by the server ("The query is empty.")
 
 JobStatus = Literal["queued", "running", "done", "failed", "interrupted"]
 RetrievalMode = Literal["dense", "bm25", "hybrid"]
@@ -24,8 +40,9 @@ RetrievalMode = Literal["dense", "bm25", "hybrid"]
 
 
 class RetrieveRequest(BaseModel):
-    collection: str
-    query: str
+    model_config = STRICT
+    collection: str = Field(json_schema_extra=COLLECTION_NAME)
+    query: str = Field(json_schema_extra=NOT_BLANK)
     top_k: int = Field(default=4, ge=1, le=100)
     mode: RetrievalMode = "dense"
     embedder: str | None = None
@@ -72,6 +89,12 @@ class BuildInfo(BaseModel):
     embedder_fp: str
     chunks: int
     created: str | None = None
+    stale: str | None = Field(
+        None,
+        description="Why this build lacks documents another build of the collection has "
+        "(an ingest changed that one); null when it is up to date. "
+        "`tunestack reindex NAME --embedder EMBEDDER` brings it up to date.",
+    )
 
 
 class CollectionInfo(BaseModel):
@@ -89,6 +112,7 @@ class CollectionDeleted(BaseModel):
 
 
 class ReindexRequest(BaseModel):
+    model_config = STRICT
     embedder: str
 
 
@@ -101,16 +125,46 @@ class ReindexResponse(BaseModel):
 # ---- OpenAI-compatible -----------------------------------------------------------------------
 
 
+ChatRole = Literal["system", "user", "assistant", "tool"]
+
+
+class TextPart(BaseModel):
+    """A text part of a message's content (OpenAI's list form); the LLMs served here read
+    text only."""
+
+    model_config = OPENAI_BODY
+    type: Literal["text"]
+    text: str
+
+
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: str
-    content: Any = None
+    """An OpenAI chat message, checked as the LLM server checks it: a known role and its
+    content (a string or text parts); a `tool` message also names its tool_call_id."""
+
+    model_config = ConfigDict(
+        strict=True,
+        extra="allow",
+        json_schema_extra={
+            "if": {"properties": {"role": {"const": "tool"}}, "required": ["role"]},
+            "then": {"required": ["tool_call_id"]},
+        },
+    )
+    role: ChatRole
+    content: str | list[TextPart]
+    name: str | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _tool_call_id(self) -> ChatMessage:
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("a tool message needs tool_call_id")
+        return self
 
 
 class ChatRequest(BaseModel):
     """OpenAI chat.completions body plus Tunestack's retrieval options for rag/* models."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = OPENAI_BODY
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
@@ -176,10 +230,33 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+# Per-request caps of POST /v1/embeddings: the worst request is 2,048 x 32,768 characters
+# (64M characters to tokenize; the body limit, TUNESTACK_RAG_MAX_UPLOAD_MB, usually bites
+# first). OpenAI's own limits are 2,048 inputs of at most 8,192 tokens.
+MAX_EMBED_INPUTS = 2048
+MAX_EMBED_INPUT_CHARS = 32_768
+EmbedText = Annotated[str, Field(max_length=MAX_EMBED_INPUT_CHARS)]
+
+
+def _input_kind(v: Any) -> str:
+    """Which branch of `input` to validate, so a 422 names that branch's problem only."""
+    return "list" if isinstance(v, list) else "str"
+
+
+EmbedInput = Annotated[
+    Annotated[EmbedText, Tag("str")]
+    | Annotated[list[EmbedText], Field(min_length=1, max_length=MAX_EMBED_INPUTS), Tag("list")],
+    Discriminator(_input_kind),
+]
+
+
 class EmbeddingsRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = OPENAI_BODY
     model: str
-    input: str | list[str]
+    input: EmbedInput = Field(
+        description=f"A string or a list of 1-{MAX_EMBED_INPUTS} strings, each at most "
+        f"{MAX_EMBED_INPUT_CHARS:,} characters."
+    )
     encoding_format: Literal["float", "base64"] = "float"
 
 
@@ -187,7 +264,7 @@ class EmbeddingsRequest(BaseModel):
 
 
 class LlmSwitch(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # an `api_key` or other field is refused
+    model_config = ConfigDict(extra="forbid", strict=True)  # an `api_key` field is refused
 
     model: str = Field(min_length=1, max_length=200, description="Model the server serves.")
     base_url: str | None = Field(
@@ -337,6 +414,7 @@ class DatasetsResponse(BaseModel):
 
 
 class EvalJobRequest(BaseModel):
+    model_config = STRICT
     dataset: str = Field(description="A name from GET /v1/datasets.")
     models: list[str] = Field(
         min_length=1, max_length=6, description="Registered embedders; the first is the baseline."
@@ -345,11 +423,13 @@ class EvalJobRequest(BaseModel):
 
 
 class ReindexJobRequest(BaseModel):
-    collection: str
+    model_config = STRICT
+    collection: str = Field(json_schema_extra=COLLECTION_NAME)
     embedder: str
 
 
 class DeployRequest(BaseModel):
+    model_config = STRICT
     to: Literal["ollama", "llamacpp"] = Field(
         default="ollama",
         description="ollama: registered with OLLAMA_HOST, then this API switches to it. "
@@ -393,11 +473,30 @@ class JobsResponse(BaseModel):
     jobs: list[JobInfo]
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in (
-        (404, "Not found (the message lists what exists)."),
-        (422, "Invalid input."),
-        (503, "Chroma or the LLM server is down; 'service' says which."),
-    )
+ERROR_TEXT = {
+    400: "The body could not be parsed (not JSON, or broken multipart).",
+    401: "Missing or unknown API key.",
+    403: "The key's role may not do this, or a browser page of another site sent it.",
+    404: "Not found (the message lists what exists).",
+    409: "Valid, but not in the current state (the hint says what to do first).",
+    413: "The request body is larger than TUNESTACK_RAG_MAX_UPLOAD_MB.",
+    422: "Invalid input.",
+    429: "Too many requests or jobs for this key (see Retry-After).",
+    502: "The LLM server failed on this request.",
+    503: "Chroma or the LLM server is down; 'service' says which.",
+    504: "The LLM server answered too slowly.",
+    507: "The disk holding TUNESTACK_HOME is full (the message names the folder).",
 }
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for error codes, each with the one error shape (ErrorBody)."""
+    return {c: {"model": ErrorBody, "description": ERROR_TEXT[c]} for c in codes}
+
+
+ERRORS = error_responses(404, 422, 503)
+# what the guard answers before a route runs (services.rag_api.security), on every route
+# that needs a key
+GUARD_ERRORS = error_responses(401, 403, 429)
+# what any route with a request body may answer before validation
+BODY_ERRORS = error_responses(400, 413, 422)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +29,10 @@ class Embedder:
     model: SentenceTransformer
     batch_size: int = 32
     precision: str = "fp32"  # "bf16": autocast matmuls (see resolve_precision)
+    # One call at a time: the fast tokenizer's padding/truncation settings are state that
+    # every call sets, so two threads (a query and an ingest, two /v1/embeddings) could
+    # pad each other's batches to the wrong length (a 500 under load).
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def dimension(self) -> int:
@@ -42,7 +46,10 @@ class Embedder:
 
     def tokens(self, text: str) -> list[int]:
         """Token ids without special tokens: the unit chunk sizes are counted in."""
-        ids: list[int] = self.model.tokenizer.encode(text, add_special_tokens=False, verbose=False)
+        with self._lock:
+            ids: list[int] = self.model.tokenizer.encode(
+                text, add_special_tokens=False, verbose=False
+            )
         return ids
 
     def encode(
@@ -56,7 +63,8 @@ class Embedder:
         import torch
 
         device = str(self.model.device).split(":")[0]
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        with self._lock, autocast:
             vecs = self.model.encode(
                 texts,
                 batch_size=self.batch_size,

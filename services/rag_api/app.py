@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from services.common.api_schemas import error_responses
 from services.common.auth import Authenticator, KeyStore
 from services.common.errors import TunestackError
 from services.common.registry import BASE_MODELS
@@ -26,6 +27,7 @@ from services.rag_api.security import (
     GuardConfig,
     check_exposure,
     check_route_roles,
+    document_guard,
 )
 from services.rag_api.settings import RagSettings
 
@@ -89,9 +91,12 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
     app.state.tunestack_jobs = manager
     if s.warm_embedder:
         _warm(ctx)
-    for module in (health, documents, openai, llm, admin, jobs):
+    for module in (health, documents, llm, admin, jobs):
         app.include_router(module.router)
-    check_route_roles(app.openapi()["paths"])
+    app.include_router(openai.router, responses=error_responses(404, 409, 502, 503, 504))
+    schema = app.openapi()  # built once and cached: what GET /openapi.json serves
+    check_route_roles(schema["paths"])
+    document_guard(schema)
     http_errors.install(app, roots=(ctx.uploads, s.home_dir))
     # added last = outermost: the guard answers before the body limit reads anything
     app.add_middleware(BodyLimit, limit_bytes=s.max_upload_mb * 2**20 + 2**20)

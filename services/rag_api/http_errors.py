@@ -9,9 +9,12 @@ internals. Messages from our own errors pass through `redact` for the same reaso
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,8 @@ from services.common.errors import TunestackError
 log = logging.getLogger("tunestack.rag_api")
 
 # absolute POSIX paths of two or more components (/home/x/..., /tmp/abc/...), not URLs'
-_ABS_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.@+-]+/)+[\w.@+-]*")
+# and not this API's own routes (/v1/models in a hint is an endpoint to call)
+_ABS_PATH = re.compile(r"(?<![\w:/.])/(?!v1/)(?:[\w.@+-]+/)+[\w.@+-]*")
 
 STATUS_ERRORS = {
     400: ("BadRequest", "The request is malformed."),
@@ -39,6 +43,9 @@ STATUS_ERRORS = {
     429: ("TooManyRequests", "Too many requests."),
 }
 STATUS_HINTS = {
+    400: "Send JSON that parses, or multipart form data with at most 1000 files and 1000 "
+    "fields per request (more files: split them over several requests, or use "
+    "`tunestack ingest FOLDER`).",
     404: "GET /docs (with a key) lists the endpoints.",
     405: "GET /docs (with a key) lists each endpoint's methods.",
 }
@@ -50,6 +57,43 @@ def redact(text: str, roots: tuple[Path, ...] = ()) -> str:
     for root in roots:
         text = text.replace(f"{root}/", "").replace(str(root), ".")
     return _ABS_PATH.sub(lambda m: Path(m.group(0)).name or "…", text)
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(TunestackError):
+    """No space left where the API writes: names the folder (relative to TUNESTACK_HOME
+    when it is under it)."""
+
+    status_code = 507
+
+    def __init__(self, folder: Path | None, home: Path | None = None) -> None:
+        where = "the disk that holds TUNESTACK_HOME"
+        if folder is not None:
+            rel = (
+                folder.relative_to(home).as_posix()
+                if home and folder.is_relative_to(home)
+                else folder
+            )
+            where = f"the folder {rel}"
+        super().__init__(
+            f"The disk is full: nothing more could be written to {where}; the request was "
+            "not completed.",
+            hint="Free some space on that disk (df -h shows it), then send the request again.",
+        )
+
+
+@contextmanager
+def disk_full_names(folder: Path, home: Path) -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT raised while writing into `folder` into DiskFull naming it (a
+    write() on a full disk carries no file name)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in DISK_FULL_ERRNOS:
+            raise DiskFull(folder, home) from e
+        raise
 
 
 def body(error: str, message: str, hint: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -112,6 +156,15 @@ def install(app: FastAPI, roots: tuple[Path, ...]) -> None:
             status_code=e.status_code,
             headers=getattr(e, "headers", None),
         )
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, e: OSError) -> JSONResponse:
+        """A full disk anywhere under the API (507, never a 500); other OSErrors are
+        unexpected."""
+        if e.errno not in DISK_FULL_ERRNOS:
+            return await _unknown(request, e)
+        log.error("disk full: %s", e)
+        return await _known(request, DiskFull(Path(e.filename).parent if e.filename else None))
 
     @app.exception_handler(Exception)
     async def _unknown(_: Request, e: Exception) -> JSONResponse:

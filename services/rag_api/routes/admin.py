@@ -21,11 +21,13 @@ from services.common.api_schemas import (
     ModelSummary,
     ReportDetail,
     ReportsResponse,
+    error_responses,
 )
 from services.rag_api import artifacts, job_bodies
 from services.rag_api import registry_views as views
 from services.rag_api.context import RagContext
 from services.rag_api.deploy_checks import checked_deploy
+from services.rag_api.http_errors import disk_full_names
 from services.rag_api.jobs import Progress, app_manager
 
 router = APIRouter(prefix="/v1", tags=["admin"], responses=ERRORS)
@@ -153,9 +155,12 @@ def list_datasets(request: Request) -> DatasetsResponse:
     summary="Upload an evaluation dataset (EmbeddingQAFinetuneDataset or SQuAD JSON)",
     response_model=DatasetUploaded,
     status_code=201,
+    responses=error_responses(409, 507),
 )
 def upload_dataset(
     request: Request,
     file: Annotated[UploadFile, File(description="EmbeddingQAFinetuneDataset or SQuAD JSON")],
 ) -> DatasetUploaded:
-    return views.upload_dataset(context(request), file.filename or "dataset.json", file.file)
+    ctx = context(request)
+    with disk_full_names(ctx.registry.datasets / "uploads", ctx.settings.home_dir):
+        return views.upload_dataset(ctx, file.filename or "dataset.json", file.file)

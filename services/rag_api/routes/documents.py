@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Request, UploadFile
 
 from services.common.api_schemas import (
+    COLLECTION_NAME,
     CollectionDeleted,
     CollectionsResponse,
     IngestResponse,
@@ -14,11 +15,15 @@ from services.common.api_schemas import (
     ReindexResponse,
     RetrieveRequest,
     RetrieveResponse,
+    error_responses,
 )
 from services.rag_api import collections as svc
 from services.rag_api.context import RagContext
+from services.rag_api.http_errors import disk_full_names
 
-router = APIRouter(prefix="/v1", tags=["documents"])
+CollectionForm = Annotated[str, Form(json_schema_extra=COLLECTION_NAME)]
+CollectionPath = Annotated[str, Path(json_schema_extra=COLLECTION_NAME)]
+router = APIRouter(prefix="/v1", tags=["documents"], responses=error_responses(404, 409, 503))
 
 
 def context(request: Request) -> RagContext:
@@ -29,18 +34,21 @@ def context(request: Request) -> RagContext:
     "/ingest",
     summary="Upload files and ingest them into a collection",
     response_model=IngestResponse,
+    responses=error_responses(507),
 )
 def ingest(
     request: Request,
     files: Annotated[list[UploadFile], File(description="Documents (.md .txt .pdf .docx .html)")],
-    collection: Annotated[str, Form()],
+    collection: CollectionForm,
     embedder: Annotated[str | None, Form()] = None,
     chunk_size: Annotated[int | None, Form(ge=16, le=8192)] = None,
     chunk_overlap: Annotated[int | None, Form(ge=0, le=4096)] = None,
 ) -> IngestResponse:
+    ctx = context(request)
     req = svc.IngestRequest([], collection, embedder, chunk_size, chunk_overlap)
     uploads = [(f.filename or "upload", f.file) for f in files]
-    report = svc.ingest_uploads(context(request), uploads, req)
+    with disk_full_names(ctx.uploads / collection, ctx.settings.home_dir):
+        report = svc.ingest_uploads(ctx, uploads, req)
     return IngestResponse.model_validate(report.to_dict())
 
 
@@ -72,7 +80,7 @@ def collections(request: Request) -> CollectionsResponse:
     summary="Delete a collection (every embedder's build)",
     response_model=CollectionDeleted,
 )
-def delete_collection(request: Request, name: str) -> CollectionDeleted:
+def delete_collection(request: Request, name: CollectionPath) -> CollectionDeleted:
     return CollectionDeleted(deleted=name, builds=svc.delete_collection(context(request), name))
 
 
@@ -81,6 +89,8 @@ def delete_collection(request: Request, name: str) -> CollectionDeleted:
     summary="Build a collection for another embedder",
     response_model=ReindexResponse,
 )
-def reindex_collection(request: Request, name: str, body: ReindexRequest) -> ReindexResponse:
+def reindex_collection(
+    request: Request, name: CollectionPath, body: ReindexRequest
+) -> ReindexResponse:
     build, n = svc.reindex_collection(context(request), name, body.embedder)
     return ReindexResponse(collection=name, embedder=build.embedder, chunks=n)

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from services.common.api_schemas import WhoAmI
+from services.common.api_schemas import Readiness, WhoAmI
 from services.common.auth import OPEN, Identity
 from services.rag_api import llm as llm_mod
 from services.rag_api.context import RagContext
@@ -20,7 +20,14 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: Chroma and the LLM answer")
+@router.get(
+    "/readyz",
+    summary="Readiness: Chroma and the LLM answer",
+    responses={
+        200: {"model": Readiness, "description": "Both answer."},
+        503: {"model": Readiness, "description": "One is down; `checks` says which."},
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
     ctx: RagContext = request.app.state.tunestack
     target = ctx.llm.target

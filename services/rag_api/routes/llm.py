@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from services.common.api_schemas import LlmSwitch, LlmTargetInfo, SwitchResponse
+from services.common.api_schemas import LlmSwitch, LlmTargetInfo, SwitchResponse, error_responses
 from services.rag_api.llm_switch import public, switch_llm
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(
+    prefix="/v1/admin", tags=["admin"], responses=error_responses(404, 409, 502, 503, 504)
+)
 
 
 @router.get("/llm", summary="The LLM the RAG chain uses now", response_model=LlmTargetInfo)
