@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from platform_cli.context import provision_bases, run
-from platform_cli.output import console, fail, progress_bar
+from platform_cli.output import console, err_console, fail, progress_bar
 from services.common import atomic
 from services.common.embedders import EmbedderPool
 from services.common.logs import quiet_libraries
@@ -138,14 +138,13 @@ def tune(
     )
     with progress_bar("Tuning") as prog:
         task = prog.task_ids[0]
-        entry = run(
-            lambda: svc.tune_embedder(
-                s,
-                Registry(s.home_dir),
-                req,
-                lambda d, t, item: prog.update(task, completed=d, total=t, item=item),
-            )
-        )
+
+        def show(done: int, total: int, item: str) -> None:
+            if item.startswith(svc.RESUMED):  # said once, and kept when the bar is hidden
+                err_console.print(f"{name}: {item}", highlight=False)
+            prog.update(task, completed=done, total=total, item=item)
+
+        entry = run(lambda: svc.tune_embedder(s, Registry(s.home_dir), req, show))
     if as_json:
         console.print_json(json.dumps(dump(entry.record), default=str))
     else:

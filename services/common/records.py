@@ -139,6 +139,10 @@ class EmbedderRecord(ModelRecord):
     languages: list[str] | None = None
     base_fingerprint: str | None = None
     data: dict[str, Any] | None = None
+    resumed_from: int | None = Field(
+        default=None,
+        description="Checkpoint step a tuning run resumed from after an interruption.",
+    )
 
 
 class LlmRecord(ModelRecord):

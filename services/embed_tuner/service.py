@@ -26,6 +26,7 @@ from services.embed_tuner.corpus import load_corpus_file, load_docs
 from services.embed_tuner.records import load_records
 from services.embed_tuner.settings import EmbedSettings
 from services.embed_tuner.synth import LlmConfig, synthesize
+from services.embed_tuner.trainer_run import RESUMED as RESUMED  # adapters print this message
 from services.embed_tuner.tune import TrainData, TuneParams, tune
 
 # (done, total, message)
@@ -147,11 +148,8 @@ def tune_embedder(
         matryoshka=req.matryoshka,
         seed=req.synth.seed,
     )
-
-    def tick(step: int, total: int, last: float | None) -> None:
-        progress(step, total, f"loss {last:.4f}" if last is not None else "")
-
-    return tune(registry, params, data, validation, progress=tick, overwrite=req.overwrite)
+    # each step reports "loss X"; a resumed run first reports RESUMED + the checkpoint step
+    return tune(registry, params, data, validation, progress=progress, overwrite=req.overwrite)
 
 
 # ---- evaluation -----------------------------------------------------------------------------

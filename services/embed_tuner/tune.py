@@ -12,7 +12,6 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from services.common.registry import Entry, Registry, dump, validate_name, versi
 from services.common.torch_setup import configure_torch
 from services.embed_tuner.plots import loss_curve
 from services.embed_tuner.records import Records
-from services.embed_tuner.trainer_run import run_trainer
+from services.embed_tuner.trainer_run import Progress, run_trainer
 
 LOSSES = ("mnrl", "cached-mnrl", "triplet", "cosent")
 DEFAULT_LOSS = {"pair": "mnrl", "triplet": "mnrl", "scored": "cosent"}
@@ -93,9 +92,6 @@ class TrainData:
         return len(next(iter(self.columns.values())))
 
 
-Progress = Callable[[int, int, float | None], None]
-
-
 def choose_loss(kind: str, requested: str | None) -> str:
     loss = requested or DEFAULT_LOSS[kind]
     if loss not in LOSSES:
@@ -137,6 +133,11 @@ def tune(
         )
     if any(d <= 0 for d in params.matryoshka):
         raise BadInput("--matryoshka dimensions must be positive.")
+    if params.hard_negatives and data.kind != "pair":
+        raise BadInput(
+            f"--hard-negatives mines negatives for pairs; these are {data.kind} records.",
+            hint="Drop --hard-negatives, or give (query, passage) pairs.",
+        )
 
     quiet_libraries()
     configure_torch()
@@ -159,15 +160,17 @@ def tune(
     stamp.write_text(run_key)
 
     t0 = time.perf_counter()
-    model, history, best = run_trainer(base, params, data, val, loss_name, wd, progress)
+    run = run_trainer(base, params, data, val, loss_name, wd, progress)
     seconds = time.perf_counter() - t0
 
     with atomic.staged_dir(final, replace=overwrite) as tmp:
-        model.save(str(tmp / "model"))
+        run.model.save(str(tmp / "model"))
         (tmp / "trainer_log.jsonl").write_text(
-            "".join(json.dumps(h) + "\n" for h in history), encoding="utf-8"
+            "".join(json.dumps(h) + "\n" for h in run.history), encoding="utf-8"
         )
-        loss_curve(history, tmp / "training_loss.png", title=f"{params.name} (from {base.name})")
+        loss_curve(
+            run.history, tmp / "training_loss.png", title=f"{params.name} (from {base.name})"
+        )
         record = EmbedderRecord(
             name=params.name,
             base_model=base.name,
@@ -182,13 +185,17 @@ def tune(
                 "rows": len(data),
                 "hash": data.source_hash,
                 "validation_queries": len(val.queries) if val else 0,
+                "columns": run.columns,
+                "rows_trained": run.rows,
             },
-            parameters={**asdict(params), "loss": loss_name},
+            parameters={**asdict(params), "loss": loss_name, "loss_module": run.loss},
             metrics={
-                "validation": best,
+                "validation": run.best,
                 "train_seconds": round(seconds, 1),
-                "train_rows_per_s": round(len(data) * params.epochs / seconds, 2),
+                "train_rows_per_s": round(run.rows * params.epochs / seconds, 2),
+                "trained_steps": list(run.trained_steps) if run.trained_steps else None,
             },
+            resumed_from=run.resumed_from,
             versions=versions(),
         )
         atomic.write_json(tmp / "meta.json", dump(record))

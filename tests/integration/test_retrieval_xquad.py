@@ -29,14 +29,17 @@ def test_dense_hit_at_5_on_xquad_en(tmp_path: Path, stack: Stack, store: VectorS
     assert rep.counts == {"ok": 240}
 
     retriever = Retriever(store, pool, "all-minilm-l6-v2")
-    hits = {"dense": 0, "bm25": 0, "hybrid": 0}
-    sample = questions if len(questions) <= 1200 else questions[:1200]
-    for mode in hits:
+    # dense (the headline) on every question; BM25 and hybrid on every 4th, which keeps
+    # their check (measured on all 1,190: 0.984 and 0.992) at a third of the time
+    samples = {"dense": questions, "bm25": questions[::4], "hybrid": questions[::4]}
+    rates = {}
+    for mode, sample in samples.items():
+        found = 0
         for q, name in sample:
             res = retriever.retrieve("xquad-en", q, mode=mode, top_k=5)
-            hits[mode] += any(h.file_name == name for h in res.hits)
-    rates = {m: n / len(sample) for m, n in hits.items()}
-    print(f"\nXQuAD-en hit@5 over {len(sample)} questions: {rates}")
+            found += any(h.file_name == name for h in res.hits)
+        rates[mode] = found / len(sample)
+    print(f"\nXQuAD-en hit@5 ({len(questions)} questions; every 4th for bm25/hybrid): {rates}")
     assert rates["dense"] >= 0.90
     assert rates["hybrid"] >= 0.90
     assert rates["bm25"] >= 0.75
