@@ -99,8 +99,9 @@ test: setup samples
 
 # The reliability suite (tests/reliability, what CI runs after `make test`): schemathesis on
 # the running API, bench/load.py's 32 users for 60 s, peers killed mid-request, a full disk,
-# hostile uploads and names. The disk-full test mounts a tmpfs (root; skipped otherwise,
-# a failure under CI=1). Figures: test-artifacts/reliability/, bench/README.md.
+# hostile uploads and names. The disk-full tests (upload, embed tune, llm export) mount a
+# tmpfs (root; skipped otherwise, a failure under CI=1). Figures: test-artifacts/reliability/,
+# bench/README.md.
 test-reliability: setup samples
 	$(BIN)/pytest tests/reliability
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import TypeVar
 
 from platform_cli.output import fail
 from platform_cli.settings import StackSettings
 from services.common.api_client import RagClient
-from services.common.errors import TunestackError
+from services.common.errors import TunestackError, disk_full_of
 from services.common.logs import quiet_libraries
 from services.common.records import Kind
 from services.common.registry import BASE_MODELS, Registry
@@ -23,11 +24,30 @@ def settings() -> StackSettings:
 
 
 def run(fn: Callable[[], T]) -> T:
-    """Call `fn`; an anticipated failure prints its message and hint and exits 1."""
+    """Call `fn`; an anticipated failure prints its message and hint and exits 1.
+
+    A full disk is anticipated wherever it happens: ENOSPC/EDQUOT (or a library's words
+    for it) becomes DiskFull naming the folder, relative to TUNESTACK_HOME, instead of a
+    traceback. Services name the folder they were writing (errors.disk_full_names); an
+    OSError raised elsewhere names its file's folder.
+    """
     try:
         return fn()
     except TunestackError as e:
         fail(e)
+    except Exception as e:
+        full = disk_full_of(e, _home())
+        if full is None:
+            raise
+        fail(full)
+
+
+def _home() -> Path | None:
+    """TUNESTACK_HOME, to show paths relative to it (None if the settings do not load)."""
+    try:
+        return StackSettings().home_dir
+    except Exception:  # a failure path must not fail on settings
+        return None
 
 
 def provision_bases(registry: Registry, kind: Kind, names: list[str]) -> None:

@@ -17,13 +17,18 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from services.common.errors import TunestackError
+from services.common.errors import TunestackError, disk_full_of
 
 console = Console()
 err_console = Console(stderr=True)
 
 
-def fail(e: TunestackError | str, code: int = 1) -> NoReturn:
+def fail(e: TunestackError | OSError | str, code: int = 1) -> NoReturn:
+    """Print the failure (message, then hint) and exit with `code`; never a traceback. An
+    OSError of a full disk is DiskFull naming its file's folder (context.run names it
+    relative to TUNESTACK_HOME)."""
+    if isinstance(e, OSError):
+        e = disk_full_of(e) or TunestackError(str(e))
     if isinstance(e, TunestackError):
         err_console.print(f"[bold red]error:[/] {e.message}", highlight=False)
         if e.hint:

@@ -53,9 +53,7 @@ def train(
     """Supervised fine-tuning (LoRA, QLoRA, freeze, full); resumable after a crash."""
     s = _train_settings()
     try:
-        res = trainer.train(s, trainer.TrainRequest(config, overrides or []), _say)
-    except TunestackError as e:
-        fail(e)
+        res = run(lambda: trainer.train(s, trainer.TrainRequest(config, overrides or []), _say))
     except KeyboardInterrupt:
         fail(
             TunestackError(

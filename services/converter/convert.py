@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common.errors import TunestackError
+from services.common.errors import DISK_FULL_TEXT, DiskFull, TunestackError, nearly_full
 from services.common.records import LlmRecord
 from services.common.registry import Entry, Registry
 from services.common.settings import process_environ
@@ -49,8 +49,12 @@ def run_converter(
     tokenizer_from: Path | None = None,
     chat_template: Path | None = None,
     script: str = "convert_hf_to_gguf.py",
+    writes: Path | None = None,
 ) -> float:
-    """llama.cpp's converter in a child process (its own sys.path: the sdist's gguf-py)."""
+    """llama.cpp's converter in a child process (its own sys.path: the sdist's gguf-py).
+
+    A child that failed on a full disk (its words, or `writes`, the folder it writes to,
+    left with almost no room) is DiskFull, which the export names its folder in."""
     cmd = [
         sys.executable,
         "-m",
@@ -69,6 +73,9 @@ def run_converter(
     p = subprocess.run([*cmd, "--", *args], capture_output=True, text=True, env=env)
     if p.returncode != 0:
         tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-12:])
+        said = any(t in tail.lower() for t in DISK_FULL_TEXT)
+        if said or (writes is not None and nearly_full(writes)):
+            raise DiskFull()
         hint = "See the converter's message above."
         if "sentencepiece" in tail:
             hint = "This model's converter path needs sentencepiece: pip install sentencepiece"
@@ -104,6 +111,7 @@ class GgufBuild:
             [str(self.merged), "--outfile", str(self.path(quant)), "--outtype", quant],
             tokenizer_from=self.base_gguf,
             chat_template=self.chat_template,
+            writes=self.out_dir,
         )
 
     def build(self, quants: list[str], timings: dict[str, Any], say: Say) -> dict[str, Path]:
@@ -141,6 +149,9 @@ class GgufBuild:
         out = self.out_dir / f"{self.run}.lora.f16.gguf"
         args = ["--base", str(base_hf), "--outfile", str(out), "--outtype", "f16", str(adapter)]
         timings["lora_gguf"] = round(
-            run_converter(self.scripts, args, script="convert_lora_to_gguf.py"), 2
+            run_converter(
+                self.scripts, args, script="convert_lora_to_gguf.py", writes=self.out_dir
+            ),
+            2,
         )
         return out

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common import atomic
-from services.common.errors import BadInput
+from services.common.errors import BadInput, disk_full_names
 from services.common.records import ExportFile, ExportRun, FileRef, LlmRecord, now
 from services.common.registry import Entry, Registry, versions
 from services.converter import gates, modelfiles
@@ -116,33 +116,40 @@ def export(settings: ConvertSettings, req: ExportRequest, say: Say = print) -> E
     happens; only `_commit` moves files into the run's folder, and meta.json comes last."""
     job = _begin(settings, req)
     try:
-        llm, merged = _merge(job, say)
-        build = GgufBuild(
-            job.scripts, merged.dir, job.stage / "gguf", req.run, job.threads, job.base_gguf
-        )
-        produced = build.build(req.quants, job.timings, say)
-        inputs = gates.prepare(llm, settings, job.timings, say)
-        spec = ModelfileSpec(
-            req.run,
-            merged.chat_jinja,
-            TurnTokens.of(llm),
-            job.entry.record.default_system or None,
-            job.messages,
-        )
-        del llm  # the HF model goes before llama.cpp opens any file
-        gc.collect()
-        gated, problems = gates.check_files(
-            produced, req.quants, inputs, settings, job.threads, say
-        )
-        lora = _lora(job, build, say) if req.lora_gguf else None
-        written = _write_modelfiles(job, spec, gated, lora, say)
-        files, record = _commit(job, produced, gated, lora, merged, written, problems)
-        _record(job, record)
-        modelfile = job.entry.dir / "Modelfile"
-        seconds = record.timings_s["total"]
-        return ExportResult(req.run, files, modelfile, not problems, seconds, problems)
+        # a full disk names the run's folder: the staging folder in it is gone by the time
+        # anyone reads the message
+        with disk_full_names(job.entry.dir, settings.home_dir):
+            (job.stage / "gguf").mkdir(parents=True)
+            return _export(job, say)
     finally:
         shutil.rmtree(job.stage, ignore_errors=True)
+
+
+def _export(job: _Job, say: Say) -> ExportResult:
+    req, settings = job.req, job.settings
+    llm, merged = _merge(job, say)
+    build = GgufBuild(
+        job.scripts, merged.dir, job.stage / "gguf", req.run, job.threads, job.base_gguf
+    )
+    produced = build.build(req.quants, job.timings, say)
+    inputs = gates.prepare(llm, settings, job.timings, say)
+    spec = ModelfileSpec(
+        req.run,
+        merged.chat_jinja,
+        TurnTokens.of(llm),
+        job.entry.record.default_system or None,
+        job.messages,
+    )
+    del llm  # the HF model goes before llama.cpp opens any file
+    gc.collect()
+    gated, problems = gates.check_files(produced, req.quants, inputs, settings, job.threads, say)
+    lora = _lora(job, build, say) if req.lora_gguf else None
+    written = _write_modelfiles(job, spec, gated, lora, say)
+    files, record = _commit(job, produced, gated, lora, merged, written, problems)
+    _record(job, record)
+    modelfile = job.entry.dir / "Modelfile"
+    seconds = record.timings_s["total"]
+    return ExportResult(req.run, files, modelfile, not problems, seconds, problems)
 
 
 def _begin(settings: ConvertSettings, req: ExportRequest) -> _Job:
@@ -156,8 +163,7 @@ def _begin(settings: ConvertSettings, req: ExportRequest) -> _Job:
         raise BadInput(f"--lora-gguf needs a LoRA run; '{req.run}' is not one.")
     base = base_entry(registry, entry)
     atomic.sweep_stale(entry.dir)
-    stage = atomic.temp_sibling(entry.dir / "export")
-    (stage / "gguf").mkdir(parents=True)
+    stage = atomic.temp_sibling(entry.dir / "export")  # made by export(), inside its cleanup
     return _Job(settings, req, registry, entry, base, scripts, messages, stage, t_start)
 
 

@@ -6,7 +6,7 @@ import ctypes
 import os
 from pathlib import Path
 
-from services.common.errors import TunestackError
+from services.common.errors import DISK_FULL_TEXT, DiskFull, TunestackError, nearly_full
 from services.common.fdcapture import capture_stderr
 
 # llama.cpp's enum llama_ftype values for the types we write.
@@ -48,7 +48,11 @@ def quantize(src: Path, dest: Path, ftype: str, *, threads: int | None = None) -
             str(src).encode(), str(tmp).encode(), ctypes.byref(params)
         )
     if rc != 0 or not tmp.exists():
+        # looked at before the partial file goes: the room left is the evidence
+        full = nearly_full(dest.parent) or any(t in log.tail().lower() for t in DISK_FULL_TEXT)
         tmp.unlink(missing_ok=True)
+        if full:
+            raise DiskFull()  # the export names the folder
         raise TunestackError(
             f"llama.cpp could not quantize {src} to {ftype} (code {rc}).\n{log.tail()}",
             hint="Check free disk space and that the input is a valid GGUF.",

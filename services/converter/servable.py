@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.common.errors import disk_full_names
 from services.common.records import LlmRecord
 from services.common.registry import Entry, Registry
 from services.converter.quantize import quantize
@@ -38,7 +39,8 @@ def servable_gguf(registry: Registry, name: str) -> tuple[Entry[LlmRecord], Path
     if quant in SERVE_AS_F16:
         serve = entry.dir / "gguf" / f"{entry.name}.f16.gguf"
         if not serve.is_file():
-            quantize(entry.model_path, serve, "f16")
+            with disk_full_names(serve.parent, registry.home):
+                quantize(entry.model_path, serve, "f16")
         note = f"{quant} re-quantized to f16 for correct CPU decoding"
 
     def record_serve_path(r: LlmRecord) -> LlmRecord:

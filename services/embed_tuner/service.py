@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from services.common.embedders import Embedder, EmbedderPool
-from services.common.errors import BadInput
+from services.common.errors import BadInput, disk_full_names
 from services.common.ir_eval import error_reduction, evaluate
 from services.common.qa import QADataset, detect, load_qa
 from services.common.records import EmbedderRecord
@@ -134,7 +134,8 @@ def tune_embedder(
         pool = EmbedderPool(registry, precision=s.embed_precision, capacity=1)
         passages = load_passages(s, pool, req.synth.docs, req.synth.corpus, req.base)
         cache = registry.kind_dir("embedder") / f".synth-{req.name}.partial.jsonl"
-        train_qa, validation = synthesize_pairs(s, passages, req.synth, cache, progress)
+        with disk_full_names(cache.parent, registry.home):
+            train_qa, validation = synthesize_pairs(s, passages, req.synth, cache, progress)
         data = TrainData.from_qa(train_qa)
     params = TuneParams(
         base=req.base,
@@ -243,17 +244,18 @@ def evaluate_embedders(
     reduction = {
         n: error_reduction(results[first], r, mrr) for n, r in results.items() if n != first
     }
-    folder = write_report(
-        registry.reports,
-        str(req.dataset),
-        results,
-        {
-            "error_reduction": reduction,
-            "top_k": req.top_k,
-            "precision": s.embed_precision,
-            "made_by": req.made_by,
-        },
-    )
+    with disk_full_names(registry.reports, registry.home):
+        folder = write_report(
+            registry.reports,
+            str(req.dataset),
+            results,
+            {
+                "error_reduction": reduction,
+                "top_k": req.top_k,
+                "precision": s.embed_precision,
+                "made_by": req.made_by,
+            },
+        )
     return EvalReport(
         req.dataset, len(ds.queries), len(ds.corpus), req.top_k, results, reduction, folder
     )

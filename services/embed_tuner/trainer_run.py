@@ -32,18 +32,25 @@ class TrainerResult:
     trained_steps: tuple[int, int] | None  # first and last optimizer step of this invocation
 
 
+def complete_checkpoint(p: Path) -> int | None:
+    """The step of checkpoint folder `p` if it is complete: the trainer writes
+    trainer_state.json last, so a checkpoint a kill (or a full disk) cut short has none,
+    or a truncated one."""
+    step = p.name.removeprefix("checkpoint-")
+    try:
+        state = json.loads((p / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return int(step) if step.isdigit() and state.get("global_step") == int(step) else None
+
+
 def latest_checkpoint(work: Path) -> tuple[int, Path] | None:
-    """The newest *complete* checkpoint: the trainer writes trainer_state.json last, so a
-    checkpoint a kill cut short has none (or a truncated one) and is passed over."""
+    """The newest complete checkpoint; those cut short are passed over."""
     found: list[tuple[int, Path]] = []
     for p in work.glob("checkpoint-*"):
-        step = p.name.removeprefix("checkpoint-")
-        try:
-            state = json.loads((p / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if step.isdigit() and state.get("global_step") == int(step):
-            found.append((int(step), p))
+        step = complete_checkpoint(p)
+        if step is not None:
+            found.append((step, p))
     return max(found) if found else None
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from services.common import atomic
-from services.common.errors import BadInput, TunestackError
+from services.common.errors import BadInput, DiskFull, TunestackError, disk_full_names
 from services.common.hashing import dir_fingerprint
 from services.common.logs import quiet_libraries
 from services.common.qa import QADataset
@@ -26,7 +26,7 @@ from services.common.registry import Entry, Registry, dump, validate_name, versi
 from services.common.torch_setup import configure_torch
 from services.embed_tuner.plots import loss_curve
 from services.embed_tuner.records import Records
-from services.embed_tuner.trainer_run import Progress, run_trainer
+from services.embed_tuner.trainer_run import Progress, complete_checkpoint, run_trainer
 
 LOSSES = ("mnrl", "cached-mnrl", "triplet", "cosent")
 DEFAULT_LOSS = {"pair": "mnrl", "triplet": "mnrl", "scored": "cosent"}
@@ -108,6 +108,20 @@ def work_dir(registry: Registry, name: str) -> Path:
     return registry.kind_dir("embedder") / f".work-{name}"
 
 
+def drop_incomplete_checkpoints(wd: Path) -> None:
+    """After a full disk: remove the checkpoint the trainer was writing (the space it held
+    is what a rerun needs), and the whole work dir when no complete checkpoint is left to
+    resume from; complete checkpoints stay, and the rerun resumes from the latest."""
+    complete = False
+    for p in wd.glob("checkpoint-*"):
+        if complete_checkpoint(p) is None:
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            complete = True
+    if not complete:
+        shutil.rmtree(wd, ignore_errors=True)
+
+
 def tune(
     registry: Registry,
     params: TuneParams,
@@ -156,14 +170,19 @@ def tune(
     stamp = wd / "run_key"
     if wd.exists() and (not stamp.exists() or stamp.read_text() != run_key):
         shutil.rmtree(wd)  # a different run: its checkpoints cannot be resumed
-    wd.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(run_key)
-
     t0 = time.perf_counter()
-    run = run_trainer(base, params, data, val, loss_name, wd, progress)
+    try:
+        with disk_full_names(wd, registry.home):
+            wd.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(run_key)
+            run = run_trainer(base, params, data, val, loss_name, wd, progress)
+    except DiskFull:
+        drop_incomplete_checkpoints(wd)
+        raise
     seconds = time.perf_counter() - t0
 
-    with atomic.staged_dir(final, replace=overwrite) as tmp:
+    # disk_full_names inside staged_dir: it looks at the disk before the staged folder goes
+    with atomic.staged_dir(final, replace=overwrite) as tmp, disk_full_names(final, registry.home):
         run.model.save(str(tmp / "model"))
         (tmp / "trainer_log.jsonl").write_text(
             "".join(json.dumps(h) + "\n" for h in run.history), encoding="utf-8"

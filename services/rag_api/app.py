@@ -72,7 +72,9 @@ def create_app(settings: RagSettings | None = None) -> FastAPI:
     s = settings or RagSettings()
     auth = authenticator(s)
     ctx = RagContext.from_settings(s)
-    manager = JobManager(max_active=s.max_jobs, state_dir=s.home_dir / "run" / "jobs")
+    manager = JobManager(
+        max_active=s.max_jobs, state_dir=s.home_dir / "run" / "jobs", home=s.home_dir
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

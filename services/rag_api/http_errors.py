@@ -9,12 +9,9 @@ internals. Messages from our own errors pass through `redact` for the same reaso
 
 from __future__ import annotations
 
-import errno
 import logging
 import re
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
 
-from services.common.errors import TunestackError
+from services.common.errors import DiskFull, TunestackError, disk_full_of
 
 log = logging.getLogger("tunestack.rag_api")
 
@@ -59,41 +56,8 @@ def redact(text: str, roots: tuple[Path, ...] = ()) -> str:
     return _ABS_PATH.sub(lambda m: Path(m.group(0)).name or "…", text)
 
 
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-
-
-class DiskFull(TunestackError):
-    """No space left where the API writes: names the folder (relative to TUNESTACK_HOME
-    when it is under it)."""
-
-    status_code = 507
-
-    def __init__(self, folder: Path | None, home: Path | None = None) -> None:
-        where = "the disk that holds TUNESTACK_HOME"
-        if folder is not None:
-            rel = (
-                folder.relative_to(home).as_posix()
-                if home and folder.is_relative_to(home)
-                else folder
-            )
-            where = f"the folder {rel}"
-        super().__init__(
-            f"The disk is full: nothing more could be written to {where}; the request was "
-            "not completed.",
-            hint="Free some space on that disk (df -h shows it), then send the request again.",
-        )
-
-
-@contextmanager
-def disk_full_names(folder: Path, home: Path) -> Iterator[None]:
-    """Turn ENOSPC/EDQUOT raised while writing into `folder` into DiskFull naming it (a
-    write() on a full disk carries no file name)."""
-    try:
-        yield
-    except OSError as e:
-        if e.errno in DISK_FULL_ERRNOS:
-            raise DiskFull(folder, home) from e
-        raise
+# A full disk is services.common.errors.DiskFull (507); the API words it as a request.
+REQUEST = {"what": "the request", "again": "send the request again"}
 
 
 def body(error: str, message: str, hint: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -123,6 +87,8 @@ async def _disconnected() -> Any:
 def install(app: FastAPI, roots: tuple[Path, ...]) -> None:
     @app.exception_handler(TunestackError)
     async def _known(_: Request, e: TunestackError) -> JSONResponse:
+        if isinstance(e, DiskFull):
+            e = e.reworded(**REQUEST)
         d = {k: redact(v, roots) if k in ("message", "hint") else v for k, v in e.to_dict().items()}
         wait = getattr(e, "retry_after", None)
         headers = {"Retry-After": str(wait)} if wait else None
@@ -161,10 +127,11 @@ def install(app: FastAPI, roots: tuple[Path, ...]) -> None:
     async def _os_error(request: Request, e: OSError) -> JSONResponse:
         """A full disk anywhere under the API (507, never a 500); other OSErrors are
         unexpected."""
-        if e.errno not in DISK_FULL_ERRNOS:
+        full = disk_full_of(e)
+        if full is None:
             return await _unknown(request, e)
         log.error("disk full: %s", e)
-        return await _known(request, DiskFull(Path(e.filename).parent if e.filename else None))
+        return await _known(request, full)
 
     @app.exception_handler(Exception)
     async def _unknown(_: Request, e: Exception) -> JSONResponse:

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from services.common import atomic
-from services.common.errors import Busy, NotFound, TunestackError
+from services.common.errors import Busy, DiskFull, NotFound, TunestackError, disk_full_of
+from services.rag_api.http_errors import redact
 
 log = logging.getLogger("tunestack.rag_api.jobs")
 _manager_lock = threading.Lock()
@@ -106,12 +107,14 @@ class JobManager:
         keep: int = 200,
         max_active: int = 64,
         state_dir: Path | None = None,
+        home: Path | None = None,
     ) -> None:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._keep = keep
         self._max_active = max_active
         self._state_dir = state_dir
+        self._home = home  # TUNESTACK_HOME: a full disk's folder is shown relative to it
         self._closing = False
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tunestack-job")
         if state_dir is not None:
@@ -230,8 +233,14 @@ class JobManager:
         try:
             result = body(Progress(job, self._lock))
         except TunestackError as e:
-            self._finish(job, error=e.to_dict())
+            error = self._disk_full(job, e) if isinstance(e, DiskFull) else e.to_dict()
+            self._finish(job, error=error)
         except Exception as e:  # a job must never die silently: the UI is polling it
+            full = disk_full_of(e, self._home)
+            if full is not None:
+                log.error("job %s (%s) failed: the disk is full (%s)", job.id, job.kind, e)
+                self._finish(job, error=self._disk_full(job, full))
+                return
             log.exception("job %s (%s) failed", job.id, job.kind)
             self._finish(
                 job,
@@ -243,6 +252,14 @@ class JobManager:
             )
         else:
             self._finish(job, result=result)
+
+    def _disk_full(self, job: Job, e: DiskFull) -> dict[str, Any]:
+        """The clear disk-full error, with the job's own command to run again once space is
+        freed, and no server path (the folder is relative to TUNESTACK_HOME)."""
+        again = f"run it again: {job.resume}" if job.resume else "start the job again"
+        out = e.reworded("the job", again).to_dict()
+        roots = (self._home,) if self._home is not None else ()
+        return {k: redact(v, roots) if k in ("message", "hint") else v for k, v in out.items()}
 
     def _finish(
         self,

@@ -1,6 +1,7 @@
 """Faults on the real local stack: a peer killed mid-request, the API killed mid-job, the
-disk full mid-upload. Each test restores what it broke (a killed Chroma or LLM server is
-started again from the stack's own spec) and records its timings in
+disk full mid-upload, and (CLI only, no stack needed) mid `embed tune` and `llm export`.
+Each test restores what it broke (a killed Chroma or LLM server is started again from the
+stack's own spec, a tmpfs is unmounted) and records its timings in
 test-artifacts/reliability/faults-*.json."""
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ import contextlib
 import json
 import os
 import random
+import re
 import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,8 +30,9 @@ from platform_cli.stack import UpOptions
 from services.common.hashing import dir_fingerprint
 from services.common.registry import Registry
 from services.rag_api.store import VectorStore
-from tests.conftest import unavailable
+from tests.conftest import SAMPLES, unavailable
 from tests.integration.conftest import Stack
+from tests.integration.test_converter import make_lora_run
 from tests.reliability.conftest import HIGH_LIMITS, api_process
 
 BULK = "rel-faults"
@@ -388,5 +392,181 @@ def test_disk_full_mid_upload(stack: Stack, tmp_path: Path, figures: Figures) ->
             "507_after_s": round(answered, 2),
             "rerun_s": round(rerun, 2),
             "rerun_files": status,
+        },
+    )
+
+
+# ---- (e) a full disk during `embed tune` and `llm export` -----------------------------------
+
+MiB = 2**20
+TUNED = "rel-disk-tuned"
+LORA_RUN = "rel-disk-lora"
+TUNE_TMPFS_MB = 600  # one checkpoint (weights + AdamW state, ~270 MB) and the result
+EXPORT_TMPFS_MB = 1100  # merged/ (~515 MB f32), the f16 GGUF (~260 MB), q8_0 (~140 MB)
+
+
+def tunestack(home: Path, *args: str, timeout: float = 600, **env: str) -> Any:
+    """`tunestack ARGS` in a subprocess on its own TUNESTACK_HOME (no stack needed); wide
+    output, so a message is one line."""
+    full = {**os.environ, "TUNESTACK_HOME": str(home), "TUNESTACK_MODE": "local"}
+    return subprocess.run(
+        [sys.executable, "-m", "platform_cli.main", *args],
+        env={**full, "COLUMNS": "400", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def ballast(folder: Path, leave: int) -> Path:
+    """A file on `folder`'s disk that leaves `leave` bytes free (allocated, not written)."""
+    path = folder / "ballast.bin"
+    size = shutil.disk_usage(folder).free - leave
+    assert size > 0, f"{folder} has less than {leave} bytes free already"
+    with path.open("wb") as f:
+        os.posix_fallocate(f.fileno(), 0, size)
+    return path
+
+
+def assert_clear_disk_full(r: Any, folder: str) -> str:
+    """Exit 1, the one-line disk-full error naming `folder` (relative to TUNESTACK_HOME)
+    with its hint, and no traceback; returns the error line."""
+    assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr[-3000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and f"the folder {folder};" in errors[-1], r.stderr[-3000:]
+    assert "The disk is full" in errors[-1]
+    assert "df -h" in r.stderr and "rerun the same command" in r.stderr, r.stderr[-3000:]
+    return errors[-1]
+
+
+def faq_pairs(path: Path) -> Path:
+    """The sample FAQ's 15 (question, answer) pairs as uniem records: one batch."""
+    text = (SAMPLES / "corpus" / "product_faq.md").read_text(encoding="utf-8")
+    pairs = re.findall(r"^\*\*(.+\?)\*\*\n(.+)$", text, flags=re.MULTILINE)
+    path.write_text("".join(json.dumps({"text": q, "text_pos": a}) + "\n" for q, a in pairs))
+    return path
+
+
+def test_disk_full_during_embed_tune(tmp_path: Path, figures: Figures) -> None:
+    """`embed tune` with the registry's models/ on a tmpfs that fills up while the trainer
+    writes its first checkpoint (the weights fit, the optimizer state does not: torch.save
+    fails with a bare RuntimeError): the disk-full error naming the checkpoint folder, exit
+    1, no traceback, nothing registered, the cut-short checkpoint removed; after freeing
+    space the same command registers the embedder."""
+    home = tmp_path / "home"
+    args = ["embed", "tune", "--pairs", str(faq_pairs(tmp_path / "pairs.jsonl"))]
+    args += ["--name", TUNED, "--epochs", "1", "--batch-size", "15", "--max-seq-length", "32"]
+    with tmpfs(home / "models", TUNE_TMPFS_MB) as models:
+        registry = Registry(home)
+        base = registry.ensure("embedder", "all-minilm-l6-v2")
+        weights = (base.model_path / "model.safetensors").stat().st_size
+        before = tree(models)
+        ball = ballast(models, weights + 24 * MiB)
+        t0 = time.monotonic()
+        r = tunestack(home, *args)
+        failed_s = time.monotonic() - t0
+        error = assert_clear_disk_full(r, f"models/embedders/.work-{TUNED}")
+        assert str(home) not in error
+        assert not (registry.kind_dir("embedder") / TUNED).exists()
+        assert TUNED not in registry.names("embedder")
+        left = {k: v for k, v in tree(models).items() if k != "ballast.bin"}
+        assert left == before, sorted(set(left) - set(before))  # no checkpoint, no temp dir
+        assert not [p for p in models.rglob(".tmp-*")]
+        ball.unlink()
+        t1 = time.monotonic()
+        r = tunestack(home, *args)
+        rerun_s = time.monotonic() - t1
+        assert r.returncode == 0, r.stderr[-3000:]
+        entry = Registry(home).embedder(TUNED)
+        assert entry.fingerprint != base.fingerprint and (entry.dir / "model").is_dir()
+        assert not (registry.kind_dir("embedder") / f".work-{TUNED}").exists()
+    figures(
+        "faults-disk-embed-tune",
+        {
+            "tmpfs_mb": TUNE_TMPFS_MB,
+            "free_mb_at_start": round((weights + 24 * MiB) / MiB),
+            "error": error.removeprefix("error: "),
+            "failed_after_s": round(failed_s, 1),
+            "rerun_s": round(rerun_s, 1),
+        },
+    )
+
+
+def lora_run_on_tmpfs(home: Path, size_mb: int) -> contextlib.AbstractContextManager[Path]:
+    """A small LoRA run of the bundled SmolLM2-135M (tests/integration/test_converter.py's),
+    its run folder moved onto a tmpfs of its own: the export stages and commits in it."""
+    registry = Registry(home)
+    make_lora_run(registry, LORA_RUN)
+    run_dir = registry.entry_dir("llm", LORA_RUN)
+    aside = run_dir.with_name(f"{LORA_RUN}.aside")
+    run_dir.rename(aside)
+
+    @contextlib.contextmanager
+    def mounted() -> Iterator[Path]:
+        with tmpfs(run_dir, size_mb) as mnt:
+            shutil.copytree(aside, mnt, dirs_exist_ok=True)
+            shutil.rmtree(aside)
+            yield mnt
+
+    return mounted()
+
+
+def test_disk_full_during_llm_export(tmp_path: Path, figures: Figures) -> None:
+    """`llm export` of a LoRA run whose folder is on a tmpfs with room for merged/ but not
+    for the f16 GGUF (llama.cpp's converter, a child process, fails mid-write), then with
+    less room than merged/ (safetensors fails in this process): each time the disk-full
+    error naming the run's folder, exit 1, no traceback, meta.json unchanged, no GGUF,
+    merged/ or staging folder left. After freeing space the same command exports (one
+    type, q8_0, and the gates cut to one prompt, to keep the rerun short)."""
+    home = tmp_path / "home"
+    args = ["llm", "export", LORA_RUN, "--quant", "q8_0"]
+    gates = {  # the gates cut to one short prompt each: this test is about the disk
+        "TUNESTACK_CONVERT_PARITY_PROMPTS": "1",
+        "TUNESTACK_CONVERT_PARITY_TOKENS": "8",
+        "TUNESTACK_CONVERT_STOP_PROMPTS": "1",
+        "TUNESTACK_CONVERT_STOP_MAX_TOKENS": "48",
+        "TUNESTACK_CONVERT_THREADS": "2",
+    }
+    with lora_run_on_tmpfs(home, EXPORT_TMPFS_MB) as run_dir:
+        base_hf = Path(str(Registry(home).llm(LORA_RUN).record.base_model_path))
+        merged_size = sum(p.stat().st_size for p in base_hf.iterdir() if p.is_file())
+        meta = (run_dir / "meta.json").read_bytes()
+        before = tree(run_dir)
+        attempts = {}
+        for step, leave in (("convert", merged_size + 64 * MiB), ("merge", 64 * MiB)):
+            ball = ballast(run_dir, leave)
+            t0 = time.monotonic()
+            r = tunestack(home, *args, **gates)
+            took = time.monotonic() - t0
+            error = assert_clear_disk_full(r, f"models/llm/{LORA_RUN}")
+            assert str(home) not in error
+            ball.unlink()
+            assert (run_dir / "meta.json").read_bytes() == meta
+            assert tree(run_dir) == before, sorted(set(tree(run_dir)) ^ set(before))
+            assert not list(run_dir.glob(".tmp-*")) and not (run_dir / "gguf").exists()
+            attempts[step] = {"free_mb": round(leave / MiB), "failed_after_s": round(took, 1)}
+        t1 = time.monotonic()
+        r = tunestack(home, *args, **gates)
+        rerun_s = time.monotonic() - t1
+        assert r.returncode in (0, 1), r.stderr[-3000:]
+        assert "Traceback" not in r.stderr and "disk is full" not in r.stderr
+        record = Registry(home).llm(LORA_RUN).record
+        assert record.export is not None and set(record.export.files) == {"q8_0"}
+        q8 = record.export.files["q8_0"]
+        assert (run_dir / "gguf" / q8.file).stat().st_size == q8.size
+        assert r.returncode == 0 or "failed their checks" in r.stderr, r.stderr[-3000:]
+    figures(
+        "faults-disk-llm-export",
+        {
+            "tmpfs_mb": EXPORT_TMPFS_MB,
+            "merged_mb": round(merged_size / MiB),
+            "error": error.removeprefix("error: "),
+            "attempts": attempts,
+            "rerun": "--quant q8_0; gates: 1 parity prompt x 8 tokens, 1 stop prompt",
+            "rerun_s": round(rerun_s, 1),
+            "rerun_steps_s": record.export.timings_s,
+            "rerun_ok": q8.ok,
+            "q8_0_mb": round(q8.size / MiB),
         },
     )

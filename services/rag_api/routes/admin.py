@@ -23,11 +23,11 @@ from services.common.api_schemas import (
     ReportsResponse,
     error_responses,
 )
+from services.common.errors import disk_full_names
 from services.rag_api import artifacts, job_bodies
 from services.rag_api import registry_views as views
 from services.rag_api.context import RagContext
 from services.rag_api.deploy_checks import checked_deploy
-from services.rag_api.http_errors import disk_full_names
 from services.rag_api.jobs import Progress, app_manager
 
 router = APIRouter(prefix="/v1", tags=["admin"], responses=ERRORS)

@@ -17,9 +17,9 @@ from services.common.api_schemas import (
     RetrieveResponse,
     error_responses,
 )
+from services.common.errors import disk_full_names
 from services.rag_api import collections as svc
 from services.rag_api.context import RagContext
-from services.rag_api.http_errors import disk_full_names
 
 CollectionForm = Annotated[str, Form(json_schema_extra=COLLECTION_NAME)]
 CollectionPath = Annotated[str, Path(json_schema_extra=COLLECTION_NAME)]
