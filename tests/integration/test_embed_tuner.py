@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -150,62 +146,6 @@ def test_tune_from_docs_then_serve_compare_and_eval(stack: Stack, tmp_path: Path
     assert 0 <= models["kb-tuned"]["mrr@10"] <= 1 and "ndcg@10" in models["kb-tuned"]
     report = sorted((stack.home / "reports").glob("eval-*"))[-1]
     assert {"report.json", "report.md", "metrics.png"} <= {p.name for p in report.iterdir()}
-
-
-def test_tune_resumes_after_kill_9(stack: Stack, tmp_path: Path) -> None:
-    pairs = tmp_path / "pairs.jsonl"
-    texts = [p.read_text(errors="ignore") for p in sorted((SAMPLES / "corpus").glob("*.md"))]
-    rows = [
-        {"text": s.strip()[:80], "text_pos": t[:600]}
-        for t in texts
-        for s in t.split("\n")
-        if len(s.split()) > 6
-    ][:96]
-    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    args = [
-        "embed",
-        "tune",
-        "--pairs",
-        str(pairs),
-        "--name",
-        "resumed",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-        "--max-seq-length",
-        "128",
-    ]
-    work = Registry(stack.home).kind_dir("embedder") / ".work-resumed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "platform_cli.main", *args],
-        env=stack.env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 600
-        while not any(work.glob("checkpoint-*/trainer_state.json")):
-            assert proc.poll() is None, "training ended before a checkpoint"
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert not (Registry(stack.home).kind_dir("embedder") / "resumed" / "meta.json").exists()
-    first_ckpt = min(int(p.name.split("-")[1]) for p in work.glob("checkpoint-*"))
-    r = cli(stack, *args)
-    assert r.returncode == 0, r.stderr
-    log = [
-        json.loads(line)
-        for line in (Registry(stack.home).kind_dir("embedder") / "resumed" / "trainer_log.jsonl")
-        .read_text()
-        .splitlines()
-    ]
-    steps = [h["step"] for h in log if "loss" in h]
-    assert max(h["step"] for h in log) == 24  # 96 rows / 8 per batch * 2 epochs
-    assert steps and min(steps) <= first_ckpt  # history restored from the checkpoint
 
 
 def test_llm_question_synthesis_resumes(stack: Stack, tmp_path: Path) -> None:

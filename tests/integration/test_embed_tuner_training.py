@@ -105,7 +105,8 @@ XQUAD_ARTICLES = 12  # of 48: 60 paragraphs, 322 human questions
 def test_tuned_on_paragraphs_beats_base_on_their_unseen_human_questions(
     settings: EmbedSettings, tmp_path: Path
 ) -> None:
-    """The README's XQuAD-en claim at CI size. ...measured figures: see below."""
+    """The README's XQuAD-en claim at CI size: tuned from 60 paragraphs alone, scored on
+    their 322 human questions it never saw (figures and margins: MIN_GAIN below)."""
     squad = json.loads(shared_data("xquad", "xquad.en.json").read_text(encoding="utf-8"))
     subset = {"data": squad["data"][:XQUAD_ARTICLES]}
     paragraphs = tmp_path / "paragraphs.json"  # the questions are not even written out
@@ -150,8 +151,11 @@ def test_tuned_on_paragraphs_beats_base_on_their_unseen_human_questions(
 
 
 SEQ = 128
-MIN_GAIN = 0.0
-MIN_REDUCTION = 0.0
+# Measured (seeded, 2-core CPU): MRR@10 0.9621 -> 0.9711, error (1 - MRR@10) -23.7%, in
+# ~85 s. The margins are half of that: a tuner that learned nothing, or the base model
+# registered as the tuned one, fails here.
+MIN_GAIN = 0.0045
+MIN_REDUCTION = 0.12
 
 
 # ---- 2. resume after kill -9 ---------------------------------------------------------------
