@@ -14,6 +14,8 @@ from services.common.errors import TunestackError, disk_full_of
 from services.common.logs import quiet_libraries
 from services.common.records import Kind
 from services.common.registry import BASE_MODELS, Registry
+from services.rag_api.context import RagContext
+from services.rag_api.settings import RagSettings
 
 T = TypeVar("T")
 
@@ -62,3 +64,18 @@ def provision_bases(registry: Registry, kind: Kind, names: list[str]) -> None:
 
 def rag_client(s: StackSettings, timeout: float = 300) -> RagClient:
     return RagClient(s.api_url, s.api_key_value, timeout=timeout)
+
+
+def rag_context(s: StackSettings) -> RagContext:
+    """The RAG service layer's context for a command, on the stack's Chroma, registry and
+    LLM server (TUNESTACK_RAG_LLM_BASE_URL when set, as in a docker job container; else the
+    local stack's llama.cpp port)."""
+    rag = RagSettings(home=s.home, chroma_url=s.chroma_url, default_embedder=s.default_embedder)
+    if "llm_base_url" not in rag.model_fields_set:
+        rag = RagSettings(
+            home=s.home,
+            chroma_url=s.chroma_url,
+            default_embedder=s.default_embedder,
+            llm_base_url=s.llm_url,
+        )
+    return RagContext.from_settings(rag, pool_capacity=1)

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from platform_cli.commands import documents, embed, keys, llm, models, stack
+from platform_cli.commands import documents, embed, keys, llm, models, rag, stack
 from platform_cli.context import run, settings
 from platform_cli.stack.mode import delegate_job, job_service
 
@@ -25,6 +25,7 @@ documents.register(app)
 app.add_typer(models.app, name="models")
 app.add_typer(llm.app, name="llm")
 app.add_typer(embed.app, name="embed")
+app.add_typer(rag.app, name="rag")
 app.add_typer(keys.app, name="keys")
 
 

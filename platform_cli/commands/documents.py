@@ -15,25 +15,15 @@ import typer
 from rich.table import Table
 
 from platform_cli.compare import compare_rankings
-from platform_cli.context import provision_bases, rag_client, run, settings
+from platform_cli.context import provision_bases, rag_client, rag_context, run, settings
 from platform_cli.output import console, err_console, fail, progress_bar
-from platform_cli.settings import StackSettings
 from services.common.api_client import parse_completion
 from services.common.api_schemas import ChatAnswer, ChatMessage, ChatRequest, RetrievalMode
 from services.rag_api import collections as svc
-from services.rag_api.context import RagContext
 from services.rag_api.ingest import IngestReport
-from services.rag_api.settings import RagSettings
 
 collections_app = typer.Typer(help="Collections in the vector store.", no_args_is_help=True)
 STATUS_COLORS = {"ok": "green", "unchanged": "dim", "failed": "red", "removed": "yellow"}
-
-
-def rag_context(s: StackSettings) -> RagContext:
-    """The service layer's context for this command, on the stack's Chroma and registry."""
-    rag = RagSettings(home=s.home, chroma_url=s.chroma_url, default_embedder=s.default_embedder)
-    ctx = RagContext.from_settings(rag, pool_capacity=1)
-    return ctx
 
 
 def ingest(

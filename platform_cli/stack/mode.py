@@ -7,8 +7,8 @@ start local processes in a temp TUNESTACK_HOME, never get redirected into contai
 explicit TUNESTACK_MODE / --mode wins; then running local processes; then a running
 compose project; else local.
 
-Job commands (`llm train|eval|chat|export|deploy`, `embed synth|tune|eval`, `ingest`,
-`reindex`) run in the compose job containers when the stack is docker: the container's
+Job commands (`llm train|eval|chat|export|deploy`, `embed synth|tune|eval`, `rag eval`,
+`ingest`, `reindex`) run in the compose job containers when the stack is docker: the container's
 entrypoint is this same CLI in local mode, so flags and output are identical.
 
 `open_stack` is the only place that turns a mode into a stack; commands never branch on it.
@@ -38,6 +38,7 @@ JOB_SERVICES: dict[tuple[str, ...], str] = {
     ("embed", "synth"): "embed-tuner",
     ("embed", "tune"): "embed-tuner",
     ("embed", "eval"): "embed-tuner",
+    ("rag", "eval"): "embed-tuner",
     ("ingest",): "embed-tuner",
     ("reindex",): "embed-tuner",
     # the keys file lives in the stack's home volume, which the API reads (any job image)

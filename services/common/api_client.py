@@ -36,6 +36,7 @@ from services.common.api_schemas import (
     ModelDetail,
     ModelList,
     ModelsResponse,
+    RagEvalJobRequest,
     ReindexJobRequest,
     ReindexRequest,
     ReindexResponse,
@@ -284,6 +285,9 @@ class RagClient:
     # ---- jobs ---------------------------------------------------------------------------------
     def start_eval(self, req: EvalJobRequest) -> JobInfo:
         return self._post(JobInfo, "/v1/jobs/eval", req)
+
+    def start_rag_eval(self, req: RagEvalJobRequest) -> JobInfo:
+        return self._post(JobInfo, "/v1/jobs/rag-eval", req, timeout=60)
 
     def start_reindex(self, req: ReindexJobRequest) -> JobInfo:
         return self._post(JobInfo, "/v1/jobs/reindex", req)

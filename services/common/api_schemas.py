@@ -379,6 +379,9 @@ class ModelsResponse(BaseModel):
 
 class ReportSummary(BaseModel):
     name: str
+    kind: Literal["embed-eval", "rag-eval"] = Field(
+        default="embed-eval", description="embed-eval: retrieval per embedder; rag-eval: answers."
+    )
     created: str | None = None
     dataset: str | None = None
     top_k: int | None = None
@@ -422,6 +425,49 @@ class EvalJobRequest(BaseModel):
     top_k: int = Field(default=10, ge=1, le=100, description="k of MRR@k.")
 
 
+# a model name as servers and the registry spell them (Ollama: name:tag, hub ids: org/name)
+ModelName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")]
+
+
+class RagEvalJobRequest(BaseModel):
+    """`tunestack rag eval` as a job: every LLM x embedder x mode over a registered dataset."""
+
+    model_config = STRICT
+    dataset: str = Field(
+        description="A name from GET /v1/datasets: SQuAD/CMRC JSON, EmbeddingQA JSON with "
+        "'answers', or JSONL."
+    )
+    collection: str = Field(json_schema_extra=COLLECTION_NAME)
+    llms: list[ModelName] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Models served by the configured LLM servers (empty: the serving one).",
+    )
+    embedders: list[ModelName] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Embedders the collection is built for (empty: its default build).",
+    )
+    modes: list[RetrievalMode] = Field(default=["dense"], min_length=1, max_length=3)
+    top_k: int = Field(default=4, ge=1, le=20)
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=2048, description="Longest answer (default: the API's)."
+    )
+    limit: int | None = Field(default=20, ge=1, le=5000, description="The first N questions.")
+    unanswerable: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Add N questions whose passage is not in the collection.",
+    )
+    resume: bool = Field(default=False, description="Continue the same run that was interrupted.")
+    judge: ModelName | None = Field(
+        default=None,
+        description="A model on a configured LLM server that grades each answer "
+        "(correctness, groundedness); off when absent.",
+    )
+
+
 class ReindexJobRequest(BaseModel):
     model_config = STRICT
     collection: str = Field(json_schema_extra=COLLECTION_NAME)
@@ -452,7 +498,7 @@ class DeployRequest(BaseModel):
 
 class JobInfo(BaseModel):
     id: str
-    kind: Literal["eval", "reindex", "deploy"]
+    kind: Literal["eval", "reindex", "deploy", "rag-eval"]
     status: JobStatus
     done: int
     total: int

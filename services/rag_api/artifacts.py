@@ -17,7 +17,8 @@ from services.common.records import Record
 
 ARTIFACT_NAME = re.compile(
     r"^(?:training_[A-Za-z0-9_.-]*\.png|metrics\.png|trainer_log\.jsonl"
-    r"|[A-Za-z0-9_-]*results\.json|report\.md|report\.json|Modelfile)$"
+    r"|[A-Za-z0-9_-]*results\.json|report\.md|report\.json|Modelfile"
+    r"|f1_heatmap\.png|questions\.jsonl)$"
 )
 SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 MEDIA_TYPES = {

@@ -1,5 +1,5 @@
-"""The bodies of the API's background jobs: an embedding evaluation, a collection reindex
-and an LLM deploy to Ollama.
+"""The bodies of the API's background jobs: an embedding evaluation, a RAG evaluation, a
+collection reindex and an LLM deploy to Ollama.
 
 Each is an adapter over the service function the CLI calls (embed_tuner.service,
 rag_api.collections, converter.deploy): a report made from the UI is `tunestack embed
@@ -20,6 +20,8 @@ from services.rag_api.collections import reindex_collection
 from services.rag_api.context import RagContext
 from services.rag_api.jobs import Progress
 from services.rag_api.llm_switch import switch_llm
+from services.rag_api.rag_eval.records import RagEvalRequest
+from services.rag_api.rag_eval.runner import RagBackend, run_rag_eval
 
 
 def run_eval(
@@ -31,6 +33,29 @@ def run_eval(
         "report": report.folder.name,
         "models": report.headline(),
         "error_reduction": report.error_reduction,
+    }
+
+
+def run_rag_eval_job(
+    ctx: RagContext,
+    loop: asyncio.AbstractEventLoop,
+    req: RagEvalRequest,
+    progress: Progress,
+) -> dict[str, Any]:
+    """`tunestack rag eval` inside the API. The answers are asked on the API's own event
+    loop (`loop`), as chat requests are: LangChain's OpenAI client keeps one pooled HTTP
+    client per server, bound to the loop that first used it."""
+    future = asyncio.run_coroutine_threadsafe(
+        run_rag_eval(RagBackend(ctx), req, lambda d, t, m: progress(d, t, m)), loop
+    )
+    report = future.result()
+    return {
+        "report": report.folder.name,
+        "top_k": report.top_k,
+        "counts": report.counts,
+        "notes": report.notes,
+        "resumed_answers": report.resumed,
+        "grid": [{**c.to_dict(), **report.summary[c.key]} for c in report.combos],
     }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.common.errors import NotFound
+from services.common.errors import EmbedderMismatch, NotFound
 from services.rag_api.context import RagContext
 from services.rag_api.store import validate_collection_name
 
@@ -27,3 +27,20 @@ def existing_collection(ctx: RagContext, name: str) -> None:
             f"Collection '{name}' does not exist.",
             hint="GET /v1/collections lists them.",
         )
+
+
+def built_embedders(ctx: RagContext, collection: str, names: list[str]) -> list[str]:
+    """`names`, de-duplicated, each with a build of the collection (else 409 with the
+    reindex command); an empty list stays empty (the collection's default build)."""
+    existing_collection(ctx, collection)
+    have = [b.embedder for b in ctx.store.builds(collection)]
+    names = list(dict.fromkeys(names))
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise EmbedderMismatch(
+            f"Collection '{collection}' has no build for {', '.join(missing)} "
+            f"(built for {', '.join(have)}).",
+            hint=f"Reindex it first: POST /v1/jobs/reindex, or `tunestack reindex {collection} "
+            f"--embedder {missing[0]}`.",
+        )
+    return names

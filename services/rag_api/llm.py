@@ -38,7 +38,10 @@ class LlmTarget:
             model=self.model,
             temperature=temperature,
             frequency_penalty=frequency_penalty or None,
-            max_tokens=max_tokens,
+            # LangChain sends max_tokens as `max_completion_tokens`, which llama.cpp's
+            # server ignores (it then generates up to the context size); `max_tokens` in
+            # the body is what llama.cpp, Ollama and vLLM read, and OpenAI still accepts
+            extra_body={"max_tokens": max_tokens},
             timeout=self.timeout_s,
             max_retries=0,
             streaming=streaming,
@@ -76,11 +79,15 @@ def translate(target: LlmTarget, e: BaseException) -> TunestackError:
     """Map client exceptions (openai, httpx) to errors that name the LLM service."""
     import openai
 
-    if isinstance(
+    # openai.APITimeoutError is an APIConnectionError: a slow server is not a dead one
+    timed_out = isinstance(e, openai.APITimeoutError) or (
+        isinstance(e, httpx.TimeoutException) and not isinstance(e, httpx.ConnectTimeout)
+    )
+    if not timed_out and isinstance(
         e, (openai.APIConnectionError, httpx.ConnectError, httpx.ConnectTimeout, ConnectionError)
     ):
         return down(target, e)
-    if isinstance(e, (openai.APITimeoutError, httpx.TimeoutException)):
+    if timed_out:
         return UpstreamTimeout(
             "llm",
             f"The LLM server at {target.base_url} did not answer within "

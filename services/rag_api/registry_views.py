@@ -31,6 +31,7 @@ from services.common.records import LlmRecord, Record
 from services.common.registry import Listing, dump
 from services.rag_api import artifacts
 from services.rag_api.context import RagContext
+from services.rag_api.rag_eval.datasets import load_dataset
 from services.rag_api.uploads import sanitize_filename, save_upload
 
 REPORT_METRICS = ("hit@1", "hit@3", "hit@5", "hit@10", "ndcg@10", "map@100")
@@ -207,6 +208,7 @@ def _report_fields(d: Path, body: dict[str, Any]) -> dict[str, Any]:
     red = body.get("error_reduction")
     return {
         "name": d.name,
+        "kind": "rag-eval" if body.get("kind") == "rag-eval" else "embed-eval",
         "created": body.get("created"),
         "dataset": body.get("dataset"),
         "top_k": top_k,
@@ -248,7 +250,7 @@ def report_file(ctx: RagContext, name: str, filename: str) -> Path:
 def list_datasets(root: Path) -> list[DatasetInfo]:
     out = []
     if root.is_dir():
-        for p in sorted(root.rglob("*.json")):
+        for p in sorted([*root.rglob("*.json"), *root.rglob("*.jsonl")]):
             rel = p.relative_to(root)
             if any(part.startswith(".") for part in rel.parts) or len(rel.parts) > 3:
                 continue
@@ -257,11 +259,11 @@ def list_datasets(root: Path) -> list[DatasetInfo]:
     return out
 
 
-def resolve_dataset(ctx: RagContext, name: str) -> Path:
+def resolve_dataset(ctx: RagContext, name: str, suffixes: tuple[str, ...] = (".json",)) -> Path:
     """A dataset file under TUNESTACK_HOME/datasets by its listed name, never outside it."""
     root = ctx.registry.datasets.resolve()
     parts = name.split("/")
-    if all(artifacts.SAFE_SEGMENT.match(p) for p in parts) and name.endswith(".json"):
+    if all(artifacts.SAFE_SEGMENT.match(p) for p in parts) and name.endswith(suffixes):
         p = (root / name).resolve()
         if p.is_file() and p.is_relative_to(root):
             return p
@@ -277,17 +279,24 @@ def upload_dataset(ctx: RagContext, filename: str, src: BinaryIO) -> DatasetUplo
     """Store an uploaded QA/SQuAD JSON under datasets/uploads/ once it parses; a file that
     does not is refused and not kept."""
     safe = sanitize_filename(filename or "dataset.json")
-    if not safe.lower().endswith(".json"):
+    jsonl = safe.lower().endswith(".jsonl")
+    if not (jsonl or safe.lower().endswith(".json")):
         raise BadInput(
-            f"'{safe}' is not a .json file.",
-            hint="Upload EmbeddingQAFinetuneDataset JSON (queries/corpus/relevant_docs) "
-            "or SQuAD v1.1 JSON.",
+            f"'{safe}' is not a .json or .jsonl file.",
+            hint="Upload EmbeddingQAFinetuneDataset JSON (queries/corpus/relevant_docs), "
+            "SQuAD v1.1 JSON, or (for RAG evaluation) JSONL of {question, answer, source}.",
         )
     dest_dir = ctx.registry.datasets / "uploads"
     limit = ctx.settings.max_upload_mb * 2**20
     staged = save_upload(src, safe, dest_dir / ".incoming", limit)
     try:
-        ds = load_qa(staged)
+        if jsonl:  # a RAG evaluation set: questions (with the files they come from)
+            rag = load_dataset(staged, safe)
+            n_queries = len(rag.questions)
+            n_corpus = len({q.source or p for q in rag.questions for p in (q.passages or ("",))})
+        else:
+            ds = load_qa(staged)
+            n_queries, n_corpus = len(ds.queries), len(ds.corpus)
     except TunestackError as e:
         staged.unlink(missing_ok=True)
         raise BadInput(e.message.replace(str(staged), safe), hint=e.hint) from None
@@ -297,6 +306,6 @@ def upload_dataset(ctx: RagContext, filename: str, src: BinaryIO) -> DatasetUplo
         name=f"uploads/{safe}",
         size=final.stat().st_size,
         modified=time.time(),
-        queries=len(ds.queries),
-        corpus=len(ds.corpus),
+        queries=n_queries,
+        corpus=n_corpus,
     )

@@ -72,6 +72,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("POST", "/v1/datasets"): "admin",
     ("POST", "/v1/jobs/eval"): "admin",
     ("POST", "/v1/jobs/reindex"): "admin",
+    ("POST", "/v1/jobs/rag-eval"): "admin",
     ("GET", "/v1/jobs"): "admin",
     ("GET", "/v1/jobs/{job_id}"): "admin",
 }

@@ -8,6 +8,7 @@ the client returns them.
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -310,3 +311,89 @@ def html_text(text: str) -> str:
     """Text for a card inside st.markdown(..., unsafe_allow_html=True): HTML-escaped and on
     one line, as a blank line would end the HTML block and let Markdown (images) resume."""
     return html.escape(" ".join(text.split()))
+
+
+# ---- RAG evaluation reports ---------------------------------------------------------------
+
+RAG_METRICS = (
+    "f1",
+    "em",
+    "rouge_l",
+    "citation_precision",
+    "citation_recall",
+    "no_citation",
+    "faithfulness",
+    "abstention",
+    "false_abstention",
+    "latency_p50_s",
+    "latency_p95_s",
+    "tokens_per_s",
+)
+
+
+RAG_JUDGE_METRICS = ("judge_correctness", "judge_groundedness", "judge_unreadable")
+
+
+def rag_metric_names(top_k: int, judged: bool = False) -> tuple[str, ...]:
+    judge = RAG_JUDGE_METRICS if judged else ()
+    return (f"hit@{top_k}", f"mrr@{top_k}", *RAG_METRICS, *judge)
+
+
+def rag_grid_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (LLM, embedder, mode) of a rag-eval report.json, metrics as numbers."""
+    top_k = report.get("top_k")
+    names = rag_metric_names(top_k if isinstance(top_k, int) else 4, bool(report.get("judge")))
+    rows = []
+    for g in report.get("grid") or []:
+        if not isinstance(g, dict):
+            continue
+        row: dict[str, Any] = {k: str(g.get(k, "")) for k in ("llm", "embedder", "mode")}
+        row["n"] = g.get("questions")
+        for m in names:
+            v = g.get(m)
+            row[m] = float(v) if isinstance(v, int | float) else None
+        rows.append(row)
+    return rows
+
+
+def combo_label(row: dict[str, Any]) -> str:
+    return f"{row.get('llm', '')} · {row.get('embedder', '')} · {row.get('mode', '')}"
+
+
+def parse_jsonl(data: bytes) -> list[dict[str, Any]]:
+    """Records of a JSONL file; lines that are not JSON objects are skipped."""
+    out = []
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def highlight_html(text: str, spans: Sequence[str]) -> str:
+    """Text for an HTML card with every occurrence of the spans (gold answers) in <mark>:
+    all of it HTML-escaped and on one line (see html_text); case and spacing ignored."""
+    flat = " ".join(str(text).split())
+    marks: list[tuple[int, int]] = []
+    for span in spans:
+        words = str(span).split()
+        if not words:
+            continue
+        pattern = re.compile(r"\s+".join(re.escape(w) for w in words), re.IGNORECASE)
+        marks += [(m.start(), m.end()) for m in pattern.finditer(flat)]
+    merged: list[list[int]] = []
+    for start, end in sorted(marks):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out, pos = [], 0
+    for start, end in merged:
+        out.append(html.escape(flat[pos:start]))
+        out.append(f"<mark>{html.escape(flat[start:end])}</mark>")
+        pos = end
+    out.append(html.escape(flat[pos:]))
+    return "".join(out)

@@ -50,11 +50,13 @@ class Stack:
             "TUNESTACK_UI_PORT": str(s.ui_port),
         }
 
-    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """`tunestack ARGS...` as a subprocess against this stack, output captured."""
         return subprocess.run(
             [sys.executable, "-m", "platform_cli.main", *args],
-            env=self.env(),
+            env=env or self.env(),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -227,6 +227,7 @@ def test_new_endpoints_need_the_key(degraded_api: DegradedApi, ui_data: UiData) 
         ("GET", "/v1/jobs/abc"),
         ("POST", "/v1/jobs/eval"),
         ("POST", "/v1/jobs/reindex"),
+        ("POST", "/v1/jobs/rag-eval"),
     ]
     for method, path in paths:
         r = httpx.request(method, f"{api}{path}", timeout=10)
@@ -252,6 +253,7 @@ def test_openapi_documents_the_new_endpoints(stack: Stack) -> None:
         "/v1/jobs/{job_id}": "get",
         "/v1/jobs/eval": "post",
         "/v1/jobs/reindex": "post",
+        "/v1/jobs/rag-eval": "post",
     }
     for path, method in expected.items():
         op = spec["paths"][path][method]

@@ -238,6 +238,45 @@ def test_evaluate_upload_dataset_is_checked_by_the_api(ui_env: None) -> None:
     assert at.status and at.status[0].label.endswith(": done"), [e.value for e in at.error]
 
 
+def test_evaluate_rag_tab_runs_a_job_and_drills_into_an_answer(
+    stack: Stack, ui_env: None, ui_data: UiData
+) -> None:
+    """The RAG tab: one question through the API job, then the grid, the heatmap and the
+    drill-down with the cited chunk and the gold answer marked (all text inert)."""
+    name = "rag/ui-questions.jsonl"
+    path = stack.home / "datasets" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "question": "How much does the LO-200 Path Light cost?",
+        "answer": "49 EUR",
+        "source": "product_catalog.md",
+    }
+    path.write_text(json.dumps(record) + "\n")
+    at = page("evaluate")
+    assert [t.label for t in at.tabs] == ["Embedders", "RAG"]
+    at.selectbox(key="rag_dataset").set_value(name)
+    at.selectbox(key="rag_collection").set_value(ui_data.collection).run()
+    assert at.multiselect(key="rag_llms").value == ["smollm2-135m-instruct"]
+    assert at.multiselect(key="rag_embedders").value == ["all-minilm-l6-v2"]
+    at.number_input(key="rag_limit").set_value(1)
+    at.number_input(key="rag_k").set_value(2)
+    at.number_input(key="rag_max_tokens").set_value(32).run()
+    at.button(key="rag_run").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any(s.label.endswith(": done") for s in at.status if "Answering" in s.label)
+    opened = at.selectbox(key="rag_report").value
+    assert opened.startswith("rag-eval-") and "ui-questions" in opened
+    grid = next(d.value for d in at.dataframe if "llm" in d.value.columns)
+    assert list(grid["llm"]) == ["smollm2-135m-instruct"] and "f1" in grid.columns
+    assert at.image  # the heatmap
+    assert at.selectbox(key="rag_question").options[0].startswith("q1: How much")
+    cards = [m.value for m in at.markdown if "ts-rag-chunk" in m.value]
+    assert cards and any("<mark>49 EUR</mark>" in c for c in cards), cards
+    # the embedder history lists no RAG report, and the RAG history no embedder report
+    embed_history = [s for s in at.selectbox if s.key == "eval_report"]
+    assert all(opened not in s.options for s in embed_history)
+
+
 # ---- Models -------------------------------------------------------------------------
 
 

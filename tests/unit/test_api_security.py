@@ -365,6 +365,10 @@ def test_llm_timeouts_are_timeouts_not_unreachable() -> None:
     e = translate(t, httpx.ReadTimeout("slow"))
     assert e.status_code == 504 and "did not answer within 3 s" in e.message
     assert translate(t, httpx.ConnectError("no")).status_code == 503
+    import openai
+
+    slow = openai.APITimeoutError(httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions"))
+    assert translate(t, slow).status_code == 504  # an APIConnectionError subclass, yet slow
 
 
 # ---- 9. jobs ---------------------------------------------------------------------------------

@@ -151,6 +151,7 @@ def test_job_commands_map_to_job_services() -> None:
     assert js(["llm", "export", "run1"]) == "converter"
     assert js(["llm", "deploy", "run1", "--to", "ollama"]) == "converter"
     assert js(["embed", "eval", "--dataset", "d.json"]) == "embed-tuner"
+    assert js(["rag", "eval", "--dataset", "d.json", "-c", "x"]) == "embed-tuner"
     assert js(["ingest", "docs", "-c", "x"]) == "embed-tuner"
     assert js(["ingest", "--help"]) is None
     assert js(["ask", "q", "-c", "x"]) is None

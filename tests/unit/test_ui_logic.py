@@ -292,3 +292,37 @@ def test_role_pages() -> None:
         "views/models.py",
         "views/documents.py",
     }
+
+
+# ---- RAG evaluation reports ------------------------------------------------------------------
+
+
+def test_gold_spans_are_marked_in_escaped_chunk_text() -> None:
+    text = "The <b>LO-200</b> costs\n49   EUR; <img src=x onerror=alert(1)> 49 eur again."
+    out = logic.highlight_html(text, ["49 EUR", "<b>"])
+    assert "<mark>49   EUR</mark>" not in out  # spacing is collapsed first, like html_text
+    assert out.count("<mark>49 EUR</mark>") == 1 and "<mark>49 eur</mark>" in out
+    assert "<mark>&lt;b&gt;</mark>" in out  # a span is escaped like the rest
+    assert "<img" not in out and "&lt;img src=x onerror=alert(1)&gt;" in out
+    assert "\n" not in out
+    assert logic.highlight_html("踢爆为止", ["踢爆"]) == "<mark>踢爆</mark>为止"
+    assert logic.highlight_html("a b", []) == "a b"
+
+
+def test_rag_grid_rows_and_jsonl_records() -> None:
+    report = {
+        "top_k": 2,
+        "judge": None,
+        "grid": [
+            {"llm": "m", "embedder": "e", "mode": "dense", "questions": 3, "f1": 0.5, "hit@2": 1},
+            "not a row",
+        ],
+    }
+    (row,) = logic.rag_grid_rows(report)
+    assert row["llm"] == "m" and row["n"] == 3 and row["f1"] == 0.5 and row["hit@2"] == 1.0
+    assert row["em"] is None and "judge_correctness" not in row
+    assert logic.combo_label(row) == "m · e · dense"
+    assert logic.parse_jsonl(b'{"qid": "a"}\nnot json\n[1]\n{"qid": "b"}\n') == [
+        {"qid": "a"},
+        {"qid": "b"},
+    ]

@@ -1,8 +1,10 @@
-"""Evaluate: retrieval metrics of base vs tuned embedders on a QA dataset, and past reports.
+"""Evaluate: retrieval metrics of base vs tuned embedders on a QA dataset (Embedders tab),
+and the RAG answers of LLM x embedder x mode (RAG tab, services.ui.rag_eval), with past
+reports of each.
 
-The evaluation runs as an API job (the same code as `tunestack embed eval`, writing the
-same report folder), so the page only starts it, shows its progress and reads the
-report back; reports made from the CLI show up in the history too.
+Each evaluation runs as an API job (the same code as `tunestack embed eval` / `tunestack
+rag eval`, writing the same report folder), so the page only starts it, shows its progress
+and reads the report back; reports made from the CLI show up in the history too.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from services.ui.components import (
     show_error,
 )
 from services.ui.logic import HEADLINE, chart_rows, md_escape, metric_rows, safe_markdown
+from services.ui.rag_eval import render_tab as rag_tab
 
 JOB = "eval_job"
 OPENED = "eval_report"
@@ -56,7 +59,10 @@ def choose_dataset(client: RagClient) -> str | None:
             "TUNESTACK_HOME/datasets/."
         )
         return None
-    names = [d.name for d in sets]
+    names = [d.name for d in sets if d.name.endswith(".json")]  # .jsonl: RAG tab only
+    if not names:
+        st.info("No QA/SQuAD JSON datasets (JSONL ones are for the RAG tab).")
+        return None
     return str(st.selectbox("Registered dataset", names, key="eval_dataset"))
 
 
@@ -145,7 +151,9 @@ def show_report(client: RagClient, name: str) -> None:
 
 def history(client: RagClient) -> None:
     try:
-        reports: list[ReportSummary] = client.reports().reports
+        reports: list[ReportSummary] = [
+            r for r in client.reports().reports if r.kind == "embed-eval"
+        ]
     except ApiError as e:
         show_error(e, "Reports are unavailable")
         return
@@ -174,12 +182,16 @@ def history(client: RagClient) -> None:
 def render() -> None:
     require_admin()
     client = get_client()
-    st.title("Evaluate embedders")
-    with st.container(border=True):
-        st.subheader("New evaluation")
-        run_form(client)
-    st.subheader("Reports")
-    history(client)
+    st.title("Evaluate")
+    embed, rag = st.tabs(["Embedders", "RAG"])
+    with embed:
+        with st.container(border=True):
+            st.subheader("New evaluation")
+            run_form(client)
+        st.subheader("Reports")
+        history(client)
+    with rag:
+        rag_tab(client)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,139 @@
+"""`tunestack rag eval`: a thin command over services.rag_api.rag_eval (the API's own answer
+path, run in this process on the stack's Chroma and LLM server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.table import Table
+
+from platform_cli.context import provision_bases, rag_context, run, settings
+from platform_cli.output import console, err_console, progress_bar
+from services.rag_api.rag_eval import report as report_mod
+from services.rag_api.rag_eval.records import RagEvalReport, RagEvalRequest
+from services.rag_api.rag_eval.runner import RagBackend, run_rag_eval
+
+app = typer.Typer(
+    help="Evaluate the RAG answers: LLM x embedder x retrieval mode on a QA set.",
+    no_args_is_help=True,
+)
+# the terminal tables (two, so they fit 80 columns): (summary key, title); hit@k and MRR@k
+# are added with the run's k
+QUALITY = (
+    ("f1", "F1"),
+    ("em", "EM"),
+    ("rouge_l", "ROUGE-L"),
+    ("citation_precision", "cite P"),
+    ("citation_recall", "cite R"),
+    ("no_citation", "no cite"),
+    ("faithfulness", "faithful"),
+)
+BEHAVIOUR = (
+    ("abstention", "abstain unans."),
+    ("false_abstention", "abstain ans."),
+    ("latency_p50_s", "p50 s"),
+    ("latency_p95_s", "p95 s"),
+    ("tokens_per_s", "tok/s"),
+)
+
+
+@app.command("eval")
+def eval_cmd(
+    dataset: Annotated[
+        Path,
+        typer.Option(help="SQuAD/CMRC 2018 JSON, EmbeddingQA JSON (+answers) or JSONL."),
+    ],
+    collection: Annotated[str, typer.Option("--collection", "-c")],
+    llm: Annotated[
+        list[str] | None,
+        typer.Option(help="A model on the configured LLM server(s); repeat to compare."),
+    ] = None,
+    embedder: Annotated[
+        list[str] | None,
+        typer.Option(help="An embedder the collection is built for; repeat to compare."),
+    ] = None,
+    mode: Annotated[
+        list[str] | None, typer.Option(help="dense | bm25 | hybrid; repeat to compare.")
+    ] = None,
+    top_k: Annotated[int | None, typer.Option(help="Chunks per answer.")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Longest answer (default: the API's, 256).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="The first N questions.")] = None,
+    unanswerable: Annotated[
+        int, typer.Option(help="Add N questions whose passage the collection lacks.")
+    ] = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the same run after an interruption.")
+    ] = False,
+    judge: Annotated[
+        str | None,
+        typer.Option(help="A model on a configured LLM server that grades each answer."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Answer a QA set through the RAG API's answer path; answer, citation, abstention and
+    speed metrics per combination, and a report."""
+    s = settings()
+    ctx = rag_context(s)
+    provision_bases(ctx.registry, "embedder", [*(embedder or []), s.default_embedder])
+    req = RagEvalRequest(
+        dataset=dataset,
+        collection=collection,
+        llms=llm or [],
+        embedders=embedder or [],
+        modes=mode or ["dense"],
+        top_k=top_k,
+        max_tokens=max_tokens,
+        limit=limit,
+        unanswerable=unanswerable,
+        resume=resume,
+        judge=judge,
+    )
+    with progress_bar("Answering") as prog:
+        task = prog.task_ids[0]
+
+        def show(done: int, total: int, msg: str) -> None:
+            prog.update(task, completed=done, total=total or None, item=msg)
+
+        report = run(lambda: asyncio.run(run_rag_eval(RagBackend(ctx), req, show)))
+    if as_json:
+        out = {
+            "report": str(report.folder),
+            "counts": report.counts,
+            "notes": report.notes,
+            "grid": [{**c.to_dict(), **report.summary[c.key]} for c in report.combos],
+        }
+        console.print_json(json.dumps(out, ensure_ascii=False))
+        return
+    print_report(report, judged=judge is not None)
+
+
+def print_report(report: RagEvalReport, judged: bool = False) -> None:
+    k = report.top_k
+    counts = ", ".join(f"{v} {n.replace('_', ' ')}" for n, v in report.counts.items())
+    console.print(f"[bold]{report.dataset}[/] on [bold]{report.collection}[/]: {counts}")
+    for i, c in enumerate(report.combos, start=1):
+        n = report.summary[c.key]["questions"]
+        console.print(f"  #{i}  {c.llm} · {c.embedder} · {c.mode}  ({n} answers)", highlight=False)
+    quality = [(f"hit@{k}", f"hit@{k}"), (f"mrr@{k}", f"MRR@{k}"), *QUALITY]
+    behaviour = [*BEHAVIOUR, *(report_mod.JUDGE_COLUMNS if judged else ())]
+    for cols in (quality, behaviour):
+        t = Table("#", *(title for _, title in cols), box=box.SIMPLE_HEAD, pad_edge=False)
+        for i, c in enumerate(report.combos, start=1):
+            row = report.summary[c.key]
+            t.add_row(f"#{i}", *(report_mod.fmt(row.get(key)) for key, _ in cols))
+        console.print(t)
+    for note in report.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if report.resumed:
+        console.print(f"{report.resumed} answers were taken over from the interrupted run.")
+    console.print(
+        f"report: {report.folder}/report.md, {report_mod.HEATMAP}, {report_mod.QUESTIONS}",
+        highlight=False,
+    )
