@@ -212,7 +212,7 @@ def test_upload_a_file_and_see_it_ingested(
 
 def test_other_pages_render(browser: Any, ui_server: str, artifacts_dir: Path) -> None:
     pages = (
-        ("evaluate", "Evaluate embedders", '[data-testid="stMultiSelect"]'),
+        ("evaluate", "Evaluate", '[data-testid="stMultiSelect"]'),
         ("models", "Models", '[data-testid="stImage"], [data-testid="stCaptionContainer"]'),
     )
     for path, title, ready in pages:

@@ -182,7 +182,7 @@ def test_admin_sees_every_page(
     at.switch_page("views/documents.py").run()
     assert not at.exception and at.title[0].value == "Documents"
     at.switch_page("views/evaluate.py").run()
-    assert at.title[0].value == "Evaluate embedders"
+    assert at.title[0].value == "Evaluate"
 
 
 def test_no_login_when_the_api_has_no_keys(
