@@ -22,24 +22,6 @@ app = typer.Typer(
     help="Evaluate the RAG answers: LLM x embedder x retrieval mode on a QA set.",
     no_args_is_help=True,
 )
-# the terminal tables (two, so they fit 80 columns): (summary key, title); hit@k and MRR@k
-# are added with the run's k
-QUALITY = (
-    ("f1", "F1"),
-    ("em", "EM"),
-    ("rouge_l", "ROUGE-L"),
-    ("citation_precision", "cite P"),
-    ("citation_recall", "cite R"),
-    ("no_citation", "no cite"),
-    ("faithfulness", "faithful"),
-)
-BEHAVIOUR = (
-    ("abstention", "abstain unans."),
-    ("false_abstention", "abstain ans."),
-    ("latency_p50_s", "p50 s"),
-    ("latency_p95_s", "p95 s"),
-    ("tokens_per_s", "tok/s"),
-)
 
 
 @app.command("eval")
@@ -121,8 +103,8 @@ def print_report(report: RagEvalReport, judged: bool = False) -> None:
     for i, c in enumerate(report.combos, start=1):
         n = report.summary[c.key]["questions"]
         console.print(f"  #{i}  {c.llm} · {c.embedder} · {c.mode}  ({n} answers)", highlight=False)
-    quality = [(f"hit@{k}", f"hit@{k}"), (f"mrr@{k}", f"MRR@{k}"), *QUALITY]
-    behaviour = [*BEHAVIOUR, *(report_mod.JUDGE_COLUMNS if judged else ())]
+    quality = [(f"hit@{k}", f"hit@{k}"), (f"mrr@{k}", f"MRR@{k}"), *report_mod.QUALITY_COLUMNS]
+    behaviour = [*report_mod.BEHAVIOUR_COLUMNS, *(report_mod.JUDGE_COLUMNS if judged else ())]
     for cols in (quality, behaviour):
         t = Table("#", *(title for _, title in cols), box=box.SIMPLE_HEAD, pad_edge=False)
         for i, c in enumerate(report.combos, start=1):

@@ -33,12 +33,12 @@ from platform_cli.stack.base import (
 from platform_cli.stack.llamacpp_target import LlamaCppTarget, served_model
 from platform_cli.stack.processes import (
     ProcSpec,
-    alive,
     healthy,
     is_same_process,
     port_free,
     start_time,
 )
+from services.common.atomic import pid_alive
 from services.common.errors import BadInput, ServiceUnavailable, TunestackError
 from services.common.registry import Registry
 from services.common.settings import process_environ
@@ -149,7 +149,7 @@ class LocalStack:
             pid = int(info["pid"])
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return (pid, info) if alive(pid) and is_same_process(pid, info) else None
+        return (pid, info) if pid_alive(pid) and is_same_process(pid, info) else None
 
     def pid(self, name: str) -> int | None:
         found = self._record(name)
@@ -247,7 +247,7 @@ class LocalStack:
         pid, record = found
 
         def ours() -> bool:
-            return alive(pid) and is_same_process(pid, record)
+            return pid_alive(pid) and is_same_process(pid, record)
 
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)

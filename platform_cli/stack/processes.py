@@ -33,20 +33,6 @@ def port_free(host: str, port: int) -> bool:
             return False
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
-
-
 def start_time(pid: int) -> int | None:
     """When `pid` started (clock ticks since boot, /proc/PID/stat field 22): with the pid,
     it names one process, never a later one that got the same pid. None off Linux."""

@@ -131,7 +131,8 @@ def staged_dir(final: Path, *, replace: bool = False) -> Iterator[Path]:
     swap_dir(tmp, final)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a zombie has finished its work)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -151,7 +152,7 @@ def abandoned(p: Path, now: float | None = None) -> bool:
     m = _TEMP.match(p.name)
     if m and m.group(1) == _host():
         pid = int(m.group(2))
-        return pid != os.getpid() and not _pid_alive(pid)
+        return pid != os.getpid() and not pid_alive(pid)
     try:
         age = (now or time.time()) - p.lstat().st_mtime
     except OSError:

@@ -21,9 +21,10 @@ import pytest
 
 from platform_cli.settings import StackSettings
 from platform_cli.stack.local import LocalStack
-from platform_cli.stack.processes import ProcSpec, alive, start_time
+from platform_cli.stack.processes import ProcSpec, start_time
 from services.common import atomic
 from services.common.api_schemas import LlmSwitch
+from services.common.atomic import pid_alive
 from services.common.locks import file_lock, lock_path
 from services.converter import modelfile as mf
 from services.rag_api.context import RagContext, deployment_path
@@ -223,6 +224,6 @@ def test_stop_never_kills_a_process_that_got_our_old_pid(tmp_path: Path) -> None
     assert json.loads(stack.pidfile("chroma").read_text())["start_time"] == start_time(pid)
     assert stack.stop("chroma", timeout=5) is True
     deadline = time.monotonic() + 5
-    while alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not alive(pid)
+    assert not pid_alive(pid)
