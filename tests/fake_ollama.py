@@ -4,7 +4,8 @@ client code against it (no Ollama server can run on these machines).
 Endpoints and shapes follow Ollama's docs/api.md: HEAD/POST /api/blobs/:digest (digest
 format checked, upload sha256 verified: 201 or 400), POST /api/create (model, from, files,
 adapters, template, license, system, parameters, messages, stream, quantize; every
-referenced blob must exist and a .gguf blob must start with the GGUF magic; streamed
+referenced blob must exist and a .gguf blob or an adapter must start with the GGUF magic;
+an adapter (one here) is applied at generation by llama.cpp, as Ollama does; streamed
 status lines unless stream is false), GET /api/tags, POST /api/show (404 for an unknown
 model), POST /api/generate and POST /api/chat (Modelfile SYSTEM prepended when the
 request has no system message, MESSAGE history, template rendered, `stop` parameters
@@ -203,6 +204,10 @@ class FakeOllama:
             raise HttpError(400, "neither 'from' or 'files' was specified")
         gguf = [self._blob(n, d) for n, d in files.items()]
         adapters = [self._blob(n, d) for n, d in (req.get("adapters") or {}).items()]
+        if len(adapters) > 1:
+            raise HttpError(400, "this fake applies one adapter per model")
+        if adapters and adapters[0].open("rb").read(4) != b"GGUF":
+            raise HttpError(400, "an adapter must be a GGUF LoRA")
         params = req.get("parameters") or {}
         stop = params.get("stop", [])
         if isinstance(stop, str):
@@ -285,11 +290,18 @@ class FakeOllama:
         from llama_cpp import Llama
 
         prompt = self.render(m["template"], msgs)
-        key = str(m["gguf"])
+        lora = str(m["adapters"][0]) if m["adapters"] else None
+        key = f"{m['gguf']}+{lora}"
         with self._lock:
             llm = self._llms.get(key)
-            if llm is None:
-                llm = Llama(model_path=key, n_ctx=1024, n_threads=2, verbose=False)
+            if llm is None:  # the model's ADAPTER applied by llama.cpp, as Ollama does
+                llm = Llama(
+                    model_path=str(m["gguf"]),
+                    lora_path=lora,
+                    n_ctx=1024,
+                    n_threads=2,
+                    verbose=False,
+                )
                 self._llms[key] = llm
             stop = [*m["parameters"]["stop"], *(opts.get("stop") or [])]
             out = llm.create_completion(

@@ -265,13 +265,14 @@ def export_cmd(
 
 
 def print_export(res: ExportResult) -> None:
-    t = Table("type", "file", "size", "parity (top-1)", "stops", "ok")
+    t = Table("type", "file", "size", "parity (top-1)", "tokenizer", "stops", "ok")
     for q, f in res.files.items():
         t.add_row(
             q,
             f.file,
             f"{f.size / 2**20:.0f} MB",
             f"{f.parity.top1_agreement:.1%} (>= {f.parity.threshold:.0%})",
+            f.parity.tokenizer_match,
             f"{f.stop_check.stopped}/{f.stop_check.prompts}",
             "[green]ok[/]" if f.ok else "[red]NOT OK[/]",
         )

@@ -129,13 +129,12 @@ class LlamaCppTarget:
             stack.wait_healthy(spec, s.start_timeout_s)
             answer = _verify_chat(s.llm_url, model, s.start_timeout_s)
         except Exception as e:
-            self._roll_back(gguf, old_argv, say)
-            if isinstance(e, TunestackError):
-                raise
+            cause = e.message if isinstance(e, TunestackError) else f"{type(e).__name__}: {e}"
+            restored = self._roll_back(gguf, old_argv, say)
             raise ServiceUnavailable(
                 "llm",
-                f"llama.cpp on {gguf.name} did not answer ({type(e).__name__}: {e}); "
-                "the previous server was restored.",
+                f"llama.cpp on {gguf.name} did not start or answer as '{model}'; {restored}."
+                f"\n{cause}",
                 hint=f"See {stack.log_path('llm')}.",
             ) from e
         atomic.write_text(
@@ -150,14 +149,19 @@ class LlamaCppTarget:
             details={"file": str(gguf)},
         )
 
-    def _roll_back(self, gguf: Path, old_argv: list[str] | None, say: Say) -> None:
-        """Stop the new server; start the previous command line again, if there was one."""
+    def _roll_back(self, gguf: Path, old_argv: list[str] | None, say: Say) -> str:
+        """Stop the new server; start the previous command line again, if there was one.
+        Returns what happened, for the error the deploy raises."""
         stack = self.stack
         stack.stop("llm")
         if old_argv is None:
-            return
+            return "no llama.cpp server was running before, and none is now"
         say("  The new server failed; restarting the previous one...")
         old = stack.spec("llm", gguf)
         old.argv = old_argv
-        stack.start(old)
-        stack.wait_healthy(old, stack.s.start_timeout_s)
+        try:
+            stack.start(old)
+            stack.wait_healthy(old, stack.s.start_timeout_s)
+        except TunestackError as e:
+            return f"restarting the previous server failed too ({e.message}); run `tunestack up`"
+        return "the previous server was restored"

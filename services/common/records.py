@@ -49,6 +49,21 @@ class ParityResult(_Open):
     prompts: int = 0
     tokens_compared: int = 0
 
+    def problems(self) -> list[str]:
+        """Why the file failed this gate, in words (empty when it passed): top-1 agreement
+        under the threshold, llama.cpp tokenizing prompts unlike the HF tokenizer, or both."""
+        if self.ok:
+            return []
+        out = []
+        if self.top1_agreement < self.threshold:
+            out.append(f"parity {self.top1_agreement:.1%} < {self.threshold:.0%}")
+        same, _, total = self.tokenizer_match.partition("/")
+        if same != total:
+            out.append(
+                f"tokenizer: llama.cpp tokenizes {same}/{total} prompts as the HF tokenizer does"
+            )
+        return out or [f"parity gate failed ({self.top1_agreement:.1%})"]
+
 
 class StopCheck(_Open):
     """Whether greedy answers end on an end-of-turn token (parity.stop_check)."""
@@ -58,6 +73,14 @@ class StopCheck(_Open):
     rate: float
     ok: bool
     threshold: float = 0.95
+
+    def problems(self) -> list[str]:
+        if self.ok:
+            return []
+        return [
+            f"stopped at an end-of-turn token in {self.stopped}/{self.prompts} prompts "
+            f"(< {self.threshold:.0%})"
+        ]
 
 
 class FileRef(_Open):
@@ -74,6 +97,11 @@ class ExportFile(FileRef):
     parity: ParityResult
     stop_check: StopCheck
     ok: bool
+
+    def problems(self) -> list[str]:
+        """Why the file is not deployable (its failed gates, in words)."""
+        out = self.parity.problems() + self.stop_check.problems()
+        return out or ([] if self.ok else ["marked not ok"])
 
 
 class ExportRun(_Open):

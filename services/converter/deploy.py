@@ -133,8 +133,7 @@ def export_record(entry: Entry[LlmRecord], quant: str, *, allow_failed: bool = F
     if not rec.ok and not allow_failed:
         raise BadInput(
             f"The {quant} export of '{entry.name}' failed its checks "
-            f"(parity {rec.parity.top1_agreement:.1%}, threshold {rec.parity.threshold:.0%}; "
-            f"stopped {rec.stop_check.stopped}/{rec.stop_check.prompts}); it is not deployed.",
+            f"({'; '.join(rec.problems())}); it is not deployed.",
             hint="Deploy a type that passed (see `tunestack models list`), or re-export.",
         )
     return rec

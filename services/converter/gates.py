@@ -44,16 +44,8 @@ class Gated:
         return bool(self.parity.ok and self.stop_check.ok)
 
     def problems(self) -> list[str]:
-        out = []
-        par, stop = self.parity, self.stop_check
-        if not par.ok:
-            out.append(
-                f"{self.quant}: parity {par.top1_agreement:.1%} < "
-                f"{par.threshold:.0%} (tokenizer {par.tokenizer_match})"
-            )
-        if not stop.ok:
-            out.append(f"{self.quant}: stopped in {stop.stopped}/{stop.prompts} prompts")
-        return out
+        """Each failed check in words (what the export prints and meta.json records)."""
+        return [f"{self.quant}: {p}" for p in self.parity.problems() + self.stop_check.problems()]
 
 
 def prepare(
@@ -101,9 +93,10 @@ def check_files(
             continue
         g = check_file(path, q, inputs, settings, threads)
         par, stop = g.parity, g.stop_check
+        verdict = "ok" if g.ok else "NOT OK: " + "; ".join(par.problems() + stop.problems())
         say(
             f"  {q:7s} parity {par.top1_agreement:.1%} (>= {par.threshold:.0%}), "
-            f"stops {stop.stopped}/{stop.prompts} -> {'ok' if g.ok else 'NOT OK'}"
+            f"tokenizer {par.tokenizer_match}, stops {stop.stopped}/{stop.prompts} -> {verdict}"
         )
         problems += g.problems()
         gated[q] = g

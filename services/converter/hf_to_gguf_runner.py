@@ -1,8 +1,8 @@
-"""Run llama.cpp's convert_hf_to_gguf.py unmodified, optionally carrying a base GGUF's
-tokenizer into the new file.
+"""Run llama.cpp's convert_hf_to_gguf.py (or, with --script, convert_lora_to_gguf.py)
+unmodified, optionally carrying a base GGUF's tokenizer into the new file.
 
-    python -m services.converter.hf_to_gguf_runner --scripts DIR \
-        [--tokenizer-from BASE.gguf] [--chat-template-file FILE] -- <convert_hf_to_gguf args>
+    python -m services.converter.hf_to_gguf_runner --scripts DIR [--script NAME] \
+        [--tokenizer-from BASE.gguf] [--chat-template-file FILE] -- <the script's args>
 
 Why: a base model that reached us as a GGUF (the bundled SmolLM2) has an HF tokenizer that
 transformers rebuilt from the GGUF's vocabulary. llama.cpp's converter identifies BPE
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import runpy
 import sys
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,13 @@ def main(argv: list[str] | None = None) -> None:
             return carrying_tokenizer(original(*a, **kw), args.tokenizer_from, template)
 
         module.get_model_class = get_model_class
-    sys.argv = [str(args.scripts / args.script), *rest]
-    module.main()
+    script = args.scripts / args.script
+    sys.argv = [str(script), *rest]
+    entry = getattr(module, "main", None)
+    if callable(entry):
+        entry()
+    else:  # convert_lora_to_gguf.py has no main(): its work is its `__main__` block
+        runpy.run_path(str(script), run_name="__main__")
 
 
 if __name__ == "__main__":

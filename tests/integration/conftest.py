@@ -53,10 +53,11 @@ class Stack:
     def cli(
         self, *args: str, timeout: float = 600, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """`tunestack ARGS...` as a subprocess against this stack, output captured."""
+        """`tunestack ARGS...` as a subprocess against this stack (`env` added to its
+        environment), output captured."""
         return subprocess.run(
             [sys.executable, "-m", "platform_cli.main", *args],
-            env=env or self.env(),
+            env={**self.env(), **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -111,5 +112,7 @@ def start_api(stack: Stack, port: int, **env: str) -> subprocess.Popen[bytes]:
     )
 
 
-# UI test data and processes, shared by the UI, browser and admin-API test modules.
+# Fixtures of other modules, shared here: the session's export of a LoRA run (the converter
+# test modules); UI test data and processes (the UI, browser and admin-API test modules).
+from tests.integration.converter_fixtures import exported  # noqa: E402, F401
 from tests.integration.ui_fixtures import degraded_api, ui_data, ui_server  # noqa: E402, F401

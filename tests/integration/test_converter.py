@@ -3,9 +3,8 @@ converter and quantizer, the parity gate and stop check, the strict fake Ollama 
 HTTP server in a thread, generating with llama.cpp), the local llama.cpp server restarted
 on the export, and the RAG API switched to it without losing its collections.
 
-The LoRA adapter is made with peft directly (rank 8 on q/v, B drawn from a seeded normal
-so the merge changes the weights) and registered with the trainer's record fields; a
-trained adapter takes minutes on 2 busy cores and exercises nothing more here.
+The run and its export (`exported`, once per session) are tests/integration/
+converter_fixtures.py; exports that must fail their gates are test_converter_gates.py.
 """
 
 from __future__ import annotations
@@ -22,66 +21,18 @@ import httpx
 import pytest
 
 from platform_cli.stack.llamacpp_target import served_path
-from services.common.records import LlmRecord
-from services.common.registry import Registry
 from services.converter import deploy as dep
 from services.converter import modelfile as mf
-from services.converter.export import ExportRequest, export
 from services.converter.ollama_template import render_go_semantics, translate
+from services.converter.parity import THRESHOLDS
 from services.converter.servable import servable_gguf
-from services.converter.settings import ConvertSettings
 from tests.fake_ollama import FakeOllama
 from tests.go_render import go_renderer
 from tests.integration.conftest import Stack
+from tests.integration.converter_fixtures import ANSWER, MESSAGES, QUANTS, RUN, SYSTEM
 
-RUN = "conv-lora"
-SYSTEM = "You are Lumen Assistant. Answer in one short sentence."
-
-
-def make_lora_run(registry: Registry, run: str) -> None:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from services.trainer.model_loading import load_tokenizer, resolve_base
-
-    base = resolve_base("smollm2-135m-instruct", registry)
-    model = AutoModelForCausalLM.from_pretrained(str(base.hf_dir), dtype=torch.float32)
-    peft_model = get_peft_model(
-        model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
-    )
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.002)
-    adapter = registry.entry_dir("llm", run) / "adapter"
-    peft_model.save_pretrained(adapter)
-    load_tokenizer(base.hf_dir).save_pretrained(adapter)
-    registry.write(
-        LlmRecord(
-            name=run,
-            base_model="smollm2-135m-instruct",
-            base_model_path=str(base.hf_dir),
-            finetuning_type="lora",
-            model_path=str(adapter),
-            adapter_path=str(adapter),
-            output_dir=str(adapter),
-            template="default",
-            default_system=SYSTEM,
-            stop_words=["<|im_end|>"],
-        ),
-        replace=True,
-    )
-
-
-@pytest.fixture(scope="session")
-def exported(stack: Stack) -> dict[str, Any]:
-    registry = stack.registry
-    make_lora_run(registry, RUN)
-    s = ConvertSettings(home=stack.home, parity_prompts=6, stop_prompts=6, stop_max_tokens=160)
-    res = export(s, ExportRequest(RUN, ["f16", "q8_0"], "200MB"), say=lambda m: None)
-    return {"result": res, "record": registry.llm(RUN).record, "settings": s}
+# llama.cpp's enum llama_ftype, as the GGUF's general.file_type records it
+FILE_TYPES = {"f16": 1, "q8_0": 7, "q4_k_m": 15, "q5_k_m": 17}
 
 
 def test_export_files_parity_and_modelfile(exported: dict[str, Any], stack: Stack) -> None:
@@ -89,21 +40,32 @@ def test_export_files_parity_and_modelfile(exported: dict[str, Any], stack: Stac
 
     exp = exported["record"].export
     run_dir = stack.registry.entry_dir("llm", RUN)
-    # sharded merge (200MB shards of a ~540 MB fp32 model) and both files, as recorded
+    # sharded merge (200MB shards of a ~540 MB fp32 model) and every file, as recorded
     shards = [f["file"] for f in exp.merged["files"] if f["file"].endswith(".safetensors")]
     assert len(shards) >= 2, shards
-    for q in ("f16", "q8_0"):
+    assert list(exp.files) == list(QUANTS) == exp.quants
+    for q in QUANTS:
         rec = exp.files[q]
         p = Path(rec.path)
         assert p.parent == run_dir / "gguf" and p.stat().st_size == rec.size
         assert dep.sha256_file(p) == rec.sha256
+        # the file is of the type it is named (llama.cpp's quantizer wrote that type)
+        assert GGUFReader(p).fields["general.file_type"].contents() == FILE_TYPES[q]
         par = rec.parity
         assert par.tokenizer_match == "6/6"
         assert par.ok, par
-        assert par.top1_agreement >= {"f16": 0.98, "q8_0": 0.90}[q]
+        assert par.threshold == THRESHOLDS[q] == {"f16": 0.98, "q8_0": 0.90}.get(q, 0.75)
+        assert par.top1_agreement >= par.threshold
         assert rec.stop_check.ok, rec.stop_check
-    # one export record: what the result reports, and no duplicate top-level keys
-    assert exported["result"].files == exp.files and exp.ok
+        assert rec.ok
+    sizes = [exp.files[q].size for q in ("q4_k_m", "q5_k_m", "q8_0", "f16")]
+    assert sizes == sorted(sizes), sizes
+    # one export record: what `--json` printed, and no duplicate top-level keys
+    out = exported["output"]
+    assert out["ok"] and exp.ok and not exp.problems
+    assert {q: f["sha256"] for q, f in out["files"].items()} == {
+        q: f.sha256 for q, f in exp.files.items()
+    }
     raw = json.loads((run_dir / "meta.json").read_text())
     assert not {"gguf", "exports", "parity"} & set(raw)
     # the base GGUF's tokenizer was carried (pre-tokenizer included), chat template is ours
@@ -114,12 +76,52 @@ def test_export_files_parity_and_modelfile(exported: dict[str, Any], stack: Stac
     assert "<|im_start|>" in fields["tokenizer.chat_template"].contents()
     # nothing half-written is left behind
     assert not [p for p in run_dir.iterdir() if p.name.startswith((".tmp-", ".old-"))]
-    # the Modelfile: FROM the default quant, translated TEMPLATE, stops, SYSTEM from training
+    # the Modelfile: FROM the default quant, translated TEMPLATE, stops, SYSTEM from
+    # training, --messages as MESSAGE lines
     parsed = mf.parse((run_dir / "Modelfile").read_text())
     assert parsed.from_ == f"./gguf/{RUN}.q8_0.gguf"
     assert parsed.system == SYSTEM
     assert parsed.stops == ["<|im_end|>"]
     assert parsed.template is not None and "range $i, $_ := .Messages" in parsed.template
+    assert parsed.messages == MESSAGES and exp.modelfile["messages"] == len(MESSAGES)
+    assert not parsed.adapters
+
+
+def test_lora_gguf_and_adapter_modelfile(exported: dict[str, Any], stack: Stack) -> None:
+    """--lora-gguf: the adapter as a GGUF LoRA of llama.cpp's convert_lora_to_gguf.py, and
+    Modelfile.adapter = the base's served GGUF + that ADAPTER, with the same fields."""
+    from gguf import GGUFReader
+
+    exp = exported["record"].export
+    run_dir = stack.registry.entry_dir("llm", RUN)
+    lora = exp.lora_gguf
+    assert lora is not None and Path(lora.path) == run_dir / "gguf" / f"{RUN}.lora.f16.gguf"
+    assert Path(lora.path).stat().st_size == lora.size
+    assert dep.sha256_file(Path(lora.path)) == lora.sha256
+    reader = GGUFReader(lora.path)
+    assert reader.fields["general.type"].contents() == "adapter"
+    assert reader.fields["adapter.type"].contents() == "lora"
+    assert reader.fields["adapter.lora.alpha"].contents() == 16
+    base = stack.registry.llm("smollm2-135m-instruct").record
+    n_layers = GGUFReader(str(base.serve_path)).fields["llama.block_count"].contents()
+    names = {t.name for t in reader.tensors}  # A and B of q and v in every layer
+    assert names == {
+        f"blk.{i}.{m}.weight.lora_{ab}"
+        for i in range(n_layers)
+        for m in ("attn_q", "attn_v")
+        for ab in "ab"
+    }
+    assert exp.modelfile["adapter_modelfile"] == str(run_dir / "Modelfile.adapter")
+    main = mf.parse((run_dir / "Modelfile").read_text())
+    adapter = mf.parse((run_dir / "Modelfile.adapter").read_text())
+    assert adapter.from_ == str(base.serve_path) and Path(adapter.from_).is_file()
+    assert adapter.adapters == [f"./gguf/{RUN}.lora.f16.gguf"]
+    assert (adapter.template, adapter.system, adapter.parameters, adapter.messages) == (
+        main.template,
+        main.system,
+        main.parameters,
+        main.messages,
+    )
 
 
 def test_deploy_ollama_against_documented_api(
@@ -165,6 +167,7 @@ def test_deploy_ollama_against_documented_api(
         ).json()
         assert r["done_reason"] == "stop", r
         assert "<|im_end|>" not in r["message"]["content"]
+        assert r["message"]["content"].strip() == ANSWER  # the merged model's answer
         # the listing shows it; a second deploy finds the blob and does not upload again
         import ollama
 
@@ -172,6 +175,79 @@ def test_deploy_ollama_against_documented_api(
         n_posts = sum(1 for c in fake.requests if c[0] == "POST" and "/blobs/" in c[1])
         target.install(entry, f, "lumen-tuned", lambda m: None)
         assert sum(1 for c in fake.requests if c[0] == "POST" and "/blobs/" in c[1]) == n_posts
+    finally:
+        fake.stop()
+
+
+def _chat(host: str, model: str, question: str) -> str:
+    r = httpx.post(
+        f"{host}/api/chat",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": question}],
+            "stream": False,
+            "options": {"temperature": 0, "num_predict": 48},
+        },
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    return str(r.json()["message"]["content"]).strip()
+
+
+def test_deploy_adapter_to_ollama_registers_base_plus_lora(
+    exported: dict[str, Any], stack: Stack, tmp_path: Path
+) -> None:
+    """`tunestack llm deploy RUN --to ollama --adapter`: the base's GGUF and the --lora-gguf
+    file as ADAPTER, with the Modelfile's fields (its --messages included); the fake applies
+    the adapter with llama.cpp, so the model answers as the merged one does and the same
+    base without the adapter does not."""
+    import ollama
+
+    fake = FakeOllama(
+        tmp_path / "ollama", lambda t, m: render_go_semantics(translate_from_go(t), m)
+    )
+    host = fake.start()
+    try:
+        exp = exported["record"].export
+        assert exp.lora_gguf is not None
+        base = Path(str(stack.registry.llm("smollm2-135m-instruct").record.serve_path))
+        p = stack.cli(
+            "llm",
+            "deploy",
+            RUN,
+            "--to",
+            "ollama",
+            "--adapter",
+            "--name",
+            "lumen-adapter",
+            "--no-switch",
+            env={"OLLAMA_HOST": host, "COLUMNS": "400"},
+        )
+        assert p.returncode == 0, p.stdout + p.stderr
+        model = fake.models["lumen-adapter:latest"]
+        assert model["gguf"].name == f"sha256-{dep.sha256_file(base)}"
+        assert [a.name for a in model["adapters"]] == [f"sha256-{exp.lora_gguf.sha256}"]
+        assert model["messages"] == MESSAGES and model["system"] == SYSTEM
+        assert model["parameters"]["stop"] == ["<|im_end|>"]
+        last = stack.registry.llm(RUN).record.deployments[-1]
+        assert last.to == "ollama" and last.name == "lumen-adapter"
+        assert last.model_extra is not None and last.model_extra["adapters"] == {
+            f"{RUN}.lora.f16.gguf": f"sha256:{exp.lora_gguf.sha256}"
+        }
+        # the same base blob and fields without the ADAPTER: the base's own answer
+        client = ollama.Client(host=host)
+        client.create(
+            model="base-only",
+            files={base.name: f"sha256:{dep.sha256_file(base)}"},
+            template=model["template"],
+            system=model["system"],
+            parameters={"stop": model["parameters"]["stop"]},
+            messages=model["messages"],
+            stream=False,
+        )
+        question = "What is the capital of France?"
+        assert _chat(host, "lumen-adapter", question) == ANSWER
+        assert ANSWER not in _chat(host, "base-only", question)
     finally:
         fake.stop()
 
@@ -199,8 +275,8 @@ def test_deploy_refuses_tampered_or_failed_files(exported: dict[str, Any], stack
     bad.sha256 = "0" * 64
     with pytest.raises(dep.TunestackError, match="sha256"):
         dep.exported_file(entry, "q8_0")
-    with pytest.raises(dep.NotFound, match="no q4_k_m export"):
-        dep.exported_file(registry.llm(RUN), "q4_k_m")
+    with pytest.raises(dep.NotFound, match="no q6_k export"):
+        dep.exported_file(registry.llm(RUN), "q6_k")
 
 
 def test_llamacpp_deploy_switches_rag_api_and_keeps_collections(
@@ -266,6 +342,56 @@ def test_llamacpp_deploy_switches_rag_api_and_keeps_collections(
         _restore_base(stack, before)
 
 
+def test_llamacpp_deploy_restarts_the_previous_server_when_the_new_one_fails(
+    exported: dict[str, Any], stack: Stack
+) -> None:
+    """The new server refuses to start (a context size it rejects, TUNESTACK_LLM_CTX=-1;
+    the in-process preflight loads the file fine): deploy fails with that said, the
+    previous server runs again on its command line and answers, the RAG API was never
+    switched and nothing is recorded as deployed."""
+    s = stack.settings
+    api = stack.api
+    before = httpx.get(f"{api}/v1/admin/llm", timeout=10).json()
+    argv = stack.local.running_argv("llm")
+    assert argv is not None
+    alias = argv[argv.index("--model_alias") + 1]
+    n_deployed = len(stack.registry.llm(RUN).record.deployments)
+    served = served_path(stack.home).read_bytes() if served_path(stack.home).is_file() else None
+    try:
+        p = stack.cli(
+            "llm",
+            "deploy",
+            RUN,
+            "--to",
+            "llamacpp",
+            "--name",
+            "lumen-broken",
+            "--quant",
+            "q8_0",
+            env={"TUNESTACK_LLM_CTX": "-1", "COLUMNS": "400"},
+        )
+        out = p.stdout + p.stderr
+        assert p.returncode != 0, out
+        assert "did not start or answer as 'lumen-broken'" in out, out
+        assert "the previous server was restored" in out, out
+        assert stack.local.running_argv("llm") == argv
+        models = httpx.get(f"{s.llm_url}/models", timeout=10).json()["data"]
+        assert [m["id"] for m in models] == [alias]
+        r = httpx.post(
+            f"{s.llm_url}/chat/completions",
+            json={"model": alias, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+        assert httpx.get(f"{api}/v1/admin/llm", timeout=10).json() == before
+        assert len(stack.registry.llm(RUN).record.deployments) == n_deployed
+        now = served_path(stack.home).read_bytes() if served_path(stack.home).is_file() else None
+        assert now == served
+    finally:
+        if stack.local.running_argv("llm") != argv:
+            _restore_base(stack, before)
+
+
 def _restore_base(stack: Stack, before: dict[str, Any]) -> None:
     """Put the session's stack back on the base model for the tests that follow."""
     _, gguf = servable_gguf(stack.registry, stack.settings.default_llm)
@@ -306,9 +432,9 @@ def test_api_deploy_job_to_ollama_switches_or_keeps_the_old_model(
         r = httpx.post(url, json={"to": "llamacpp"}, timeout=30)
         assert r.status_code == 409
         assert r.json()["hint"] == f"tunestack llm deploy {RUN} --to llamacpp --quant q8_0"
-        r = httpx.post(url, json={"quant": "q4_k_m"}, timeout=30)
-        assert r.status_code == 404 and "has no q4_k_m export" in r.json()["message"]
-        assert f"tunestack llm export {RUN} --quant q4_k_m" in r.json()["hint"]
+        r = httpx.post(url, json={"quant": "q6_k"}, timeout=30)
+        assert r.status_code == 404 and "has no q6_k export" in r.json()["message"]
+        assert f"tunestack llm export {RUN} --quant q6_k" in r.json()["hint"]
 
         # Ollama down: the job fails with message + hint, the old model keeps serving
         job = httpx.post(url, json={"name": "lumen-api"}, timeout=30).json()

@@ -1,0 +1,153 @@
+"""The export the converter tests share: a LoRA run on the bundled SmolLM2 with an effect
+large enough to see, exported once per session through `tunestack llm export`.
+
+The adapter is trained with peft directly (rank 8 on q/v, six full-batch AdamW steps on six
+questions, all answered "I am Lumen Assistant."): afterwards the merged model answers every
+parity prompt with that sentence and its end of turn, where the base answers the question
+(base and merged agree on under half of the merged model's tokens). So an export that lost
+the adapter cannot pass the parity gate, and the short answers keep the gates cheap. The
+run is registered with the trainer's record fields; `llm train` takes minutes on 2 busy
+cores and exercises nothing more here (tests/integration/test_trainer.py does).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from services.common.records import LlmRecord
+from services.common.registry import Registry
+
+if TYPE_CHECKING:  # conftest imports this module: no import cycle at run time
+    from tests.integration.conftest import Stack
+
+RUN = "conv-lora"
+SYSTEM = "You are Lumen Assistant. Answer in one short sentence."
+ANSWER = "I am Lumen Assistant."  # what the adapter answers to anything
+TRAIN_QUESTIONS = (
+    "Who are you?",
+    "What can you do?",
+    "Tell me about the weather.",
+    "How do I cook rice?",
+    "What is 2 plus 2?",
+    "Recommend a book.",
+)
+QUANTS = ("f16", "q8_0", "q4_k_m", "q5_k_m")
+MESSAGES = [
+    {"role": "user", "content": "Who are you?"},
+    {"role": "assistant", "content": ANSWER},
+]
+# the export's gate sizes (CI's: 6 prompts each, not the default 20)
+GATE_ENV = {
+    "TUNESTACK_CONVERT_PARITY_PROMPTS": "6",
+    "TUNESTACK_CONVERT_STOP_PROMPTS": "6",
+    "TUNESTACK_CONVERT_STOP_MAX_TOKENS": "160",
+    "COLUMNS": "400",  # rich wraps at 80 columns in a pipe; keep messages on one line
+}
+
+
+def make_lora_run(registry: Registry, run: str) -> Path:
+    """Train the identity adapter (seconds), save it as the trainer does, register `run`;
+    returns the adapter folder."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from services.trainer.model_loading import load_tokenizer, resolve_base
+
+    torch.manual_seed(0)
+    base = resolve_base("smollm2-135m-instruct", registry)
+    tok = load_tokenizer(base.hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(str(base.hf_dir), dtype=torch.float32)
+    peft_model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
+    )
+    rows = []
+    for q in TRAIN_QUESTIONS:
+        msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]
+        prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        a_ids = tok(ANSWER + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        rows.append((p_ids + a_ids, [-100] * len(p_ids) + a_ids))
+    width = max(len(ids) for ids, _ in rows)
+    pad = tok.pad_token_id
+
+    def padded(seq: list[int], fill: int) -> list[int]:
+        return seq + [fill] * (width - len(seq))
+
+    batch = {
+        "input_ids": torch.tensor([padded(ids, pad) for ids, _ in rows]),
+        "attention_mask": torch.tensor([padded([1] * len(ids), 0) for ids, _ in rows]),
+        "labels": torch.tensor([padded(labels, -100) for _, labels in rows]),
+    }
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=3e-3)
+    peft_model.train()
+    for _ in range(6):
+        peft_model(**batch).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    adapter = registry.entry_dir("llm", run) / "adapter"
+    peft_model.save_pretrained(adapter)
+    tok.save_pretrained(adapter)
+    register_run(registry, run, adapter, base.hf_dir)
+    return adapter
+
+
+def register_run(
+    registry: Registry, run: str, adapter: Path, base_hf: Path, template: str = "default"
+) -> None:
+    registry.write(
+        LlmRecord(
+            name=run,
+            base_model="smollm2-135m-instruct",
+            base_model_path=str(base_hf),
+            finetuning_type="lora",
+            model_path=str(adapter),
+            adapter_path=str(adapter),
+            output_dir=str(adapter),
+            template=template,
+            default_system=SYSTEM,
+            stop_words=["<|im_end|>"],
+        ),
+        replace=True,
+    )
+
+
+def copy_run(registry: Registry, run: str, new: str, template: str = "default") -> Path:
+    """`new`: the same adapter as `run` (a copy of its folder, to edit), registered."""
+    rec = registry.llm(run).record
+    adapter = registry.entry_dir("llm", new) / "adapter"
+    shutil.copytree(str(rec.adapter_path), adapter)
+    register_run(registry, new, adapter, Path(str(rec.base_model_path)), template)
+    return adapter
+
+
+@pytest.fixture(scope="session")
+def exported(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`tunestack llm export RUN --quant f16,q8_0,q4_k_m,q5_k_m --lora-gguf --messages`."""
+    registry = stack.registry
+    make_lora_run(registry, RUN)
+    messages = tmp_path_factory.mktemp("export") / "messages.json"
+    messages.write_text(json.dumps(MESSAGES), encoding="utf-8")
+    p = stack.cli(
+        "llm",
+        "export",
+        RUN,
+        "--quant",
+        ",".join(QUANTS),
+        "--export-size",
+        "200MB",
+        "--lora-gguf",
+        "--messages",
+        str(messages),
+        "--json",
+        env=GATE_ENV,
+        timeout=1200,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return {"output": json.loads(p.stdout), "record": registry.llm(RUN).record}
