@@ -125,6 +125,9 @@ class TrainConfig(BaseModel):
     # ---- eval ----
     eval_strategy: Literal["no", "steps", "epoch"] = "no"
     eval_steps: float | None = None
+    # HF's key (LLaMA-Factory passes it through): one evaluation before the first step,
+    # so the validation loss of the untrained model is in the log beside the trained one.
+    eval_on_start: bool = False
     per_device_eval_batch_size: int = 8
 
     @field_validator("dataset", "eval_dataset", "report_to", mode="before")

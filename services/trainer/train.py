@@ -362,6 +362,7 @@ def _training_arguments(cfg: TrainConfig, output_dir: Path, has_val: bool) -> An
         save_only_model=cfg.save_only_model,
         eval_strategy=eval_strategy,
         eval_steps=cfg.eval_steps if cfg.eval_steps else (cfg.save_steps if has_val else None),
+        eval_on_start=cfg.eval_on_start and has_val,
         bf16=cfg.bf16,
         fp16=cfg.fp16,
         seed=cfg.seed,
