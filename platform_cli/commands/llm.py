@@ -1,4 +1,4 @@
-"""`tunestack llm train|eval|chat|export|deploy`: thin commands over services.trainer and
+"""`tunestack llm train|prefs|eval|chat|export|deploy`: thin commands over services.trainer and
 services.converter (LLaMA-Factory datasets and YAML keys; GGUF with llama.cpp's tools)."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def train(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Supervised fine-tuning (LoRA, QLoRA, freeze, full); resumable after a crash."""
+    """Fine-tune (sft, pt, or preferences: dpo, kto; LoRA, QLoRA, freeze, full); resumable."""
     s = _train_settings()
     try:
         res = run(lambda: trainer.train(s, trainer.TrainRequest(config, overrides or []), _say))
@@ -90,6 +90,58 @@ def print_train(res: TrainResult) -> None:
     if res.resumed_from:
         console.print(f"Resumed from {res.resumed_from}.")
     console.print(f"Adapter and logs: {res.output_dir}\nRegistered as llm '{res.run_name}'.")
+
+
+@app.command()
+def prefs(
+    from_eval: Annotated[
+        Path,
+        typer.Option(
+            "--from-eval",
+            metavar="REPORT",
+            help="A `rag eval` report folder (or its questions.jsonl), or any JSONL of "
+            "question, context, answer, reference (, citation).",
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Dataset folder: gets NAME.json + dataset_info.json.")
+    ],
+    name: Annotated[str, typer.Option(help="Dataset name in dataset_info.json.")] = "rag_prefs",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Preference pairs from evaluation failures: the cited reference answer over the model's
+    wrong or uncited one, with the RAG API's exact prompt (train with stage: dpo)."""
+    s = _train_settings()
+    res = run(lambda: trainer.prefs_from_eval(s, trainer.PrefsRequest(from_eval, out, name)))
+    if as_json:
+        out_json = {
+            "name": res.name,
+            "data_file": str(res.data_file),
+            "dataset_info": str(res.dataset_info),
+            "rows": res.rows,
+            "pairs": res.pairs,
+            "skipped": res.skipped,
+            "ungrounded": res.ungrounded,
+            "reasons": res.reasons,
+        }
+        console.print_json(json.dumps(out_json))
+        return
+    why = ", ".join(f"{k}: {v}" for k, v in sorted(res.reasons.items()))
+    console.print(
+        f"{res.pairs} preference pairs from {res.rows} rows ({why}); {res.skipped} answers "
+        f"were right and cited"
+        + (
+            f"; {res.ungrounded} left out (answer-bearing passage not retrieved)"
+            if res.ungrounded
+            else ""
+        )
+        + f".\nWrote {res.data_file} and the '{res.name}' entry of "
+        f"{res.dataset_info}" + (" (replaced)." if res.replaced else ".")
+    )
+    console.print(
+        f"Train: tunestack llm train --config CONFIG.yaml stage=dpo dataset={res.name} "
+        f"dataset_dir={out}"
+    )
 
 
 @app.command("eval")

@@ -1,5 +1,9 @@
 """The RAG chain: numbered context -> LangChain prompt -> OpenAI-compatible chat model.
 
+The instruction text and the passage layout are services/common/rag_prompt.py's, shared
+with the trainer so that preference data built from evaluation failures (`tunestack llm
+prefs`) trains on exactly the prompt served here.
+
 Small local models often ignore the instruction to cite. Rather than return an answer
 without provenance, `citation_suffix` appends the numbers of the passages the answer's
 words come from (token overlap above a threshold); markers the model wrote itself are
@@ -15,17 +19,10 @@ from typing import Any
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
+from services.common.rag_prompt import SYSTEM, format_context
 from services.rag_api.bm25 import tokenize
 from services.rag_api.retrieval import Hit
 
-# Context goes in the system message and the question stays the user turn: measured on
-# samples/questions.json with the bundled 135M model, this layout answered more questions
-# correctly and rambled less than "Context: ... Question: ..." in one user message.
-SYSTEM = (
-    "Answer the question in one or two sentences using only the passages below. End with "
-    "the number of the passage you used, like [1]. If the passages do not contain the "
-    "answer, say that you do not know.\n\n{context}"
-)
 PROMPT = ChatPromptTemplate.from_messages(
     [
         ("system", SYSTEM),
@@ -34,19 +31,6 @@ PROMPT = ChatPromptTemplate.from_messages(
     ]
 )
 _MARKER = re.compile(r"\[(\d{1,2})\]")
-
-
-def format_context(hits: list[Hit], max_chars: int = 6000) -> str:
-    parts: list[str] = []
-    used = 0
-    for i, h in enumerate(hits, start=1):
-        where = h.file_name + (f", page {h.page}" if h.page else "")
-        block = f"Passage [{i}] ({where}):\n{h.text}"
-        if used + len(block) > max_chars and parts:
-            break
-        parts.append(block)
-        used += len(block)
-    return "\n\n".join(parts)
 
 
 def history_messages(messages: list[dict[str, Any]]) -> list[BaseMessage]:

@@ -2,6 +2,12 @@
 
 Both survive resumption: after `kill -9` the log lines written after the last checkpoint
 are dropped when training resumes from it, so the log never shows a step twice.
+
+Like LLaMA-Factory's LogCallback, a line is written for every logged step, every
+evaluation and once more at the end of the run (the Trainer's final log: no `loss`,
+percentage 100), so even a run shorter than `logging_steps` leaves a line behind.
+Preference runs add LLaMA-Factory's `reward` and `accuracy` (from `rewards/chosen` and
+`rewards/accuracies`) and the `rewards/*` metrics themselves.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from transformers import TrainerCallback
 
 LOG_NAME = "trainer_log.jsonl"
 DATA_ORDER_NAME = "data_order.jsonl"
+REWARD_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
 
 
 def _hms(seconds: float) -> str:
@@ -65,7 +72,7 @@ class LogCallback(TrainerCallback):
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
         logs = logs or {}
-        if not any(k in logs for k in ("loss", "eval_loss")):
+        if not any(k in logs for k in ("loss", "eval_loss", "train_runtime")):
             return
         elapsed = time.monotonic() - self.start
         done = state.global_step - self.start_step
@@ -76,14 +83,19 @@ class LogCallback(TrainerCallback):
             "total_steps": state.max_steps,
             "loss": logs.get("loss"),
             "eval_loss": logs.get("eval_loss"),
+            "reward": logs.get("rewards/chosen"),
+            "accuracy": logs.get("rewards/accuracies"),
             "lr": logs.get("learning_rate"),
             "epoch": logs.get("epoch", state.epoch),
             "percentage": round(state.global_step / state.max_steps * 100, 2)
             if state.max_steps
-            else 0,
+            else 100,
             "elapsed_time": _hms(elapsed),
             "remaining_time": _hms(remaining),
         }
+        for key in REWARD_KEYS:
+            rec[key] = logs.get(key)
+            rec[f"eval_{key}"] = logs.get(f"eval_{key}")
         rec = {k: v for k, v in rec.items() if v is not None}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")

@@ -18,8 +18,21 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from services.common.errors import BadInput
 
-SUPPORTED_STAGES = ("sft", "pt")
-LATER_STAGES = ("dpo", "kto", "rm", "ppo", "orpo", "simpo")
+SUPPORTED_STAGES = ("sft", "pt", "dpo", "kto")
+PREFERENCE_STAGES = ("dpo", "kto")
+LATER_STAGES = ("rm", "ppo")
+# LLaMA-Factory runs ORPO and SimPO as stage dpo with another pref_loss; say so.
+LOSS_NAMED_AS_STAGE = ("orpo", "simpo")
+REFERENCE_FREE_LOSSES = ("orpo", "simpo")
+# LLaMA-Factory keys for methods this trainer does not implement: refused by name, with
+# what to use instead, rather than as "unknown key".
+UNSUPPORTED_KEYS = {
+    "pref_bco_weight": "BCO mixing is not implemented; remove pref_bco_weight",
+    "ld_alpha": "LD-DPO length weighting is not implemented; remove ld_alpha",
+    "ref_model_adapters": "merge the adapter into the reference model first and point "
+    "ref_model at the merged folder (tunestack llm export writes one: merged/)",
+    "ref_model_quantization_bit": "the reference model is loaded unquantized; remove it",
+}
 
 # Keys LLaMA-Factory users commonly carry that change nothing here.
 IGNORED_KEYS = frozenset(
@@ -122,6 +135,16 @@ class TrainConfig(BaseModel):
     resume_from_checkpoint: bool | str | None = None
     dataloader_num_workers: int = 0
 
+    # ---- preference training (stage dpo / kto), LLaMA-Factory's names and defaults ----
+    pref_beta: float = 0.1
+    pref_ftx: float = 0.0
+    pref_loss: Literal["sigmoid", "hinge", "ipo", "orpo", "simpo"] = "sigmoid"
+    dpo_label_smoothing: float = 0.0
+    simpo_gamma: float = 0.5
+    kto_chosen_weight: float = 1.0
+    kto_rejected_weight: float = 1.0
+    ref_model: str | None = None
+
     # ---- eval ----
     eval_strategy: Literal["no", "steps", "epoch"] = "no"
     eval_steps: float | None = None
@@ -142,13 +165,27 @@ class TrainConfig(BaseModel):
     @field_validator("stage")
     @classmethod
     def _stage(cls, v: str) -> str:
+        if v in LOSS_NAMED_AS_STAGE:
+            raise ValueError(f"'{v}' is a preference loss: use stage: dpo with pref_loss: {v}")
         if v in LATER_STAGES:
             raise ValueError(
                 f"stage '{v}' is not supported yet; this trainer runs sft (supervised "
-                "fine-tuning) and pt (plain-text pre-training)"
+                "fine-tuning), pt (plain-text pre-training), dpo and kto (preferences)"
             )
         if v not in SUPPORTED_STAGES:
-            raise ValueError(f"unknown stage '{v}'; use sft or pt")
+            raise ValueError(f"unknown stage '{v}'; use sft, pt, dpo or kto")
+        return v
+
+    @field_validator("eval_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, v: Any) -> Any:
+        return "no" if v is False else v  # YAML 1.1 reads an unquoted `no` as false
+
+    @field_validator("pref_loss", mode="before")
+    @classmethod
+    def _pref_loss(cls, v: Any) -> Any:
+        if v == "kto_pair":
+            raise ValueError("kto_pair is gone from TRL; use stage: kto with kto_tag data")
         return v
 
     @field_validator("quantization_bit")
@@ -189,13 +226,42 @@ class TrainConfig(BaseModel):
             raise ValueError("no dataset given; set dataset: NAME[,NAME...] from dataset_info.json")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("set max_steps > 0 or num_train_epochs > 0")
+        self._check_preference_keys()
         return self
+
+    def _check_preference_keys(self) -> None:
+        if self.pref_beta <= 0:
+            raise ValueError("pref_beta must be > 0 (LLaMA-Factory's default is 0.1)")
+        if not 0 <= self.dpo_label_smoothing < 0.5:
+            raise ValueError("dpo_label_smoothing must be in [0, 0.5)")
+        if self.dpo_label_smoothing and self.pref_loss != "sigmoid":
+            raise ValueError("dpo_label_smoothing (conservative DPO) needs pref_loss: sigmoid")
+        if self.kto_chosen_weight < 0 or self.kto_rejected_weight < 0:
+            raise ValueError("kto_chosen_weight and kto_rejected_weight must be >= 0")
+        if self.ref_model and self.stage not in PREFERENCE_STAGES:
+            raise ValueError("ref_model is only used by stage dpo or kto")
+        if self.ref_model and not self.use_ref_model:
+            raise ValueError(
+                f"pref_loss {self.pref_loss} needs no reference model; remove ref_model"
+            )
+        if self.stage in PREFERENCE_STAGES and (self.packing or self.group_by_length):
+            raise ValueError(
+                f"packing and group_by_length are for sft/pt; stage {self.stage} batches "
+                "whole preference records"
+            )
 
     @property
     def use_gradient_checkpointing(self) -> bool:
         if self.gradient_checkpointing is not None:
             return self.gradient_checkpointing
         return not self.disable_gradient_checkpointing
+
+    @property
+    def use_ref_model(self) -> bool:
+        """LLaMA-Factory's rule: dpo (but not orpo/simpo) and kto compare to a reference."""
+        if self.stage == "kto":
+            return True
+        return self.stage == "dpo" and self.pref_loss not in REFERENCE_FREE_LOSSES
 
     @property
     def effective_lora_alpha(self) -> int:
@@ -247,6 +313,13 @@ def load_config(
     ignored = sorted(k for k in data if k in IGNORED_KEYS)
     for k in ignored:
         data.pop(k)
+    unsupported = [k for k in data if k in UNSUPPORTED_KEYS]
+    if unsupported:
+        raise BadInput(
+            f"Key(s) in {where} that this trainer does not support: "
+            + "; ".join(f"'{k}': {UNSUPPORTED_KEYS[k]}" for k in unsupported),
+            hint="Remove the key(s) named above.",
+        )
     known = set(TrainConfig.model_fields)
     unknown = [k for k in data if k not in known]
     if unknown:

@@ -44,6 +44,7 @@ class Conversation:
     tools: Any = None
     chosen: Message | None = None
     rejected: Message | None = None
+    kto_tag: bool | None = None  # stage kto: True = a desirable response, False = not
 
     @property
     def prompt(self) -> list[Message]:
@@ -76,6 +77,7 @@ class DatasetAttr:
     tools: str | None = None
     chosen: str | None = None
     rejected: str | None = None
+    kto_tag: str | None = None
     # sharegpt columns and tags
     messages: str = "conversations"
     role_tag: str = "from"
@@ -109,7 +111,7 @@ class Problems:
         if len(self.items) < MAX_REPORTED_ERRORS:
             self.items.append(f"{where}, field '{fld}': {msg}")
 
-    def raise_if_any(self, what: str) -> None:
+    def raise_if_any(self, what: str, hint: str | None = None) -> None:
         if not self.count:
             return
         more = (
@@ -119,7 +121,8 @@ class Problems:
         )
         raise BadInput(
             f"{self.count} invalid record(s) in {what}:\n  " + "\n  ".join(self.items) + more,
-            hint="Fix or remove these records. Formats: alpaca {instruction, input, output, "
+            hint=hint
+            or "Fix or remove these records. Formats: alpaca {instruction, input, output, "
             "system, history} or sharegpt {conversations: [{from, value}, ...]}, as "
             "declared in dataset_info.json.",
         )
@@ -207,9 +210,12 @@ def dataset_attr(name: str, dataset_dir: Path) -> DatasetAttr:
                 f"{where}: unknown column mapping '{k}' for {formatting}.",
                 hint="Allowed: " + ", ".join(sorted(allowed_cols)),
             )
-        if k in ("images", "videos", "audios", "kto_tag"):
-            raise BadInput(f"{where}: column '{k}' (multimodal/KTO data) is not supported.")
+        if k in ("images", "videos", "audios"):
+            raise BadInput(f"{where}: column '{k}' (multimodal data) is not supported.")
         setattr(attr, k, v)
+    if attr.ranking:  # LLaMA-Factory needs these mapped; their obvious names are the default
+        attr.chosen = attr.chosen or "chosen"
+        attr.rejected = attr.rejected or "rejected"
     if formatting != "alpaca":
         allowed_tags = {
             "role_tag",
@@ -255,7 +261,7 @@ def _data_files(attr: DatasetAttr, dataset_dir: Path) -> list[Path]:
     return [p]
 
 
-def _read_records(path: Path) -> list[tuple[str, Any]]:
+def read_records(path: Path) -> list[tuple[str, Any]]:
     """(location, record) pairs; the location names the file and record (and JSONL line)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -463,6 +469,43 @@ def _is_empty(conv: Conversation, stage: str) -> bool:
     return any(m.role == "assistant" and not m.content.strip() for m in conv.messages)
 
 
+def check_stage_fit(attr: DatasetAttr, stage: str, dataset_dir: Path) -> None:
+    """Preference stages need their own record kinds; say what to add before reading."""
+    entry = f"'{attr.name}' in {dataset_dir / DATA_CONFIG}"
+    if stage == "dpo" and not attr.ranking:
+        raise BadInput(
+            f'Dataset {entry} has no "ranking": true, but stage dpo trains on preference '
+            "records (a prompt, a chosen and a rejected answer).",
+            hint=f'Add "ranking": true to the entry {attr.name}; its records need chosen and '
+            "rejected: alpaca {instruction, input, chosen, rejected} or sharegpt "
+            "{conversations ending with a user turn, chosen: {from, value}, rejected: {...}}.",
+        )
+    if stage == "kto" and attr.ranking:
+        raise BadInput(
+            f"Dataset {entry} holds paired preferences (ranking: true); stage kto trains on "
+            "single answers labelled good or bad.",
+            hint="Use stage: dpo for chosen/rejected pairs, or give kto a dataset whose "
+            'records carry a true/false label mapped as "columns": {"kto_tag": "label"}.',
+        )
+
+
+def _with_kto_tag(
+    conv: Conversation, rec: dict[str, Any], attr: DatasetAttr, where: str, probs: Problems
+) -> Conversation | None:
+    col = attr.kto_tag or "kto_tag"
+    v = rec.get(col)
+    if not isinstance(v, bool):
+        probs.add(
+            where,
+            col,
+            "is missing or not true/false (stage kto: true marks a desirable answer, false "
+            'an undesirable one; map another column with "columns": {"kto_tag": NAME})',
+        )
+        return None
+    conv.kto_tag = v
+    return conv
+
+
 def load_dataset(
     name: str,
     dataset_dir: Path,
@@ -473,12 +516,13 @@ def load_dataset(
 ) -> LoadedDataset:
     """Read and validate every record of one dataset; raise BadInput listing all problems."""
     attr = dataset_attr(name, dataset_dir)
+    check_stage_fit(attr, stage, dataset_dir)
     if attr.hf_hub_url:
         files: list[Path] = []
         pairs = _hub_records(attr)
     else:
         files = _data_files(attr, dataset_dir)
-        pairs = [p for f in files for p in _read_records(f)]
+        pairs = [p for f in files for p in read_records(f)]
     probs = Problems()
     convs: list[Conversation] = []
     empty = 0
@@ -497,6 +541,8 @@ def load_dataset(
             conv = _alpaca(rec, attr, where, idx, probs)
         else:
             conv = _sharegpt(rec, attr, where, idx, probs)
+        if conv is not None and stage == "kto":
+            conv = _with_kto_tag(conv, rec, attr, where, probs)
         if conv is None:
             continue
         if _is_empty(conv, stage):
@@ -530,8 +576,8 @@ def load_datasets(
             raise BadInput(
                 f"Dataset(s) {', '.join(ranked)} hold preference records (ranking: true); "
                 f"their records are valid, but stage {stage} needs instruction data.",
-                hint="Preference training (stage: dpo) is not supported yet; use an "
-                "alpaca/sharegpt SFT dataset.",
+                hint="Train on them with stage: dpo (pref_loss sigmoid, hinge, ipo, orpo or "
+                "simpo), or use an alpaca/sharegpt SFT dataset.",
             )
     return out
 

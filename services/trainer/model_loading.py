@@ -229,6 +229,27 @@ def load_model_for_training(cfg: TrainConfig, hf_dir: Path) -> Any:
     return apply_finetuning(model, cfg)
 
 
+def load_reference_model(cfg: TrainConfig, hf_dir: Path) -> Any:
+    """The frozen reference of dpo/kto: loaded like the policy, in eval mode, no gradients.
+
+    Full precision on a CPU, the compute dtype on a GPU; never quantized (LLaMA-Factory's
+    ref_model_quantization_bit is not supported) and never given an adapter.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    attn = _attn_impl(cfg)
+    if attn:
+        kwargs["attn_implementation"] = attn
+    compute = torch.bfloat16 if cfg.bf16 else torch.float16 if cfg.fp16 else torch.float32
+    kwargs["dtype"] = compute if has_cuda() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), **kwargs)
+    model.config.use_cache = False
+    model.requires_grad_(False)
+    return model.eval()
+
+
 def apply_finetuning(model: Any, cfg: TrainConfig) -> Any:
     if cfg.finetuning_type == "lora":
         return apply_lora(model, cfg)

@@ -1,4 +1,5 @@
-"""Loss curves as PNG (training_loss.png, training_eval_loss.png), like LLaMA-Factory."""
+"""Loss and reward curves as PNG (training_loss.png, training_eval_loss.png,
+training_rewards_accuracies.png, ...) named as LLaMA-Factory names them."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def plot_loss(
         ax.set_xlabel("step")
         ax.set_ylabel(key)
         ax.legend()
-        name = "training_loss.png" if key == "loss" else f"training_{key}.png"
+        name = f"training_{key.replace('/', '_')}.png"
         dest = output_dir / name
         fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=f".{name}.", suffix=".png")
         os.close(fd)

@@ -9,8 +9,9 @@ first), and every cut or dropped sample is counted so the user can see it.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -40,6 +41,8 @@ class PrepStats:
     tokens: int = 0
     label_tokens: int = 0
     per_dataset: dict[str, int] = field(default_factory=dict)
+    desirable: int = 0  # stage kto: answers labelled good
+    undesirable: int = 0  # stage kto: answers labelled bad
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -187,9 +190,20 @@ def pack_examples(examples: list[Example], cutoff_len: int) -> list[Example]:
     return packed
 
 
+class TrainingSample(Protocol):
+    """What the datasets hold: SFT sequences, preference pairs or KTO answers."""
+
+    sample_ids: list[int]
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+SampleT = TypeVar("SampleT", bound=TrainingSample)
+
+
 def split_validation(
-    examples: list[Example], val_size: float, seed: int
-) -> tuple[list[Example], list[Example]]:
+    examples: list[SampleT], val_size: float, seed: int
+) -> tuple[list[SampleT], list[SampleT]]:
     """A seeded random hold-out of val_size (fraction, or a count when >= 1)."""
     if val_size <= 0 or len(examples) < 2:
         return examples, []
@@ -204,7 +218,7 @@ def split_validation(
 class ExampleDataset(torch.utils.data.Dataset[dict[str, Any]]):
     """A plain list-backed dataset: the sampler, not the storage, decides the order."""
 
-    def __init__(self, examples: list[Example]) -> None:
+    def __init__(self, examples: Sequence[TrainingSample]) -> None:
         self.examples = examples
 
     def __len__(self) -> int:

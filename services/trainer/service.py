@@ -1,6 +1,7 @@
-"""The trainer's service layer: train, evaluate and chat with an LLM.
+"""The trainer's service layer: train, evaluate and chat with an LLM, and turn evaluation
+failures into preference data.
 
-`tunestack llm train|eval|chat` (and a queue job) are thin adapters over these functions:
+`tunestack llm train|eval|chat|prefs` (and a queue job) are thin adapters over these functions:
 they parse arguments, call one of them, and print. Defaults that are machine settings
 rather than experiment settings (threads, eval batch size, max new tokens, where
 dataset_info.json is) come from TrainSettings here, so every surface gets the same ones.
@@ -22,6 +23,7 @@ from services.trainer.chat import ChatSession
 from services.trainer.config import load_config, parse_overrides
 from services.trainer.evaluate import EvalResult, Progress, evaluate
 from services.trainer.inference import load_llm
+from services.trainer.prefs_from_eval import PrefsResult, build_prefs
 from services.trainer.settings import TrainSettings
 
 if TYPE_CHECKING:
@@ -51,6 +53,15 @@ class EvalLlmRequest:
     output_dir: Path | None = None  # default: reports/<run>/predict-<datasets>/
     template: str | None = None  # default: the run's template
     system: str | None = None  # default: the run's default_system
+
+
+@dataclass(frozen=True)
+class PrefsRequest:
+    """`llm prefs`: a RAG evaluation's rows -> a preference dataset in `out_dir`."""
+
+    report: Path  # JSONL of question, context, answer, reference (, citation)
+    out_dir: Path  # gets <name>.json and a dataset_info.json entry with "ranking": true
+    name: str = "rag_prefs"
 
 
 def train(settings: TrainSettings, req: TrainRequest, say: Say) -> TrainResult:
@@ -94,6 +105,12 @@ def evaluate_llm(
     )
 
 
+def prefs_from_eval(settings: TrainSettings, req: PrefsRequest) -> PrefsResult:
+    """Preference pairs (reference answer with its citation over the model's wrong or
+    uncited answer) for the exact prompt the RAG API serves; train them with stage: dpo."""
+    return build_prefs(req.report, req.out_dir, req.name)
+
+
 def open_chat(
     settings: TrainSettings,
     run: str,
@@ -124,8 +141,11 @@ __all__ = [
     "ChatSession",
     "EvalLlmRequest",
     "EvalResult",
+    "PrefsRequest",
+    "PrefsResult",
     "TrainRequest",
     "evaluate_llm",
     "open_chat",
+    "prefs_from_eval",
     "train",
 ]

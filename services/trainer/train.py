@@ -36,7 +36,7 @@ from services.trainer.callbacks import (
     ProgressCallback,
     truncate_jsonl,
 )
-from services.trainer.config import TrainConfig
+from services.trainer.config import PREFERENCE_STAGES, TrainConfig
 from services.trainer.loss import label_only_loss, supports_label_only_logits
 from services.trainer.model_loading import (
     BaseRef,
@@ -48,11 +48,23 @@ from services.trainer.model_loading import (
     trainable_parameters,
 )
 from services.trainer.plots import plot_loss
+from services.trainer.pref_data import (
+    FeedbackCollator,
+    PairCollator,
+    build_feedback_examples,
+    build_pair_examples,
+)
+from services.trainer.pref_trainer import (
+    load_reference,
+    make_preference_trainer_class,
+    pref_params,
+)
 from services.trainer.preprocess import (
     Example,
     ExampleDataset,
     PadCollator,
     PrepStats,
+    TrainingSample,
     build_examples,
     pack_examples,
     split_validation,
@@ -62,6 +74,11 @@ from services.trainer.templates import ChatTemplate, chat_format, resolve_templa
 
 CHECKPOINT_PREFIX = "checkpoint-"
 Say = Callable[[str], None]
+# The curves LLaMA-Factory's workflows plot for each stage (plus eval_loss when validating).
+PLOTTED = {
+    "dpo": ("loss", "rewards/accuracies", "eval_loss"),
+    "kto": ("loss", "rewards/chosen", "eval_loss"),
+}
 
 
 @dataclass
@@ -200,13 +217,14 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, dataset_dir: Path, say: Say) 
     )
     stats = PrepStats()
     examples = _training_examples(cfg, loaded, tokenizer, template, stats)
-    val: list[Example]
+    val: list[TrainingSample]
     if cfg.eval_dataset:
         val = _eval_dataset_examples(cfg, tokenizer, template, dataset_dir)
     else:
         examples, val = split_validation(examples, cfg.val_size, cfg.seed)
-    if cfg.packing:
-        examples = pack_examples(examples, cfg.cutoff_len)
+    if cfg.packing:  # sft/pt only (config refuses it for preference stages)
+        sequences = [e for e in examples if isinstance(e, Example)]
+        examples = list(pack_examples(sequences, cfg.cutoff_len))
     say(_data_summary(cfg, stats, len(examples), len(val)))
     return PreparedData(
         ExampleDataset(examples),
@@ -217,21 +235,30 @@ def prepare_data(cfg: TrainConfig, tokenizer: Any, dataset_dir: Path, say: Say) 
     )
 
 
-def _training_examples(
+def _stage_examples(
     cfg: TrainConfig,
-    loaded: list[ds.LoadedDataset],
+    convs: list[ds.Conversation],
     tokenizer: Any,
     template: ChatTemplate,
     stats: PrepStats,
-) -> list[Example]:
-    """Every dataset's sequences, with sample ids numbered across datasets in order."""
-    examples: list[Example] = []
-    next_id = 0
-    for d in loaded:
-        stats.records += d.records
-        stats.empty += d.empty
-        exs = build_examples(
-            d.conversations,
+    first_id: int,
+) -> list[TrainingSample]:
+    """Token ids for one dataset: SFT/pt sequences, dpo pairs or kto answers."""
+    if cfg.stage in PREFERENCE_STAGES:
+        build = build_pair_examples if cfg.stage == "dpo" else build_feedback_examples
+        return list(
+            build(
+                convs,
+                tokenizer,
+                template,
+                cutoff_len=cfg.cutoff_len,
+                stats=stats,
+                first_id=first_id,
+            )
+        )
+    return list(
+        build_examples(
+            convs,
             tokenizer,
             template,
             stage=cfg.stage,
@@ -240,8 +267,25 @@ def _training_examples(
             train_on_prompt=cfg.train_on_prompt,
             mask_history=cfg.mask_history,
             stats=stats,
-            first_id=next_id,
+            first_id=first_id,
         )
+    )
+
+
+def _training_examples(
+    cfg: TrainConfig,
+    loaded: list[ds.LoadedDataset],
+    tokenizer: Any,
+    template: ChatTemplate,
+    stats: PrepStats,
+) -> list[TrainingSample]:
+    """Every dataset's sequences, with sample ids numbered across datasets in order."""
+    examples: list[TrainingSample] = []
+    next_id = 0
+    for d in loaded:
+        stats.records += d.records
+        stats.empty += d.empty
+        exs = _stage_examples(cfg, d.conversations, tokenizer, template, stats, next_id)
         stats.per_dataset[d.attr.name] = len(d.conversations)
         next_id += len(d.conversations)
         examples += exs
@@ -256,7 +300,7 @@ def _training_examples(
 
 def _eval_dataset_examples(
     cfg: TrainConfig, tokenizer: Any, template: ChatTemplate, dataset_dir: Path
-) -> list[Example]:
+) -> list[TrainingSample]:
     """Validation sequences from `eval_dataset` (ids from 1,000,000: never a training id)."""
     eval_loaded = ds.load_datasets(
         cfg.eval_dataset,
@@ -266,27 +310,31 @@ def _eval_dataset_examples(
         seed=cfg.seed,
     )
     vstats = PrepStats()
-    val: list[Example] = []
+    val: list[TrainingSample] = []
     for d in eval_loaded:
-        val += build_examples(
+        val += _stage_examples(
+            cfg.model_copy(update={"train_on_prompt": False, "mask_history": False}),
             d.conversations,
             tokenizer,
             template,
-            stage=cfg.stage,
-            cutoff_len=cfg.cutoff_len,
-            packing=False,
-            stats=vstats,
-            first_id=1_000_000 + len(val),
+            vstats,
+            1_000_000 + len(val),
         )
     return val
 
 
 def _data_summary(cfg: TrainConfig, stats: PrepStats, n_train: int, n_val: int) -> str:
+    unit = {"dpo": "preference pairs", "kto": "labelled answers"}.get(cfg.stage, "sequences")
+    kto = (
+        f" ({stats.desirable} desirable, {stats.undesirable} undesirable)"
+        if cfg.stage == "kto"
+        else ""
+    )
     return (
         f"Data: {stats.records} records in {', '.join(cfg.dataset)}; "
         f"{stats.empty} empty (skipped), {stats.truncated} truncated to cutoff_len "
         f"{cfg.cutoff_len}, {stats.dropped} dropped (no response left); "
-        f"{n_train} training sequences"
+        f"{n_train} training {unit}{kto}"
         + (f", {n_val} validation" if n_val else "")
         + f"; {stats.label_tokens} of {stats.tokens} tokens trained."
     )
@@ -314,18 +362,23 @@ def make_trainer_class() -> Any:
             self.padded_tokens = 0
             self.label_only = label_only_logits and supports_label_only_logits(self.model)
 
-        def compute_loss(self, model: Any, inputs: Any, *a: Any, **kw: Any) -> Any:
+        def note_batch(self, model: Any, inputs: Any) -> None:
+            """Pop the sample ids; when training, log them and count real tokens."""
             sample_ids = inputs.pop("sample_ids", None)
-            if model.training:
-                mask = inputs.get("attention_mask")
-                if mask is not None:
-                    self.real_tokens += int(mask.sum())
-                    self.padded_tokens += int(mask.numel())
-                if sample_ids is not None and self.data_order_path is not None:
-                    ids = [int(i) for i in sample_ids.flatten().tolist() if i >= 0]
-                    with self.data_order_path.open("a", encoding="utf-8") as f:
-                        f.write(json.dumps({"step": self.state.global_step + 1, "samples": ids}))
-                        f.write("\n")
+            if not model.training:
+                return
+            mask = inputs.get("attention_mask")
+            if mask is not None:
+                self.real_tokens += int(mask.sum())
+                self.padded_tokens += int(mask.numel())
+            if sample_ids is not None and self.data_order_path is not None:
+                ids = [int(i) for i in sample_ids.flatten().tolist() if i >= 0]
+                with self.data_order_path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps({"step": self.state.global_step + 1, "samples": ids}))
+                    f.write("\n")
+
+        def compute_loss(self, model: Any, inputs: Any, *a: Any, **kw: Any) -> Any:
+            self.note_batch(model, inputs)
             return_outputs = kw.get("return_outputs", a[0] if a else False)
             if self.label_only and not return_outputs:
                 return label_only_loss(model, inputs, kw.get("num_items_in_batch"))
@@ -408,9 +461,10 @@ def run_training(
         tokenizer.chat_template = data.template.jinja
     order_path = _prepare_output_dir(cfg, paths.output_dir, resume)
     model = _load_model(cfg, base, say)
+    ref_model = load_reference(cfg, base, registry, model, say)
 
     trainer = _build_trainer(
-        cfg, settings, model, tokenizer, data, paths.output_dir, order_path, progress
+        cfg, settings, model, tokenizer, data, paths.output_dir, order_path, progress, ref_model
     )
     metrics = _train(trainer, resume)
     eval_metrics = _save_outputs(trainer, cfg, paths.output_dir, metrics, data.val is not None)
@@ -506,23 +560,37 @@ def _build_trainer(
     output_dir: Path,
     order_path: Path,
     progress: bool | None,
+    ref_model: Any = None,
 ) -> Any:
     """Our Trainer with our progress and log callbacks in place of transformers' own."""
     from transformers.trainer_callback import PrinterCallback
     from transformers.trainer_callback import ProgressCallback as HFProgress
 
     trainer_cls = make_trainer_class()
+    collator: Any = PadCollator(tokenizer.pad_token_id)
+    extra: dict[str, Any] = {}
+    if cfg.stage in PREFERENCE_STAGES:
+        trainer_cls = make_preference_trainer_class(trainer_cls)
+        pad = tokenizer.pad_token_id
+        collator = PairCollator(pad) if cfg.stage == "dpo" else FeedbackCollator(pad)
+        extra = {
+            "stage": cfg.stage,
+            "params": pref_params(cfg),
+            "use_ref": cfg.use_ref_model,
+            "ref_model": ref_model,
+        }
     args = _training_arguments(cfg, output_dir, data.val is not None)
     trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=data.train,
         eval_dataset=data.val,
-        data_collator=PadCollator(tokenizer.pad_token_id),
+        data_collator=collator,
         processing_class=tokenizer,
         callbacks=[LogCallback(output_dir), ProgressCallback(progress)],
         data_order_path=order_path,
         label_only_logits=settings.label_only_logits,
+        **extra,
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(HFProgress)
@@ -590,7 +658,9 @@ def _save_outputs(
         trainer.save_metrics("eval", eval_metrics)
     trainer.save_state()
     if cfg.plot_loss:
-        plot_loss(output_dir, trainer.state.log_history, ("loss", "eval_loss"))
+        plot_loss(
+            output_dir, trainer.state.log_history, PLOTTED.get(cfg.stage, ("loss", "eval_loss"))
+        )
     return eval_metrics
 
 

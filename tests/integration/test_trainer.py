@@ -105,8 +105,9 @@ def test_train_writes_llamafactory_outputs_and_registers(home: Path, reference_r
         assert (out / name).is_file(), name
     assert (out / "training_loss.png").read_bytes()[:4] == b"\x89PNG"
     log = read_jsonl(out / "trainer_log.jsonl")
-    assert [x["current_steps"] for x in log] == list(range(1, STEPS + 1))
-    assert all(x["total_steps"] == STEPS and x["loss"] > 0 for x in log)
+    assert [x["current_steps"] for x in log] == [*range(1, STEPS + 1), STEPS]
+    assert all(x["total_steps"] == STEPS and x["loss"] > 0 for x in log[:-1])
+    assert "loss" not in log[-1] and log[-1]["percentage"] == 100  # LLaMA-Factory's last line
     results = json.loads((out / "all_results.json").read_text())
     assert results["train_tokens_per_second"] > 0 and results["peak_rss_mb"] > 0
     adapter = json.loads((out / "adapter_config.json").read_text())
@@ -170,7 +171,7 @@ def test_resume_after_kill_reaches_same_step_with_same_data_order(
     ref_out = reference_run / "adapter"
     assert read_jsonl(out / "data_order.jsonl") == read_jsonl(ref_out / "data_order.jsonl")
     steps = [x["current_steps"] for x in read_jsonl(out / "trainer_log.jsonl")]
-    assert steps == list(range(1, STEPS + 1))  # nothing logged twice across the kill
+    assert steps == [*range(1, STEPS + 1), STEPS]  # nothing twice across the kill; final line
     meta = json.loads((out.parent / "meta.json").read_text())
     assert meta["resumed_from"].endswith(("checkpoint-2", "checkpoint-4", "checkpoint-6"))
 
@@ -301,7 +302,7 @@ def test_bad_records_and_qlora_on_cpu_are_messages_not_tracebacks(home: Path, co
         assert r.returncode == 1 and "Traceback" not in r.stderr
         assert "CUDA" in r.stderr and "hint" in r.stderr
     r = cli(home, "llm", "train", "--config", str(config), "stage=dpo")
-    assert r.returncode == 1 and "not supported yet" in r.stderr
+    assert r.returncode == 1 and '"ranking": true' in r.stderr  # SFT data under stage dpo
 
 
 def test_freeze_tuning_with_validation_and_accumulation(home: Path, config: Path) -> None:

@@ -49,7 +49,8 @@ def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        ("stage: dpo\n", "not supported yet"),
+        ("stage: ppo\n", "not supported yet"),
+        ("stage: simpo\n", "stage: dpo with pref_loss: simpo"),
         ("stage: foo\n", "unknown stage"),
         ("quantization_bit: 3\n", "4 or 8"),
         ("finetuning_type: adapter\n", "finetuning_type"),
