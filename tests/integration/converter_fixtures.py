@@ -8,13 +8,22 @@ parity prompt with that sentence and its end of turn, where the base answers the
 the adapter cannot pass the parity gate, and the short answers keep the gates cheap. The
 run is registered with the trainer's record fields; `llm train` takes minutes on 2 busy
 cores and exercises nothing more here (tests/integration/test_trainer.py does).
+
+The loop's own numbers (the loss of each step, the loss on two held-out questions every
+second step) are written beside the adapter with the trainer's writers: trainer_log.jsonl
+by its LogCallback, training_loss.png / training_eval_loss.png by its plot_loss,
+train/eval/all_results.json by transformers' save_metrics; the record's metrics and
+parameters are those figures and settings. The UI and admin tests show this run
+(tests/integration/ui_fixtures.py), so what they show is a real run and a real export.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -36,6 +45,11 @@ TRAIN_QUESTIONS = (
     "What is 2 plus 2?",
     "Recommend a book.",
 )
+EVAL_QUESTIONS = ("Where is the train station?", "Write a haiku about autumn.")
+STEPS = 6
+EVAL_EVERY = 2
+LEARNING_RATE = 3e-3
+LORA = {"lora_rank": 8, "lora_alpha": 16, "lora_target": "q_proj,v_proj", "lora_dropout": 0.0}
 QUANTS = ("f16", "q8_0", "q4_k_m", "q5_k_m")
 MESSAGES = [
     {"role": "user", "content": "Who are you?"},
@@ -55,9 +69,12 @@ def make_lora_run(registry: Registry, run: str) -> Path:
     returns the adapter folder."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, TrainerState
+    from transformers.trainer_pt_utils import save_metrics
 
+    from services.trainer.callbacks import LogCallback
     from services.trainer.model_loading import load_tokenizer, resolve_base
+    from services.trainer.plots import plot_loss
 
     torch.manual_seed(0)
     base = resolve_base("smollm2-135m-instruct", registry)
@@ -66,47 +83,119 @@ def make_lora_run(registry: Registry, run: str) -> Path:
     peft_model = get_peft_model(
         model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
     )
-    rows = []
-    for q in TRAIN_QUESTIONS:
-        msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]
-        prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        a_ids = tok(ANSWER + "<|im_end|>", add_special_tokens=False)["input_ids"]
-        rows.append((p_ids + a_ids, [-100] * len(p_ids) + a_ids))
-    width = max(len(ids) for ids, _ in rows)
-    pad = tok.pad_token_id
 
-    def padded(seq: list[int], fill: int) -> list[int]:
-        return seq + [fill] * (width - len(seq))
+    def encode(questions: tuple[str, ...]) -> dict[str, Any]:
+        rows = []
+        for q in questions:
+            msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]
+            prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+            a_ids = tok(ANSWER + "<|im_end|>", add_special_tokens=False)["input_ids"]
+            rows.append((p_ids + a_ids, [-100] * len(p_ids) + a_ids))
+        width = max(len(ids) for ids, _ in rows)
+        pad = tok.pad_token_id
 
-    batch = {
-        "input_ids": torch.tensor([padded(ids, pad) for ids, _ in rows]),
-        "attention_mask": torch.tensor([padded([1] * len(ids), 0) for ids, _ in rows]),
-        "labels": torch.tensor([padded(labels, -100) for _, labels in rows]),
-    }
+        def padded(seq: list[int], fill: int) -> list[int]:
+            return seq + [fill] * (width - len(seq))
+
+        return {
+            "input_ids": torch.tensor([padded(ids, pad) for ids, _ in rows]),
+            "attention_mask": torch.tensor([padded([1] * len(ids), 0) for ids, _ in rows]),
+            "labels": torch.tensor([padded(labels, -100) for _, labels in rows]),
+        }
+
+    batch, held_out = encode(TRAIN_QUESTIONS), encode(EVAL_QUESTIONS)
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=3e-3)
+    opt = torch.optim.AdamW(trainable, lr=LEARNING_RATE)
+    adapter = registry.entry_dir("llm", run) / "adapter"
+    adapter.mkdir(parents=True, exist_ok=True)
+    log = LogCallback(adapter)  # the trainer's trainer_log.jsonl writer
+    state = TrainerState(max_steps=STEPS, num_train_epochs=STEPS, logging_steps=1)
+    log.on_train_begin(None, state, None)
+    t0 = time.monotonic()
     peft_model.train()
-    for _ in range(6):
-        peft_model(**batch).loss.backward()
+    for step in range(1, STEPS + 1):  # one full batch = one epoch per step
+        loss = peft_model(**batch).loss
+        loss.backward()
         opt.step()
         opt.zero_grad()
-    adapter = registry.entry_dir("llm", run) / "adapter"
-    peft_model.save_pretrained(adapter)
+        state.global_step, state.epoch = step, float(step)
+        entry = {"loss": round(loss.item(), 4), "learning_rate": LEARNING_RATE}
+        _log(state, log, {**entry, "epoch": float(step)})
+        if step % EVAL_EVERY == 0:  # no dropout anywhere: evaluating leaves training as is
+            peft_model.eval()
+            with torch.no_grad():
+                eval_loss = round(peft_model(**held_out).loss.item(), 4)
+            peft_model.train()
+            _log(state, log, {"eval_loss": eval_loss, "epoch": float(step)})
+    runtime = round(time.monotonic() - t0, 4)
+    losses = [h["loss"] for h in state.log_history if "loss" in h]
+    train = {
+        "epoch": float(STEPS),
+        "train_loss": round(sum(losses) / len(losses), 4),
+        "train_runtime": runtime,
+        "train_samples_per_second": round(len(TRAIN_QUESTIONS) * STEPS / runtime, 3),
+        "train_steps_per_second": round(STEPS / runtime, 3),
+        "global_step": STEPS,
+        "first_logged_loss": losses[0],
+        "last_logged_loss": losses[-1],
+    }
+    _log(state, log, {k: train[k] for k in ("train_runtime", "train_loss", "epoch")})
+    evaluation = {"epoch": float(STEPS), "eval_loss": eval_loss}
+    peft_model.save_pretrained(str(adapter))
     tok.save_pretrained(adapter)
-    register_run(registry, run, adapter, base.hf_dir)
+    writer = SimpleNamespace(  # what transformers' save_metrics reads of a Trainer
+        is_world_process_zero=lambda: True, args=SimpleNamespace(output_dir=str(adapter))
+    )
+    save_metrics(writer, "train", train)
+    save_metrics(writer, "eval", evaluation)
+    plot_loss(adapter, state.log_history, ("loss", "eval_loss"))
+    register_run(
+        registry,
+        run,
+        adapter,
+        base.hf_dir,
+        parameters={
+            "stage": "sft",
+            "finetuning_type": "lora",
+            **LORA,
+            "learning_rate": LEARNING_RATE,
+            "max_steps": STEPS,
+            "per_device_train_batch_size": len(TRAIN_QUESTIONS),
+            "optim": "adamw_torch",
+            "eval_steps": EVAL_EVERY,
+        },
+        metrics={"train": train, "eval": evaluation},
+    )
     return adapter
 
 
+def _log(state: Any, callback: Any, logs: dict[str, Any]) -> None:
+    """One Trainer log event: into the state's log_history (as the Trainer keeps it) and
+    through the trainer's LogCallback (a trainer_log.jsonl line)."""
+    state.log_history.append({**logs, "step": state.global_step})
+    callback.on_log(None, state, None, logs=logs)
+
+
 def register_run(
-    registry: Registry, run: str, adapter: Path, base_hf: Path, template: str = "default"
+    registry: Registry,
+    run: str,
+    adapter: Path,
+    base_hf: Path,
+    template: str = "default",
+    parameters: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
 ) -> None:
     registry.write(
         LlmRecord(
             name=run,
             base_model="smollm2-135m-instruct",
             base_model_path=str(base_hf),
+            source="tests/integration/converter_fixtures.py (peft, 6 AdamW steps)",
+            stage="sft",
             finetuning_type="lora",
+            parameters=parameters or {},
+            metrics=metrics or {},
             model_path=str(adapter),
             adapter_path=str(adapter),
             output_dir=str(adapter),

@@ -1,7 +1,9 @@
 """The admin endpoints the UI uses: registry, artifacts, reports, datasets, jobs, deploy.
 
-Against the session stack (real Chroma, uvicorn); `ui_data` registers a tuned embedder,
-an LLM run with a loss curve and exports, and a QA dataset under TUNESTACK_HOME.
+Against the session stack (real Chroma, uvicorn); `ui_data` has a tuned embedder (a real
+`embed tune` run), an LLM run with a loss curve exported in four GGUF types (the converter
+tests' run) and a QA dataset under TUNESTACK_HOME. What the API shows is checked against
+the registry's typed records, which the tuner, the trainer and the converter wrote.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import httpx
 
 from tests.conftest import SAMPLES
 from tests.integration.conftest import Stack
+from tests.integration.converter_fixtures import QUANTS
 from tests.integration.ui_fixtures import DegradedApi, UiData, ingest, wait_job
 
 
@@ -31,21 +34,47 @@ def test_registry_lists_models_with_metrics_files_and_exports(
     assert "--to llamacpp" in body["serving"]["deploy_hint"]
     assert body["serving"]["ollama_host"].startswith("http")
     by_name = {m["name"]: m for m in body["models"]}
+    record = stack.registry.llm(ui_data.llm_run).record
+    export = record.export
+    assert export is not None and export.ok and export.quants == list(QUANTS)
     run = by_name[ui_data.llm_run]
     assert run["kind"] == "llm" and run["base_model"] == "smollm2-135m-instruct"
-    assert run["metrics"]["train"]["train_loss"] == 2.0 and not run["deployed"]
+    assert run["metrics"] == record.metrics and not run["deployed"]
+    assert run["metrics"]["train"]["global_step"] == 6 and run["metrics"]["eval"]["eval_loss"]
     files = {f["name"] for f in run["files"]}
     assert {"training_loss.png", "training_eval_loss.png", "trainer_log.jsonl"} <= files
-    assert "all_results.json" in files and "adapter_config.json" not in files
-    (export,) = run["exports"]
-    assert export["name"] == "q8_0" and export["size"] == 4096
-    assert run["parity"][0]["top1_agreement"] == 0.97 and export["stopped"] == "6/6"
+    assert {"all_results.json", "Modelfile"} <= files and "adapter_config.json" not in files
+    # one row per exported type, as meta.json records it: file, size, parity, stop check
+    assert [e["name"] for e in run["exports"]] == list(QUANTS)
+    for row in run["exports"]:
+        f = export.files[row["name"]]
+        stops = f.stop_check
+        assert (row["file"], row["size"], row["parity"], row["ok"]) == (
+            Path(f.path).name,
+            f.size,
+            f.parity.top1_agreement,
+            True,
+        )
+        assert row["stopped"] == f"{stops.stopped}/{stops.prompts}" and stops.prompts == 6
+        assert f.size == Path(f.path).stat().st_size and len(f.sha256) == 64
+    sizes = {e["name"]: e["size"] for e in run["exports"]}
+    assert sizes["q4_k_m"] < sizes["q5_k_m"] < sizes["q8_0"] < sizes["f16"], sizes
+    for row in run["parity"]:
+        par = export.files[row["name"]].parity
+        assert row["top1_agreement"] == par.top1_agreement >= par.threshold == row["threshold"]
+        assert row["tokenizer_match"] == "6/6" and row["ok"]
     base_llm = by_name["smollm2-135m-instruct"]
     assert base_llm["deployed"] and base_llm["exports"] and not base_llm["files"]
+    tuned_rec = stack.registry.embedder(ui_data.tuned).record
     tuned = by_name[ui_data.tuned]
     assert tuned["kind"] == "embedder" and tuned["base_model"] == "all-minilm-l6-v2"
+    assert tuned_rec.source == "tunestack embed tune"
     assert ui_data.collection in tuned["collections"]
-    assert tuned["metrics"]["validation"]["cosine_mrr@10"] == 0.81
+    assert tuned["fingerprint"] == tuned_rec.fingerprint
+    assert tuned_rec.fingerprint != by_name["all-minilm-l6-v2"]["fingerprint"]
+    mrr = tuned["metrics"]["validation"]["cosine_mrr@10"]
+    assert mrr == tuned_rec.metrics["validation"]["cosine_mrr@10"] and 0 < mrr <= 1
+    assert tuned["metrics"] == tuned_rec.metrics
     assert by_name["all-minilm-l6-v2"]["deployed"]  # the default embedder
 
     only = get(stack, "/v1/registry/models", params={"kind": "embedder"}).json()["models"]
@@ -62,10 +91,14 @@ def test_artifacts_are_served_and_nothing_else(stack: Stack, ui_data: UiData) ->
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert r.content.startswith(b"\x89PNG")
     log = get(stack, f"{base}/trainer_log.jsonl")
-    assert log.status_code == 200 and json.loads(log.text.splitlines()[0])["step"] == 1
+    assert log.status_code == 200
+    lines = [json.loads(x) for x in log.text.splitlines()]
+    assert lines[0]["current_steps"] == 1 and lines[0]["total_steps"] == 6 and lines[0]["loss"]
+    assert lines[-1]["percentage"] == 100  # LLaMA-Factory's shape: the run's last line
+    assert any("eval_loss" in x for x in lines)
 
     # a symlink with an artifact-like name that leads outside the entry is refused
-    adapter = stack.home / "models" / "llm" / ui_data.llm_run / "adapter"
+    adapter = Path(str(stack.registry.llm(ui_data.llm_run).record.adapter_path))
     trap = adapter / "leak_results.json"
     trap.unlink(missing_ok=True)
     os.symlink("/etc/passwd", trap)
@@ -196,10 +229,10 @@ def test_deploy_inputs_are_checked_before_queueing(stack: Stack, ui_data: UiData
     assert r.status_code == 409, r.text
     assert r.json()["error"] == "Conflict"
     assert r.json()["hint"] == f"tunestack llm deploy {ui_data.llm_run} --to llamacpp --quant q8_0"
-    r = httpx.post(url, json={"quant": "q4_k_m"}, timeout=30)  # exported as q8_0 only
+    r = httpx.post(url, json={"quant": "q6_k"}, timeout=30)  # not one of the exported types
     assert r.status_code == 404, r.text
-    assert "has no q4_k_m export (exported: q8_0)" in r.json()["message"]
-    assert r.json()["hint"].startswith(f"tunestack llm export {ui_data.llm_run} --quant q4_k_m")
+    assert f"has no q6_k export (exported: {', '.join(QUANTS)})" in r.json()["message"]
+    assert r.json()["hint"].startswith(f"tunestack llm export {ui_data.llm_run} --quant q6_k")
     base = f"{stack.api}/v1/registry/models/llm/smollm2-135m-instruct/deploy"
     r = httpx.post(base, timeout=30)  # no body: to=ollama, quant=q8_0; never exported
     assert r.status_code == 404, r.text

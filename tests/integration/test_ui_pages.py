@@ -13,9 +13,10 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from services.ui.logic import safe_markdown
+from services.ui.logic import human_size, safe_markdown
 from tests.conftest import ROOT, SAMPLES, free_port
 from tests.integration.conftest import Stack
+from tests.integration.converter_fixtures import QUANTS
 from tests.integration.ui_fixtures import DegradedApi, UiData, fill_synthetic, ingest
 
 APP = str(ROOT / "services" / "ui" / "app.py")
@@ -280,34 +281,61 @@ def test_evaluate_rag_tab_runs_a_job_and_drills_into_an_answer(
 # ---- Models -------------------------------------------------------------------------
 
 
-def test_models_shows_runs_curves_exports_and_embedders(ui_env: None, ui_data: UiData) -> None:
+def test_models_shows_runs_curves_exports_and_embedders(
+    stack: Stack, ui_env: None, ui_data: UiData
+) -> None:
+    """The Models page shows what the registry records of the real run and its export
+    (four GGUF types with their gates) and of the tuned embedder."""
+    record = stack.registry.llm(ui_data.llm_run).record
+    assert record.export is not None
+    files = record.export.files
     at = page("models")
     assert not at.error, [e.value for e in at.error]
     assert "smollm2-135m-instruct" in at.caption[0].value  # serving now
     runs = at.dataframe[0].value
-    assert ui_data.llm_run in list(runs["run"])
+    row = runs[runs["run"] == ui_data.llm_run].iloc[0]
+    assert row["train loss"] == record.metrics["train"]["train_loss"]
+    assert row["eval loss"] == record.metrics["eval"]["eval_loss"]
+    assert row["exports"] == len(files) == len(QUANTS)
     at.selectbox(key="models_llm").set_value(ui_data.llm_run).run()
     assert len(at.image) >= 2  # training_loss.png + training_eval_loss.png
     frames = [d.value for d in at.dataframe]
     assert any("train.train_loss" in list(f.get("metric", [])) for f in frames)
     exports = next(f for f in frames if "stopped" in f.columns)
-    assert exports["size"].iloc[0] == "4.0 KB"
-    assert any("top1_agreement" in f.columns for f in frames)  # parity table
+    assert list(exports["name"]) == list(QUANTS)
+    assert list(exports["size"]) == [human_size(files[q].size) for q in QUANTS]
+    assert list(exports["stopped"]) == [
+        f"{files[q].stop_check.stopped}/{files[q].stop_check.prompts}" for q in QUANTS
+    ]
+    parity = next(f for f in frames if "top1_agreement" in f.columns)
+    assert list(parity["top1_agreement"]) == [files[q].parity.top1_agreement for q in QUANTS]
     # deploy to Ollama is a job; llama.cpp's CLI command is shown beside the button
     assert any("tunestack llm deploy" in c.value for c in at.caption)
+    assert at.selectbox(key=f"dq-{ui_data.llm_run}").options == list(QUANTS)
     assert at.selectbox(key=f"dq-{ui_data.llm_run}").value == "q8_0"
-    at.button(key=f"deploy-{ui_data.llm_run}").click().run()
+    # with its Modelfile moved aside the export is refused before a job is queued (with
+    # the Modelfile there, the click would queue a real deploy to this machine's Ollama)
+    modelfile = stack.registry.entry_dir("llm", ui_data.llm_run) / "Modelfile"
+    aside = modelfile.with_name(".Modelfile.aside")
+    modelfile.rename(aside)
+    try:
+        at.button(key=f"deploy-{ui_data.llm_run}").click().run()
+    finally:
+        aside.rename(modelfile)
     assert not at.exception, at.exception
-    # this run has an export record but no Modelfile: refused before a job is queued
     assert any(
-        "Modelfile of 'ui-lora' is missing" in e.value and "tunestack llm export" in e.value
+        f"Modelfile of '{ui_data.llm_run}' is missing" in e.value
+        and "tunestack llm export" in e.value
         for e in at.error
     ), [e.value for e in at.error]
 
+    tuned = stack.registry.embedder(ui_data.tuned).record
     at.selectbox(key="models_emb").set_value(ui_data.tuned).run()
     embs = next(d.value for d in at.dataframe if "embedder" in d.value.columns)
     row = embs[embs["embedder"] == ui_data.tuned].iloc[0]
-    assert ui_data.collection in row["collections"] and row["validation MRR@10"] == 0.81
+    assert ui_data.collection in row["collections"]
+    assert row["validation MRR@10"] == tuned.metrics["validation"]["cosine_mrr@10"]
+    assert row["fingerprint"] == tuned.fingerprint
 
 
 # ---- Documents ----------------------------------------------------------------------

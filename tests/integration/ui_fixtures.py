@@ -1,42 +1,47 @@
 """Data the UI tests need in the session stack: a collection built for two embedders, a
-registered "tuned" embedder, an LLM run with a loss curve and exports, and a QA dataset.
+tuned embedder, an LLM run with a loss curve and exports, and a QA dataset.
 
-Real tuning takes minutes on two busy cores and the UI only reads what the registry
-records, so the tuned embedder is the base model with slightly perturbed weights,
-registered with the typed record `tunestack embed tune` writes (EmbedderRecord); its
-rankings differ from the base's, which is what the Compare page shows. The LLM run is laid
-out the way the trainer writes one (adapter/ with trainer_log.jsonl, training_loss.png
-from the trainer's own plot code, all_results.json) and registered with the records the
-trainer and the converter write (LlmRecord with an ExportRun), to check they are shown.
+All of it is what the real commands write, made once per test session:
+
+- the QA dataset (ui-qa.json under TUNESTACK_HOME/datasets) is synthesized from the sample
+  corpus by the tuner's own offline query synthesis; a fifth of the queries are held out;
+- the tuned embedder is a real `tunestack embed tune --pairs ui-qa.json --val <held out>`
+  run (one epoch at the smallest settings: seconds on two cores), so its weights, record,
+  trainer_log.jsonl, training_loss.png and validation metrics are the tuner's;
+- the LLM run is the converter tests' session run (`exported`, converter_fixtures.py): a
+  LoRA adapter with the trainer's trainer_log.jsonl, loss plots and *_results.json,
+  exported by `tunestack llm export` as f16, q8_0, q4_k_m and q5_k_m with the real parity
+  and stop gates, a Modelfile and a GGUF LoRA. The tests read the figures they check from
+  the registry's typed records (LlmRecord, EmbedderRecord), never from constants here.
+
+Only `fill_synthetic` below invents data: bulk chunks with random vectors for the
+page-speed tests, where embedding 10k chunks would measure the embedder, not the pages.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 import pytest
 
-from services.common.hashing import dir_fingerprint, file_sha256
-from services.common.records import EmbedderRecord, ExportFile, ExportRun, LlmRecord
-from services.common.registry import Registry, dump
+from services.common.registry import Registry
 from tests.conftest import SAMPLES, free_port
+from tests.integration.converter_fixtures import RUN
 
 if TYPE_CHECKING:  # conftest imports this module: no import cycle at run time
     from tests.integration.conftest import Stack
 
 UI_COLLECTION = "ui"
 TUNED = "ui-tuned"
-LLM_RUN = "ui-lora"
+LLM_RUN = RUN  # the converter tests' exported run
 DATASET = "ui-qa.json"
 
 
@@ -64,110 +69,56 @@ def wait_job(api: str, job: dict, timeout: float = 300, headers: dict | None = N
     return job
 
 
-def register_tuned_embedder(reg: Registry, name: str) -> None:
-    from safetensors.numpy import load_file, save_file
-
-    from services.embed_tuner.plots import loss_curve
-
-    base = reg.ensure("embedder", "all-minilm-l6-v2")
-    d = reg.entry_dir("embedder", name)
-    if (d / "meta.json").is_file():
-        return
-    tmp = d.with_name(f".tmp-{name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(base.model_path, tmp / "model", ignore=shutil.ignore_patterns("README.md"))
-    weights = tmp / "model" / "model.safetensors"
-    tensors = load_file(str(weights))
-    rng = np.random.default_rng(0)
-    for k, v in tensors.items():
-        if v.dtype.kind == "f" and v.ndim == 2:
-            tensors[k] = (v + rng.normal(0, 0.02 * float(v.std()), v.shape)).astype(v.dtype)
-    save_file(tensors, str(weights), metadata={"format": "pt"})
-    history = [{"step": s, "loss": 1.2 / s, "epoch": s / 8} for s in range(1, 9)]
-    history += [{"step": 8, "eval_val_cosine_mrr@10": 0.81}]
-    (tmp / "trainer_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-    loss_curve(history, tmp / "training_loss.png", title=f"{name} (from {base.name})")
-    record = EmbedderRecord(
-        name=name,
-        base_model=base.name,
-        base_fingerprint=base.fingerprint,
-        model_path=str(d / "model"),
-        fingerprint=dir_fingerprint(tmp / "model")[:16],
-        source="tunestack embed tune",
-        data={"kind": "pair", "rows": 64, "hash": "test", "validation_queries": 8},
-        parameters={"base": base.name, "name": name, "epochs": 1.0, "loss": "mnrl"},
-        metrics={"validation": {"cosine_mrr@10": 0.81}, "train_seconds": 1.0},
-    )
-    (tmp / "meta.json").write_text(json.dumps(dump(record), indent=2))
-    tmp.rename(d)
-
-
-def register_llm_run(reg: Registry, name: str) -> None:
-    from services.trainer.plots import plot_loss
-
-    d = reg.entry_dir("llm", name)
-    adapter = d / "adapter"
-    adapter.mkdir(parents=True, exist_ok=True)
-    history = [{"step": s, "loss": 2.5 - 0.1 * s, "epoch": s / 10} for s in range(1, 11)]
-    history += [{"step": 10, "eval_loss": 1.9}]
-    (adapter / "trainer_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-    plot_loss(adapter, history, ("loss", "eval_loss"))
-    results = {"train_loss": 2.0, "eval_loss": 1.9, "epoch": 1.0}
-    (adapter / "all_results.json").write_text(json.dumps(results))
-    (adapter / "adapter_config.json").write_text("{}")  # present in real runs, never served
-    gguf = d / "gguf" / f"{name}.q8_0.gguf"
-    gguf.parent.mkdir(exist_ok=True)
-    gguf.write_bytes(b"GGUF" + b"\0" * 4092)
-    q8 = ExportFile(
-        quant="q8_0",
-        path=str(gguf),
-        file=gguf.name,
-        size=gguf.stat().st_size,
-        sha256=file_sha256(gguf),
-        parity={"top1_agreement": 0.97, "threshold": 0.9, "ok": True, "tokenizer_match": "6/6"},
-        stop_check={"stopped": 6, "prompts": 6, "rate": 1.0, "ok": True},
-        ok=True,
-    )
-    record = LlmRecord(
-        name=name,
-        base_model="smollm2-135m-instruct",
-        source="tunestack llm train",
-        stage="sft",
-        finetuning_type="lora",
-        model_path=str(adapter),
-        adapter_path=str(adapter),
-        output_dir=str(adapter),
-        parameters={"learning_rate": 2e-4, "num_train_epochs": 1, "lora_rank": 8},
-        metrics={
-            "train": {"train_loss": 2.0, "train_runtime": 30.5},
-            "eval": {"eval_loss": 1.9},
-            "predict": {"lumen_sft_val": {"bleu-4": 12.5, "rouge-l": 30.1}},
-        },
-        export=ExportRun(quants=["q8_0"], files={"q8_0": q8}, ok=True),
-    )
-    reg.write(record, replace=True)
-
-
-def write_dataset(home: Path, name: str) -> None:
+def write_dataset(home: Path, name: str, val: Path) -> None:
+    """ui-qa.json (the training queries, listed as a dataset) and `val` (the held-out
+    ones), synthesized offline from the sample corpus as `embed tune --docs` would."""
     from services.embed_tuner.synth import synthesize
 
     corpus = {
         f"c{i}": p.read_text(errors="ignore")[:1200]
         for i, p in enumerate(sorted((SAMPLES / "corpus").glob("*.md")))
     }
-    train, _ = synthesize(corpus, per_chunk=2, val_fraction=0.0)
+    train, held_out = synthesize(corpus, per_chunk=2, val_fraction=0.2)
     (home / "datasets").mkdir(parents=True, exist_ok=True)
     train.save(home / "datasets" / name)
+    held_out.save(val)
+
+
+def tune_embedder(stack: Stack, name: str, pairs: Path, val: Path) -> None:
+    """`tunestack embed tune` at its smallest: one epoch of batches of 8 (two steps on the
+    14 training queries), 64-token sequences."""
+    p = stack.cli(
+        "embed",
+        "tune",
+        "--pairs",
+        str(pairs),
+        "--val",
+        str(val),
+        "--name",
+        name,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-seq-length",
+        "64",
+        "--json",
+        env={"COLUMNS": "400"},
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
 
 
 @pytest.fixture(scope="session")
-def ui_data(stack: Stack) -> UiData:
-    """Collection 'ui' built for the base and the tuned embedder, plus registry entries."""
+def ui_data(
+    stack: Stack, exported: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> UiData:
+    """Collection 'ui' built for the base and the tuned embedder, the tuned embedder and
+    the exported LLM run (both registered by the real commands), and the QA dataset."""
     ingest(stack.api, UI_COLLECTION, sorted((SAMPLES / "corpus").glob("*.md")))
-    reg = stack.registry
-    register_tuned_embedder(reg, TUNED)
-    register_llm_run(reg, LLM_RUN)
-    write_dataset(stack.home, DATASET)
+    val = tmp_path_factory.mktemp("ui-data") / "ui-qa-val.json"
+    write_dataset(stack.home, DATASET, val)
+    tune_embedder(stack, TUNED, stack.home / "datasets" / DATASET, val)
     r = httpx.post(
         f"{stack.api}/v1/jobs/reindex",
         json={"collection": UI_COLLECTION, "embedder": TUNED},
