@@ -142,7 +142,7 @@ def tune_embedder(
         name=req.name,
         epochs=req.epochs or s.epochs,
         batch_size=req.batch_size or s.batch_size,
-        lr=req.lr or s.lr,
+        lr=s.lr if req.lr is None else req.lr,  # 0 is a value (a control run), not "unset"
         max_seq_length=req.max_seq_length or s.max_seq_length,
         loss=req.loss,
         hard_negatives=req.hard_negatives,
