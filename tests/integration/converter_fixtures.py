@@ -11,8 +11,8 @@ cores and exercises nothing more here (tests/integration/test_trainer.py does).
 
 The loop's own numbers (the loss of each step, the loss on two held-out questions every
 second step) are written beside the adapter with the trainer's writers: trainer_log.jsonl
-by its LogCallback, training_loss.png / training_eval_loss.png by its plot_loss,
-train/eval/all_results.json by transformers' save_metrics; the record's metrics and
+by its LogCallback, training_loss.png / training_eval_loss.png by its plot_loss, and
+train/eval/all_results.json under the Trainer's names; the record's metrics and
 parameters are those figures and settings. The UI and admin tests show this run
 (tests/integration/ui_fixtures.py), so what they show is a real run and a real export.
 """
@@ -23,11 +23,11 @@ import json
 import shutil
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from services.common import atomic
 from services.common.records import LlmRecord
 from services.common.registry import Registry
 
@@ -70,7 +70,6 @@ def make_lora_run(registry: Registry, run: str) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, TrainerState
-    from transformers.trainer_pt_utils import save_metrics
 
     from services.trainer.callbacks import LogCallback
     from services.trainer.model_loading import load_tokenizer, resolve_base
@@ -81,7 +80,13 @@ def make_lora_run(registry: Registry, run: str) -> Path:
     tok = load_tokenizer(base.hf_dir)
     model = AutoModelForCausalLM.from_pretrained(str(base.hf_dir), dtype=torch.float32)
     peft_model = get_peft_model(
-        model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
+        model,
+        LoraConfig(
+            r=LORA["lora_rank"],
+            lora_alpha=LORA["lora_alpha"],
+            lora_dropout=LORA["lora_dropout"],
+            target_modules=LORA["lora_target"].split(","),
+        ),
     )
 
     def encode(questions: tuple[str, ...]) -> dict[str, Any]:
@@ -120,8 +125,11 @@ def make_lora_run(registry: Registry, run: str) -> Path:
         opt.step()
         opt.zero_grad()
         state.global_step, state.epoch = step, float(step)
-        entry = {"loss": round(loss.item(), 4), "learning_rate": LEARNING_RATE}
-        _log(state, log, {**entry, "epoch": float(step)})
+        _log(
+            state,
+            log,
+            {"loss": round(loss.item(), 4), "learning_rate": LEARNING_RATE, "epoch": float(step)},
+        )
         if step % EVAL_EVERY == 0:  # no dropout anywhere: evaluating leaves training as is
             peft_model.eval()
             with torch.no_grad():
@@ -144,11 +152,9 @@ def make_lora_run(registry: Registry, run: str) -> Path:
     evaluation = {"epoch": float(STEPS), "eval_loss": eval_loss}
     peft_model.save_pretrained(str(adapter))
     tok.save_pretrained(adapter)
-    writer = SimpleNamespace(  # what transformers' save_metrics reads of a Trainer
-        is_world_process_zero=lambda: True, args=SimpleNamespace(output_dir=str(adapter))
-    )
-    save_metrics(writer, "train", train)
-    save_metrics(writer, "eval", evaluation)
+    atomic.write_json(adapter / "train_results.json", train)
+    atomic.write_json(adapter / "eval_results.json", evaluation)
+    atomic.write_json(adapter / "all_results.json", {**train, **evaluation})
     plot_loss(adapter, state.log_history, ("loss", "eval_loss"))
     register_run(
         registry,
