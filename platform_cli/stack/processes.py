@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 
 import httpx
@@ -55,16 +56,24 @@ def cmdline(pid: int) -> list[str] | None:
 
 def is_same_process(pid: int, record: dict[str, object]) -> bool:
     """Whether the live `pid` is still the process a pid file recorded: same start time
-    (recorded since it was added) or, for older records, the same command line. Where
-    /proc cannot tell, a live pid counts as ours."""
+    (recorded since it was added) or, for older records, the same command line. With no
+    /proc at all (not Linux) a live pid counts as ours; on Linux a command line that stays
+    unreadable means "not ours", so a stranger is never signalled."""
     recorded = record.get("start_time")
     if isinstance(recorded, int):
         now = start_time(pid)
         return now is None or now == recorded
     argv = record.get("argv")
-    line = cmdline(pid)
-    if not isinstance(argv, list) or not argv or line is None:
+    if not isinstance(argv, list) or not argv:
         return True
+    line = cmdline(pid)
+    for _ in range(50):  # empty for about a millisecond right after exec (seen on 6.18)
+        if line is not None:
+            break
+        time.sleep(0.01)
+        line = cmdline(pid)
+    if line is None:
+        return not os.path.isdir("/proc/self")
     want = [str(a) for a in argv]
     tail = line[-len(want) :]  # a script's interpreter comes first: `python .../chroma run`
     return (

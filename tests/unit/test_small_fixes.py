@@ -227,3 +227,23 @@ def test_stop_never_kills_a_process_that_got_our_old_pid(tmp_path: Path) -> None
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not pid_alive(pid)
+
+
+def test_an_unreadable_command_line_is_not_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: for a pid file without a start time, a command line that read empty counted as
+    ours. On Linux 6.18 /proc/PID/cmdline reads empty for about a millisecond after exec
+    (177 of 300 fresh `sleep` processes here), so CI's `tunestack down` test signalled the
+    stranger it must leave alone."""
+    from platform_cli.stack import processes
+
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        legacy = {"pid": stranger.pid, "argv": ["/x/chroma", "run"]}
+        assert processes.is_same_process(stranger.pid, legacy) is False  # retried, read
+        monkeypatch.setattr(processes, "cmdline", lambda pid: None)
+        assert processes.is_same_process(stranger.pid, legacy) is False
+        mine = {"pid": stranger.pid, "argv": ["sleep", "60"]}
+        assert processes.is_same_process(stranger.pid, mine) is False  # cannot tell: leave it
+    finally:
+        stranger.kill()
+        stranger.wait(10)
