@@ -114,7 +114,8 @@ test-compose: setup samples
 	bash infra/ci/compose_e2e.sh
 
 # Architecture checks (infra/checks/): import contracts in pyproject.toml [tool.importlinter],
-# rules import-linter cannot express, and the README's CLI reference against --help.
+# rules import-linter cannot express, the README's CLI reference against --help, and a
+# collection of every test suite (an import error in tests/reliability once reached CI).
 check: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -123,6 +124,8 @@ check: setup
 	$(BIN)/lint-imports --no-logo --no-cache
 	$(BIN)/python infra/checks/architecture.py
 	$(BIN)/python infra/checks/cli_docs.py --check
+	@# every suite CI runs later (reliability, e2e, slow) must at least import
+	$(BIN)/pytest --collect-only -q -m "" -p no:cacheprovider tests >/dev/null
 
 # Regenerate the README's CLI reference from the CLI's own --help.
 docs: setup

@@ -32,7 +32,7 @@ from services.common.registry import Registry
 from services.rag_api.store import VectorStore
 from tests.conftest import SAMPLES, unavailable
 from tests.integration.conftest import Stack
-from tests.integration.test_converter import make_lora_run
+from tests.integration.converter_fixtures import make_lora_run
 from tests.reliability.conftest import HIGH_LIMITS, api_process
 
 BULK = "rel-faults"
