@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -24,7 +24,9 @@ from services.trainer import service as trainer
 from services.trainer.chat import ChatSession
 from services.trainer.evaluate import EvalResult
 from services.trainer.settings import TrainSettings
-from services.trainer.train import TrainResult
+
+if TYPE_CHECKING:  # the training stack (transformers' Trainer, peft) loads in seconds
+    from services.trainer.train import TrainResult
 
 app = typer.Typer(
     help="Fine-tune, evaluate, chat with, export and deploy LLMs (LLaMA-Factory datasets "

@@ -16,7 +16,6 @@ from platform_cli.context import provision_bases, rag_context, run, settings
 from platform_cli.output import console, err_console, progress_bar
 from services.rag_api.rag_eval import report as report_mod
 from services.rag_api.rag_eval.records import RagEvalReport, RagEvalRequest
-from services.rag_api.rag_eval.runner import RagBackend, run_rag_eval
 
 app = typer.Typer(
     help="Evaluate the RAG answers: LLM x embedder x retrieval mode on a QA set.",
@@ -82,6 +81,9 @@ def eval_cmd(
 
         def show(done: int, total: int, msg: str) -> None:
             prog.update(task, completed=done, total=total or None, item=msg)
+
+        # the answer chain (LangChain, ~1 s to import) loads only when an eval runs
+        from services.rag_api.rag_eval.runner import RagBackend, run_rag_eval
 
         report = run(lambda: asyncio.run(run_rag_eval(RagBackend(ctx), req, show)))
     if as_json:
