@@ -29,9 +29,9 @@ def test_dense_hit_at_5_on_xquad_en(tmp_path: Path, stack: Stack, store: VectorS
     assert rep.counts == {"ok": 240}
 
     retriever = Retriever(store, pool, "all-minilm-l6-v2")
-    # dense (the headline) on every question; BM25 and hybrid on every 4th, which keeps
-    # their check (measured on all 1,190: 0.984 and 0.992) at a third of the time
-    samples = {"dense": questions, "bm25": questions[::4], "hybrid": questions[::4]}
+    # dense (the headline) on every 2nd question (595), BM25 and hybrid on every 4th: an
+    # even spread over all 240 paragraphs at half the time of asking all 1,190
+    samples = {"dense": questions[::2], "bm25": questions[::4], "hybrid": questions[::4]}
     rates = {}
     for mode, sample in samples.items():
         found = 0
@@ -39,7 +39,7 @@ def test_dense_hit_at_5_on_xquad_en(tmp_path: Path, stack: Stack, store: VectorS
             res = retriever.retrieve("xquad-en", q, mode=mode, top_k=5)
             found += any(h.file_name == name for h in res.hits)
         rates[mode] = found / len(sample)
-    print(f"\nXQuAD-en hit@5 ({len(questions)} questions; every 4th for bm25/hybrid): {rates}")
+    print(f"\nXQuAD-en hit@5 (of {len(questions)}: every 2nd dense, 4th bm25/hybrid): {rates}")
     assert rates["dense"] >= 0.90
     assert rates["hybrid"] >= 0.90
     assert rates["bm25"] >= 0.75
