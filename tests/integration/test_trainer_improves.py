@@ -24,7 +24,7 @@ from tests.integration.test_trainer import cli
 
 pytestmark = pytest.mark.timeout(1500)
 DATA = SAMPLES / "llm_sft"
-STEPS = 24
+STEPS = 16
 CONFIG = f"""\
 model_name_or_path: smollm2-135m-instruct
 stage: sft
@@ -38,7 +38,7 @@ cutoff_len: 96
 per_device_train_batch_size: 8
 per_device_eval_batch_size: 8
 max_steps: {STEPS}
-learning_rate: 1.0e-3
+learning_rate: 1.5e-3
 lr_scheduler_type: cosine
 warmup_ratio: 0.05
 logging_steps: 4
@@ -50,10 +50,11 @@ disable_gradient_checkpointing: true
 plot_loss: false
 seed: 42
 """
-# Measured with this configuration on 2 CPU cores (2 min 46 s in all): held-out loss
-# 2.164 -> 1.372 (-36.6%), ROUGE-L 36.2 -> 55.6 (+19.4 points). The margins are half.
-MIN_LOSS_DROP = 0.18  # relative: tuned eval_loss <= (1 - 0.18) * base eval_loss
-MIN_ROUGE_GAIN = 9.5  # ROUGE-L points (0-100, as LLaMA-Factory reports it)
+# Measured with this configuration (16 steps; ROUGE-L on the first 20 held-out questions):
+# held-out loss 2.164 -> 1.421 (-34.4%), ROUGE-L 36.3 -> 62.9 (+26.6 points). 24 steps and
+# all 40 questions measured -36.6% and +19.4 at 1.6x the time. The margins are about half.
+MIN_LOSS_DROP = 0.17  # relative: tuned eval_loss <= (1 - 0.17) * base eval_loss
+MIN_ROUGE_GAIN = 13.0  # ROUGE-L points (0-100, as LLaMA-Factory reports it)
 
 
 def test_short_lora_run_beats_base_on_heldout(tmp_path: Path) -> None:
@@ -83,12 +84,14 @@ def test_short_lora_run_beats_base_on_heldout(tmp_path: Path) -> None:
             str(DATA),
             "--max-new-tokens",
             "32",
+            "--max-samples",
+            "20",
             "--json",
             timeout=900,
         )
         assert r.returncode == 0, r.stderr[-3000:]
         scores = json.loads(r.stdout)
-        assert scores["num_samples"] == 40
+        assert scores["num_samples"] == 20
         rouge[model] = scores["predict_rouge-l"]
     print(f"held-out loss {base_loss:.3f} -> {tuned_loss:.3f}; ROUGE-L {rouge}")
     assert rouge["improve"] >= rouge["smollm2-135m-instruct"] + MIN_ROUGE_GAIN, rouge
