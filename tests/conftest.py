@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+from collections import Counter
 from pathlib import Path
 from typing import NoReturn
 
@@ -51,3 +53,29 @@ def artifacts_dir() -> Path:
     d = ROOT / "test-artifacts"
     d.mkdir(exist_ok=True)
     return d
+
+
+# Seconds per test file (setup + call + teardown; a session fixture counts in the file that
+# first uses it), printed after every run and kept in test-artifacts/durations-per-file.json:
+# CI's 90 minutes are shared by every suite, so each run shows where the time goes.
+_FILE_SECONDS: Counter[str] = Counter()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _FILE_SECONDS[report.nodeid.split("::")[0]] += report.duration
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _FILE_SECONDS:
+        return
+    ranked = _FILE_SECONDS.most_common()
+    out = ROOT / "test-artifacts"
+    out.mkdir(exist_ok=True)
+    (out / "durations-per-file.json").write_text(
+        json.dumps({f: round(s, 1) for f, s in ranked}, indent=1), encoding="utf-8"
+    )
+    terminalreporter.write_sep("=", f"seconds per file ({len(ranked)} files)")
+    for name, seconds in ranked[:20]:
+        terminalreporter.write_line(f"{seconds:8.1f}  {name}")
+    terminalreporter.write_line(f"{sum(_FILE_SECONDS.values()):8.1f}  in all")
