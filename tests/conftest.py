@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 from typing import NoReturn
 
@@ -58,7 +58,7 @@ def artifacts_dir() -> Path:
 # Seconds per test file (setup + call + teardown; a session fixture counts in the file that
 # first uses it), printed after every run and kept in test-artifacts/durations-per-file.json:
 # CI's 90 minutes are shared by every suite, so each run shows where the time goes.
-_FILE_SECONDS: Counter[str] = Counter()
+_FILE_SECONDS: defaultdict[str, float] = defaultdict(float)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -69,7 +69,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _FILE_SECONDS:
         return
-    ranked = _FILE_SECONDS.most_common()
+    ranked = sorted(_FILE_SECONDS.items(), key=lambda kv: -kv[1])
     out = ROOT / "test-artifacts"
     out.mkdir(exist_ok=True)
     (out / "durations-per-file.json").write_text(
