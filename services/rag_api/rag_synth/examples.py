@@ -97,10 +97,12 @@ class Distractors:
 
     def pick(self, q: Question, n: int, rng: random.Random) -> list[SynthPassage]:
         banned = set(q.gold) | self.holding(q.answer)
-        ranked = [i for i in self.rank(q.question) if i not in banned]
-        rest = [i for i in self.ids if i not in banned and i not in set(ranked[:n])]
-        rng.shuffle(rest)
-        return [self.passages[i] for i in (ranked[:n] + rest)[:n]]
+        chosen = [i for i in self.rank(q.question) if i not in banned][:n]
+        if len(chosen) < n:  # BM25 found too few: random chunks fill up (seeded)
+            taken = banned | set(chosen)
+            rest = [i for i in self.ids if i not in taken]
+            chosen += rng.sample(rest, min(n - len(chosen), len(rest)))
+        return [self.passages[i] for i in chosen]
 
 
 def _shown(passages: list[SynthPassage]) -> int:
