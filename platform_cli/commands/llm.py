@@ -1,5 +1,6 @@
-"""`tunestack llm train|prefs|eval|chat|export|deploy`: thin commands over services.trainer and
-services.converter (LLaMA-Factory datasets and YAML keys; GGUF with llama.cpp's tools)."""
+"""`tunestack llm synth|train|prefs|eval|chat|export|deploy`: thin commands over
+services.trainer, services.rag_api.rag_synth and services.converter (LLaMA-Factory datasets
+and YAML keys; GGUF with llama.cpp's tools)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,19 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from platform_cli.context import rag_client, run, settings
+from platform_cli.context import provision_bases, rag_client, run, settings
 from platform_cli.output import console, err_console, fail, progress_bar
 from platform_cli.stack import open_stack
+from services.common.embedders import EmbedderPool
 from services.common.errors import TunestackError
 from services.common.logs import quiet_libraries
 from services.common.registry import Registry
 from services.converter import deploy as dep
 from services.converter.export import ExportRequest, ExportResult, export, parse_quants, parse_size
 from services.converter.settings import ConvertSettings
+from services.rag_api.rag_synth import service as rag_synth
+from services.rag_api.rag_synth.teacher import TeacherConfig
+from services.rag_api.settings import RagSettings
 from services.trainer import service as trainer
 from services.trainer.chat import ChatSession
 from services.trainer.evaluate import EvalResult
@@ -42,6 +47,132 @@ def _train_settings() -> TrainSettings:
 
 def _say(msg: str) -> None:
     err_console.print(msg, highlight=False)
+
+
+@app.command()
+def synth(
+    out: Annotated[
+        Path, typer.Option("--out", help="Dataset folder: gets NAME.json + dataset_info.json.")
+    ],
+    docs: Annotated[
+        Path | None, typer.Option(help="Documents folder, chunked exactly as ingest does.")
+    ] = None,
+    corpus: Annotated[
+        Path | None, typer.Option(help="Corpus file: SQuAD/EmbeddingQA JSON, JSONL, text.")
+    ] = None,
+    qa: Annotated[
+        Path | None,
+        typer.Option(
+            help="Offline: your QA set (SQuAD, CMRC 2018, EmbeddingQA JSON + answers, or "
+            "JSONL question/answer/source), as `rag eval` reads it."
+        ),
+    ] = None,
+    teacher_url: Annotated[
+        str | None, typer.Option(help="Teacher LLM: an OpenAI-compatible /v1 base URL.")
+    ] = None,
+    teacher_model: Annotated[str | None, typer.Option(help="The teacher's model name.")] = None,
+    teacher_key_env: Annotated[
+        str | None,
+        typer.Option(
+            metavar="VAR",
+            help="Variable holding the teacher's API key (default TUNESTACK_RAG_TEACHER_API_KEY).",
+        ),
+    ] = None,
+    per_chunk: Annotated[int, typer.Option(help="Teacher: questions asked per chunk.")] = 3,
+    max_chunks: Annotated[
+        int | None, typer.Option(help="Teacher: ask about the first N chunks only.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Dataset name in dataset_info.json.")] = "rag_sft",
+    fmt: Annotated[str, typer.Option("--format", help="sharegpt | alpaca")] = "sharegpt",
+    top_k: Annotated[
+        int | None, typer.Option(help="Passages per example (default: the RAG API's top-k).")
+    ] = None,
+    distractor_only: Annotated[
+        float, typer.Option(help="Share of examples without the gold passage (-> abstain).")
+    ] = 0.2,
+    seed: Annotated[
+        int, typer.Option(help="Seeds gold positions and the distractor-only draw.")
+    ] = 0,
+    embedder: Annotated[
+        str | None, typer.Option(help="Its tokenizer sizes --docs chunks (default: ingest's).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """RAG training data (RAFT-style): question + retrieved passages (gold among distractors,
+    or distractors only) -> an answer citing [n], or that the documents do not say."""
+    quiet_libraries()
+    s = RagSettings()
+    teacher = None
+    if teacher_url:
+        if not teacher_model:
+            fail("--teacher-url needs --teacher-model (the model name the server knows).")
+        key = s.teacher_key(teacher_key_env)
+        if teacher_key_env and key is None:
+            fail(f"--teacher-key-env {teacher_key_env}: that variable is not set.")
+        teacher = TeacherConfig(
+            base_url=teacher_url,
+            model=str(teacher_model),
+            api_key=key.get_secret_value() if key else None,
+            per_chunk=per_chunk,
+        )
+    req = rag_synth.SynthRequest(
+        out_dir=out,
+        docs=docs,
+        corpus=corpus,
+        qa=qa,
+        teacher=teacher,
+        name=name,
+        format=fmt,  # type: ignore[arg-type]  # checked by SynthRequest.check
+        top_k=top_k,
+        distractor_only=distractor_only,
+        seed=seed,
+        max_chunks=max_chunks,
+        embedder=embedder,
+    )
+    run(req.check)
+    registry = Registry(s.home_dir)
+    if docs is not None:
+        provision_bases(registry, "embedder", [embedder or s.default_embedder])
+    pool = EmbedderPool(registry, precision=s.embed_precision, capacity=1)
+    with progress_bar("Asking the teacher" if teacher else "Building examples") as prog:
+        task = prog.task_ids[0]
+        res = run(
+            lambda: rag_synth.synthesize(
+                s, req, pool, lambda d, t: prog.update(task, completed=d, total=t)
+            )
+        )
+    if as_json:
+        console.print_json(json.dumps(res.to_dict(), ensure_ascii=False))
+        return
+    print_synth(res, out)
+
+
+def print_synth(res: rag_synth.SynthResult, out: Path) -> None:
+    skipped = ", ".join(f"{k}: {v}" for k, v in sorted(res.skipped.items()))
+    console.print(
+        f"{res.examples} examples ({res.abstentions} with distractors only -> abstain) from "
+        f"{res.questions} questions over {res.passages} passages, {res.top_k} per example"
+        + (f"; skipped {skipped}" if skipped else "")
+        + "."
+    )
+    if res.teacher is not None:
+        t = res.teacher
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(t.rejected.items()))
+        console.print(
+            f"Teacher: {t.chunks} chunks ({t.resumed} resumed from {res.progress_file}), "
+            f"{t.pairs} usable pairs, {t.junk} chunks without one"
+            + (f"; pairs rejected: {why}" if why else "")
+            + "."
+        )
+    for p in res.problems:
+        err_console.print(f"[yellow]Not read:[/] {p}", highlight=False)
+    console.print(
+        f"Wrote {res.data_file} ({res.format}) and the '{res.name}' entry of "
+        f"{res.dataset_info}" + (" (replaced)." if res.replaced else ".")
+    )
+    console.print(
+        f"Train: tunestack llm train --config CONFIG.yaml dataset={res.name} dataset_dir={out}"
+    )
 
 
 @app.command()

@@ -6,10 +6,13 @@ API key) are inherited from services.common.settings under their single names.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import CommonSettings
+from services.common.settings import CommonSettings, _dotenv
 
 
 class RagSettings(CommonSettings):
@@ -90,6 +93,12 @@ class RagSettings(CommonSettings):
         "RAG chain to (the configured llm_base_url and Ollama's /v1 always may).",
     )
 
+    teacher_api_key: SecretStr | None = Field(
+        default=None,
+        description="Bearer key of the teacher LLM of `tunestack llm synth` (or name another "
+        "variable with --teacher-key-env).",
+    )
+
     @staticmethod
     def _items(value: str) -> list[str]:
         return [v.strip() for v in value.split(",") if v.strip()]
@@ -107,3 +116,16 @@ class RagSettings(CommonSettings):
         """Servers the switch may pick: the configured one, Ollama's, and the extra list."""
         urls = [self.llm_base_url, self.ollama_host.rstrip("/") + "/v1"]
         return list(dict.fromkeys(u.rstrip("/") for u in [*urls, *self._items(self.llm_servers)]))
+
+    def teacher_key(self, variable: str | None = None) -> SecretStr | None:
+        """The teacher's key: TUNESTACK_RAG_TEACHER_API_KEY, or the variable the user named
+        (`llm synth --teacher-key-env OPENAI_API_KEY`), from the environment, then .env.
+        Read here because only settings modules read the environment; it stays a SecretStr
+        so it is never printed."""
+        if variable is None:
+            return self.teacher_api_key
+        env_file = self.model_config.get("env_file")
+        found = os.environ.get(variable) or (
+            _dotenv(Path(env_file)).get(variable) if isinstance(env_file, str) else None
+        )
+        return SecretStr(found) if found else None
