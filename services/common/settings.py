@@ -207,3 +207,23 @@ def apply_library_defaults() -> None:
     user set those variables otherwise."""
     for key, value in LIBRARY_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def named_secret(variable: str | None = None, file: str | None = None) -> SecretStr | None:
+    """A key the user named by variable (`embed add --api-key-env OPENAI_API_KEY`) or by
+    secret file (`--api-key-file /run/secrets/zhipu`), read when it is needed. The registry
+    records only the name, so a meta.json never holds a key; read here because only
+    settings modules read the environment. The variable is looked up in the environment,
+    then in ./.env (like every setting)."""
+    if variable:
+        found = os.environ.get(variable) or _dotenv(Path(".env")).get(variable)
+        if found and found.strip():
+            return SecretStr(found.strip())
+    if file:
+        try:
+            text = Path(file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        if text:
+            return SecretStr(text)
+    return None

@@ -122,7 +122,15 @@ def tune_embedder(
     given = sum(x is not None for x in (req.pairs, req.synth.docs, req.synth.corpus))
     if given != 1:
         raise BadInput("Give exactly one of --pairs FILE, --docs PATH or --corpus FILE.")
-    registry.ensure("embedder", req.base)
+    base = registry.ensure("embedder", req.base)
+    if not base.record.tunable:
+        raise BadInput(
+            f"'{req.base}' ({base.record.provider}) has no weights here that `embed tune` "
+            "can train.",
+            hint="Tune a sentence-transformers model (--base all-minilm-l6-v2, or where the "
+            "hub is reachable `tunestack models pull BAAI/bge-small-zh-v1.5` for Chinese); "
+            f"'{req.base}' can still serve and be evaluated as it is.",
+        )
     validation = load_qa(req.val) if req.val else None
     if req.pairs is not None:
         data = (

@@ -31,7 +31,7 @@ def langchain_embeddings(embedder: Embedder) -> Any:
             return embedder.encode(texts).tolist()
 
         def embed_query(self, text: str) -> list[float]:
-            return embedder.encode([text])[0].tolist()
+            return embedder.encode([text], kind="query")[0].tolist()
 
     return RegistryEmbeddings()
 
@@ -188,7 +188,7 @@ class Retriever:
 
     def _dense(self, build: Build, emb: Embedder, query: str, k: int) -> list[Hit]:
         vs = self.vectorstore(build, emb)
-        vec = emb.encode([query])[0].tolist()
+        vec = emb.encode([query], kind="query")[0].tolist()
         pairs = self.store.call(
             lambda: vs.similarity_search_by_vector_with_relevance_scores(vec, k=k)
         )

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.common.embedders import Embedder
+from services.common.embedders import SentenceTransformerEmbedder
 from services.common.ir_eval import evaluate
 from services.common.qa import load_qa
 from services.common.registry import Registry
@@ -29,12 +29,16 @@ def small_squad(src: Path, dest: Path, articles: int) -> Path:
     return dest
 
 
-def test_metrics_equal_sentence_transformers_evaluator(embedder: Embedder) -> None:
+def test_metrics_equal_sentence_transformers_evaluator(
+    embedder: SentenceTransformerEmbedder,
+) -> None:
     from sentence_transformers.evaluation import InformationRetrievalEvaluator
 
     ds = load_qa(shared_data("xquad", "xquad.en.json"))
     ds = ds.subset(sorted(ds.queries)[:400])
-    fp32 = Embedder(embedder.name, embedder.fingerprint, embedder.model, precision="fp32")
+    fp32 = SentenceTransformerEmbedder(
+        embedder.name, embedder.fingerprint, embedder.model, precision="fp32"
+    )
     ours = evaluate(ds, fp32, top_k=10)
     ref = InformationRetrievalEvaluator(
         ds.queries,
@@ -187,7 +191,9 @@ def test_llm_question_synthesis_resumes(stack: Stack, tmp_path: Path) -> None:
     assert r.returncode == 0 and cache.read_text().splitlines() == lines
 
 
-def test_chinese_mechanics(stack: Stack, tmp_path: Path, embedder: Embedder) -> None:
+def test_chinese_mechanics(
+    stack: Stack, tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
     """MiniLM is English-only: this checks the Chinese path works, not its quality."""
     cmrc = shared_data("cmrc2018", "cmrc2018_trial.json")
     zh = load_qa(small_squad(shared_data("xquad", "xquad.zh.json"), tmp_path / "zh.json", 3))

@@ -120,9 +120,13 @@ def test_pins_agree_with_pyproject_and_registry() -> None:
     version = chroma[0].split("==")[1]
     assert _compose()["services"]["chroma"]["image"].endswith(f":{version}}}")
     assert _example()["CHROMA_IMAGE"].endswith(f":{version}")
-    packages = {m.kind: m.package for m in BASE_MODELS.values()}
-    assert packages["llm"] == role_requirements.LLM_MODEL
-    assert packages["embedder"] == role_requirements.EMBED_MODEL
+    packages = {m.package for m in BASE_MODELS.values()}
+    assert packages == {
+        role_requirements.LLM_MODEL,
+        role_requirements.EMBED_MODEL,
+        role_requirements.MULTILINGUAL_EMBED_MODEL,
+    }
+    assert set(role_requirements.model_packages("jobs")) == packages
 
 
 def test_role_requirements_keep_torch_out_of_the_ui() -> None:

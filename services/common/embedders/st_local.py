@@ -1,21 +1,16 @@
-"""Load registered embedders once per process and encode with them.
-
-Shared by rag_api (ingest, retrieve, /v1/embeddings) and embed_tuner (evaluation), so
-every path produces identical vectors for the same registry name: normalized float32,
-the same batch size and truncation.
-"""
+"""sentence-transformers weights on this machine: the bundled MiniLM and every tuned
+embedder (the only kind `embed tune` trains)."""
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from services.common.embedders.base import Embedder, TextKind
 from services.common.logs import quiet_libraries
-from services.common.registry import Entry, Registry
 from services.common.torch_setup import configure_torch, resolve_precision
 
 if TYPE_CHECKING:
@@ -23,12 +18,13 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Embedder:
+class SentenceTransformerEmbedder(Embedder):
     name: str
     fingerprint: str
     model: SentenceTransformer
     batch_size: int = 32
     precision: str = "fp32"  # "bf16": autocast matmuls (see resolve_precision)
+    provider: str = "sentence-transformers"
     # One call at a time: the fast tokenizer's padding/truncation settings are state that
     # every call sets, so two threads (a query and an ingest, two /v1/embeddings) could
     # pad each other's batches to the wrong length (a 500 under load).
@@ -45,21 +41,34 @@ class Embedder:
         return int(self.model.max_seq_length or 0)
 
     def tokens(self, text: str) -> list[int]:
-        """Token ids without special tokens: the unit chunk sizes are counted in."""
         with self._lock:
             ids: list[int] = self.model.tokenizer.encode(
                 text, add_special_tokens=False, verbose=False
             )
         return ids
 
+    def _prompt_name(self, kind: TextKind) -> str | None:
+        """The model's own prompt for this kind of text, when it was saved with one (E5,
+        BGE and similar models list "query"/"document" or "passage" prompts)."""
+        prompts = getattr(self.model, "prompts", None) or {}
+        names = ("query",) if kind == "query" else ("document", "passage")
+        return next((n for n in names if prompts.get(n)), None)
+
     def encode(
-        self, texts: list[str], *, show_progress: bool = False, prompt: str | None = None
+        self,
+        texts: list[str],
+        *,
+        show_progress: bool = False,
+        prompt: str | None = None,
+        kind: TextKind = "document",
     ) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         kwargs: dict[str, Any] = {}
         if prompt:
             kwargs["prompt"] = prompt
+        elif name := self._prompt_name(kind):
+            kwargs["prompt_name"] = name
         import torch
 
         device = str(self.model.device).split(":")[0]
@@ -75,52 +84,17 @@ class Embedder:
             )
         return np.asarray(vecs, dtype=np.float32)
 
-    def ident(self) -> dict[str, str]:
-        return {"embedder": self.name, "embedder_fp": self.fingerprint}
 
-
-class EmbedderPool:
-    """An LRU of loaded models: loading takes seconds, encoding milliseconds."""
-
-    def __init__(
-        self,
-        registry: Registry,
-        *,
-        capacity: int = 3,
-        device: str | None = None,
-        precision: str = "auto",
-    ):
-        self.registry = registry
-        self.capacity = capacity
-        self.device = device
-        self.precision = precision
-        self._cache: OrderedDict[str, Embedder] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, name: str) -> Embedder:
-        with self._lock:
-            entry = self.registry.get("embedder", name)
-            key = f"{entry.name}:{entry.fingerprint}"
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-            emb = load_embedder(entry, device=self.device, precision=self.precision)
-            self._cache[key] = emb
-            while len(self._cache) > self.capacity:
-                self._cache.popitem(last=False)
-            return emb
-
-
-def load_embedder(entry: Entry, *, device: str | None = None, precision: str = "auto") -> Embedder:
-    from sentence_transformers import SentenceTransformer
+def load(name: str, fingerprint: str, path: str, *, device: str | None, precision: str):
+    from sentence_transformers import SentenceTransformer  # heavy: only when loading
 
     quiet_libraries()
     configure_torch()
     dev = device or _default_device()
-    model = SentenceTransformer(str(entry.model_path), device=dev)
-    return Embedder(
-        name=entry.name,
-        fingerprint=entry.fingerprint,
+    model = SentenceTransformer(path, device=dev)
+    return SentenceTransformerEmbedder(
+        name=name,
+        fingerprint=fingerprint,
         model=model,
         precision=resolve_precision(precision, dev),
     )
@@ -129,6 +103,4 @@ def load_embedder(entry: Entry, *, device: str | None = None, precision: str = "
 def _default_device() -> str:
     import torch
 
-    if torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
