@@ -1,5 +1,5 @@
-"""`tunestack embed synth|tune|eval|add`: thin commands over services.embed_tuner.service
-and services.common.embedders.remote (registering a remote embedder)."""
+"""`tunestack embed synth|tune|eval|add|word2vec`: thin commands over
+services.embed_tuner (service, word2vec) and services.common.embedders.remote."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from services.common.records import EmbedderRecord, RemoteEndpoint
 from services.common.registry import Entry, Registry, dump
 from services.embed_tuner import service as svc
 from services.embed_tuner.settings import EmbedSettings
+from services.embed_tuner.word2vec import Word2VecParams, Word2VecRequest, train_word2vec
 
 app = typer.Typer(
     help="Tune an embedder on your documents and prove it retrieves better.",
@@ -151,6 +152,40 @@ def tune(
         console.print_json(json.dumps(dump(entry.record), default=str))
     else:
         print_tuned(entry)
+
+
+@app.command()
+def word2vec(
+    name: Annotated[str, typer.Option(help="Registry name of the baseline embedder.")],
+    docs: Docs = None,
+    corpus: Corpus = None,
+    dim: Annotated[int, typer.Option(help="Vector size.")] = 200,
+    window: Annotated[int, typer.Option(help="Context words on each side.")] = 10,
+    min_count: Annotated[int, typer.Option(help="Ignore rarer words.")] = 2,
+    epochs: Annotated[
+        int | None, typer.Option(help="Passes; default: 10M words' worth, 5-100.")
+    ] = None,
+    seed: int = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite")] = False,
+) -> None:
+    """Train a Word2Vec skip-gram baseline on your corpus (jieba words for Chinese,
+    mean-pooled): compare it with `embed eval` to see what a transformer buys you."""
+    s = _settings()
+    registry = Registry(s.home_dir)
+    provision_bases(registry, "embedder", ["all-minilm-l6-v2"])
+    pool = EmbedderPool(registry, precision=s.embed_precision, capacity=1)
+    passages = run(lambda: svc.load_passages(s, pool, docs, corpus, "all-minilm-l6-v2"))
+    params = Word2VecParams(dim, window, min_count, epochs, seed)
+    req = Word2VecRequest(name, passages, str(docs or corpus), params, overwrite)
+    with err_console.status("Training Word2Vec (skip-gram)..."):
+        entry = run(lambda: train_word2vec(registry, req))
+    d = entry.record.data or {}
+    console.print(
+        f"Registered embedder [bold]{name}[/]: {d.get('vocabulary')} words x {dim} dims from "
+        f"{d.get('passages')} passages ({d.get('words')} tokens, "
+        f"{entry.record.parameters.get('epochs')} epochs, {d.get('train_seconds')} s)."
+    )
+    console.print(f"Compare: tunestack embed eval --dataset QA.json --model {name} --model ...")
 
 
 @app.command()

