@@ -1,5 +1,5 @@
-"""`tunestack embed synth|tune|eval|add|word2vec`: thin commands over
-services.embed_tuner (service, word2vec) and services.common.embedders.remote."""
+"""`tunestack embed synth|tune|eval|mteb|add|word2vec`: thin commands over
+services.embed_tuner (service, mteb_run, word2vec) and services.common.embedders.remote."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from services.common.logs import quiet_libraries
 from services.common.records import EmbedderRecord, RemoteEndpoint
 from services.common.registry import Entry, Registry, dump
 from services.embed_tuner import service as svc
+from services.embed_tuner.mteb_run import COLUMNS as MTEB_COLUMNS
+from services.embed_tuner.mteb_run import MtebRequest, run_mteb
 from services.embed_tuner.settings import EmbedSettings
 from services.embed_tuner.word2vec import Word2VecParams, Word2VecRequest, train_word2vec
 
@@ -152,6 +154,33 @@ def tune(
         console.print_json(json.dumps(dump(entry.record), default=str))
     else:
         print_tuned(entry)
+
+
+@app.command()
+def mteb(
+    dataset: Annotated[
+        Path, typer.Option(help="EmbeddingQA JSON or SQuAD/CMRC JSON (e.g. XQuAD).")
+    ],
+    model: Annotated[list[str], typer.Option(help="Registered embedder; repeat to compare.")],
+    task_name: Annotated[
+        str | None, typer.Option(help="MTEB task name (default: from the file name).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Report folder.")] = None,
+) -> None:
+    """MTEB retrieval evaluation of your QA set as a custom task (no hub downloads):
+    MTEB's result files and a side-by-side table; NDCG@10 equals `embed eval`'s."""
+    s = _settings()
+    registry = Registry(s.home_dir)
+    provision_bases(registry, "embedder", model)
+    pool = EmbedderPool(registry, precision=s.embed_precision, capacity=1)
+    req = MtebRequest(dataset, model, task_name, out)
+    with err_console.status("Running MTEB..."):
+        report = run(lambda: run_mteb(pool, registry.reports, req))
+    t = Table("model", *(c.replace("_at_", "@") for c in MTEB_COLUMNS), title=report.task)
+    for name, sc in report.scores.items():
+        t.add_row(name, *(f"{sc[c]:.4f}" if c in sc else "-" for c in MTEB_COLUMNS))
+    console.print(t)
+    console.print(f"MTEB result files: {report.folder}/results/; summary.json beside them")
 
 
 @app.command()
