@@ -270,9 +270,11 @@ class FakeOllama:
             if key in req and not isinstance(req[key], want):
                 raise HttpError(400, f"field {key} has the wrong type")
         encode = self.embedding_models.get(self._full(name))
+        if encode is None and self._full(name) in self.models:
+            encode = self._gguf_embedder(self.models[self._full(name)])
         if encode is None:
             raise HttpError(404, f'model "{name}" not found, try pulling it first')
-        context = self._contexts[self._full(name)]
+        context = self._contexts.get(self._full(name), 1 << 30)
         if not req.get("truncate", True) and any(len(t) > context for t in texts):
             raise HttpError(400, "input length exceeds maximum context length")
         t0 = time.perf_counter_ns()
@@ -294,6 +296,25 @@ class FakeOllama:
             },
             False,
         )
+
+    def _gguf_embedder(self, m: dict[str, Any]) -> Callable[[list[str]], Any]:
+        """A created model's GGUF run by llama.cpp in embedding mode, its context from the
+        Modelfile's num_ctx (Ollama's default 2048 otherwise), inputs truncated to it."""
+        key = f"embed:{m['name']}"
+        if key not in self._llms:
+            from llama_cpp import Llama
+
+            n_ctx = int(m["parameters"].get("num_ctx", 2048))
+            self._llms[key] = Llama(
+                model_path=str(m["gguf"]),
+                embedding=True,
+                n_ctx=n_ctx,
+                n_batch=n_ctx,
+                n_ubatch=n_ctx,
+                verbose=False,
+            )
+        llm = self._llms[key]
+        return lambda texts: [llm.embed(t, normalize=True, truncate=True) for t in texts]
 
     @staticmethod
     def _full(name: str) -> str:

@@ -1,5 +1,6 @@
-"""`tunestack embed synth|tune|eval|mteb|add|word2vec`: thin commands over
-services.embed_tuner (service, mteb_run, word2vec) and services.common.embedders.remote."""
+"""`tunestack embed synth|tune|eval|mteb|add|word2vec|export|deploy`: thin commands over
+services.embed_tuner (service, mteb_run, word2vec), services.converter.embedder_gguf and
+services.common.embedders.remote."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from services.common.embedders.remote import register_remote
 from services.common.logs import quiet_libraries
 from services.common.records import EmbedderRecord, RemoteEndpoint
 from services.common.registry import Entry, Registry, dump
+from services.converter.embedder_gguf import deploy_embedder_ollama, export_embedder
+from services.converter.settings import ConvertSettings
 from services.embed_tuner import service as svc
 from services.embed_tuner.mteb_run import COLUMNS as MTEB_COLUMNS
 from services.embed_tuner.mteb_run import MtebRequest, run_mteb
@@ -181,6 +184,64 @@ def mteb(
         t.add_row(name, *(f"{sc[c]:.4f}" if c in sc else "-" for c in MTEB_COLUMNS))
     console.print(t)
     console.print(f"MTEB result files: {report.folder}/results/; summary.json beside them")
+
+
+@app.command()
+def export(
+    name: Annotated[str, typer.Argument(help="A sentence-transformers embedder.")],
+    gguf: Annotated[bool, typer.Option("--gguf", help="Convert to GGUF (llama.cpp).")] = False,
+    outtype: Annotated[str, typer.Option(help="f16 | f32")] = "f16",
+) -> None:
+    """Convert an embedder to GGUF with llama.cpp's converter and check parity: cosine >=
+    0.99 with sentence-transformers on 200 texts, else marked not ok (deploy refuses it)."""
+    if not gguf:
+        fail("Name the format: --gguf (the only one so far).")
+    s = ConvertSettings()
+    registry = Registry(s.home_dir)
+    entry = run(lambda: export_embedder(s, registry, name, outtype=outtype, say=err_console.print))
+    ex = entry.record.gguf
+    assert ex is not None
+    p = ex.parity
+    verdict = "[green]ok[/]" if ex.ok else "[red]FAILED: " + "; ".join(p.problems()) + "[/]"
+    console.print(
+        f"{ex.file.path} ({ex.file.size / 2**20:.0f} MB): cosine min {p.min_cosine:.6f}, "
+        f"median {p.median_cosine:.6f} on {p.texts} texts (window {p.window}) {verdict}"
+    )
+    if not ex.ok:
+        raise typer.Exit(2)
+
+
+@app.command()
+def deploy(
+    name: Annotated[str, typer.Argument(help="An embedder exported with --gguf.")],
+    to: Annotated[str, typer.Option(help="ollama")] = "ollama",
+    model: Annotated[str | None, typer.Option(help="Name on the server (default NAME).")] = None,
+    register_as: Annotated[
+        str | None, typer.Option("--as", help="Registry name (default NAME-ollama).")
+    ] = None,
+) -> None:
+    """Create the GGUF as an Ollama embedding model, check Ollama's vectors against
+    sentence-transformers', and register it as an embedder."""
+    if to != "ollama":
+        fail(
+            f"--to {to}: only ollama so far. For llama.cpp, serve the exported GGUF with "
+            "`python -m llama_cpp.server --model FILE --embedding true --n_ctx 256` and "
+            "register it: tunestack embed add NAME --provider openai-compatible --base-url "
+            "http://127.0.0.1:PORT/v1 --model FILE"
+        )
+    s = ConvertSettings()
+    registry = Registry(s.home_dir)
+    entry = run(
+        lambda: deploy_embedder_ollama(
+            registry,
+            name,
+            s.ollama_host,
+            model=model,
+            register_as=register_as,
+            say=err_console.print,
+        )
+    )
+    console.print(f"Use it: tunestack ingest DOCS -c C --embedder {entry.name}")
 
 
 @app.command()

@@ -179,6 +179,38 @@ class RemoteEndpoint(_Open):
     timeout_s: float = 60.0
 
 
+class EmbedParity(_Open):
+    """The parity gate of an embedder's GGUF (services.converter.embedder_gguf): cosine
+    between llama.cpp's vectors of the file and sentence-transformers' on the same texts,
+    each cut to the model's window first, so pooling and normalization must match."""
+
+    min_cosine: float
+    median_cosine: float
+    texts: int
+    window: int
+    threshold: float = 0.99
+    ok: bool
+
+    def problems(self) -> list[str]:
+        if self.ok:
+            return []
+        return [
+            f"cosine to sentence-transformers {self.min_cosine:.4f} < {self.threshold} on "
+            f"{self.texts} texts (pooling or normalization differ)"
+        ]
+
+
+class EmbedderExport(_Open):
+    """The last `tunestack embed export --gguf` of an embedder."""
+
+    file: FileRef
+    outtype: str
+    parity: EmbedParity
+    ok: bool
+    created: str = Field(default_factory=now)
+    deployments: list[Deployment] = Field(default_factory=list)
+
+
 class EmbedderRecord(ModelRecord):
     kind: Literal["embedder"] = "embedder"
     fingerprint: str = Field(
@@ -187,6 +219,7 @@ class EmbedderRecord(ModelRecord):
     )
     provider: Provider = "sentence-transformers"
     remote: RemoteEndpoint | None = None
+    gguf: EmbedderExport | None = None
     dimension: int | None = None
     languages: list[str] | None = None
     base_fingerprint: str | None = None

@@ -1,0 +1,261 @@
+"""A sentence-transformers embedder as GGUF, for the tools that look for embedding models
+there (Ollama, llama.cpp), with a parity gate: `tunestack embed export NAME --gguf` and
+`tunestack embed deploy NAME --to ollama`.
+
+Users report Ollama's embeddings disagreeing with sentence-transformers'. The usual
+causes are the pooling (mean vs CLS) the GGUF carries, a missing normalization, and
+truncation (sentence-transformers cuts at its max_seq_length, a server at its context).
+So the export converts with llama.cpp's own converter from the same pinned toolchain as
+the LLM export, then embeds PARITY_TEXTS with llama.cpp (llama-cpp-python, the file's own
+pooling, context = the model's window) and with sentence-transformers, each text first cut
+to the window by the model's tokenizer so both see the same words, and requires cosine
+>= 0.99 on every text. A file that fails is kept for inspection, marked not ok, and
+refused by deploy. Deploying to Ollama sets num_ctx to the window and checks Ollama's own
+vectors against sentence-transformers' again before registering the model as an embedder.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from services.common.embedders.remote import register_remote
+from services.common.errors import BadInput, Conflict, ServiceUnavailable, TunestackError
+from services.common.hashing import file_sha256
+from services.common.records import (
+    Deployment,
+    EmbedderExport,
+    EmbedderRecord,
+    EmbedParity,
+    FileRef,
+    RemoteEndpoint,
+)
+from services.common.registry import Entry, Registry
+from services.converter.convert import run_converter
+from services.converter.settings import ConvertSettings
+from services.converter.toolchain import scripts_dir
+
+Say = Callable[[str], None]
+THRESHOLD = 0.99
+OUTTYPES = ("f32", "f16")
+
+_SEEDS = (
+    "How do I reset my password?",
+    "The warranty covers manufacturing defects for two years from the date of purchase.",
+    "退货需要在收到商品后三十天内申请，并保留原始包装。",
+    "Error 0x80070005: access denied while installing the update.",
+    "def add(a, b):\n    return a + b",
+    "Quarterly revenue grew 12% to $4.2 billion, driven by cloud services.",
+    "Les employés ont droit à vingt-cinq jours de congés payés par an.",
+    "Press and hold the power button for ten seconds to force a restart.",
+    "客服热线每天早上九点到晚上六点提供服务。",
+    "Photosynthesis converts light energy into chemical energy stored in glucose.",
+)
+
+
+def parity_texts(n: int = 200) -> list[str]:
+    """`n` deterministic texts of growing length (a word to past 512 tokens), in English,
+    Chinese, French, code and numbers: short queries and long passages both."""
+    out = []
+    for i in range(n):
+        repeat = 1 + (i * 7) % 40
+        start = i % len(_SEEDS)
+        parts = [_SEEDS[(start + j) % len(_SEEDS)] for j in range(repeat)]
+        text = " ".join(parts)
+        out.append(text if i % 5 else text.split()[0])
+    return out
+
+
+def _st_model(entry: Entry[EmbedderRecord]) -> Any:
+    from sentence_transformers import SentenceTransformer  # optional extra (embed)
+
+    return SentenceTransformer(str(entry.model_path), device="cpu")
+
+
+def _window(st: Any) -> int:
+    return int(min(st.max_seq_length or 512, 512))
+
+
+def cut_to_window(st: Any, texts: list[str], window: int) -> list[str]:
+    """Each text cut, at a token boundary of the original characters, to what fits the
+    window with [CLS]/[SEP] (and a few tokens to spare, should llama.cpp's tokenizer split
+    one word more finely)."""
+    keep = window - 8
+    out = []
+    for t in texts:
+        enc = st.tokenizer(t, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        out.append(t if len(offsets) <= keep else t[: offsets[keep - 1][1]])
+    return out
+
+
+def gguf_vectors(gguf: Path, texts: list[str], window: int) -> np.ndarray:
+    from llama_cpp import Llama  # optional extra (llm)
+
+    llm = Llama(
+        model_path=str(gguf),
+        embedding=True,
+        n_ctx=window,
+        n_batch=window,
+        n_ubatch=window,
+        verbose=False,
+    )
+    try:
+        return np.asarray([llm.embed(t, normalize=True) for t in texts], dtype=np.float32)
+    finally:
+        llm.close()
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.asarray((a * b).sum(axis=1))
+
+
+def parity(st: Any, gguf: Path, texts: list[str]) -> EmbedParity:
+    window = _window(st)
+    cut = cut_to_window(st, texts, window)
+    want = st.encode(cut, normalize_embeddings=True, convert_to_numpy=True)
+    cos = cosines(want, gguf_vectors(gguf, cut, window))
+    low = float(cos.min())
+    return EmbedParity(
+        min_cosine=round(low, 6),
+        median_cosine=round(float(statistics.median(cos.tolist())), 6),
+        texts=len(texts),
+        window=window,
+        threshold=THRESHOLD,
+        ok=low >= THRESHOLD,
+    )
+
+
+def export_embedder(
+    s: ConvertSettings,
+    registry: Registry,
+    name: str,
+    *,
+    outtype: str = "f16",
+    texts: list[str] | None = None,
+    say: Say = lambda m: None,
+) -> Entry[EmbedderRecord]:
+    entry: Entry[EmbedderRecord] = registry.embedder(name)
+    if entry.record.provider != "sentence-transformers":
+        raise BadInput(
+            f"'{name}' ({entry.record.provider}) is not a sentence-transformers model: there "
+            "are no weights here to convert.",
+            hint="Export the bundled all-minilm-l6-v2 or an embedder tuned from it.",
+        )
+    if outtype not in OUTTYPES:
+        raise BadInput(f"--outtype must be one of {', '.join(OUTTYPES)}.")
+    out = entry.dir / "gguf" / f"{name}-{outtype}.gguf"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial")
+    say(f"Converting {name} with llama.cpp's convert_hf_to_gguf.py ({outtype})...")
+    run_converter(
+        scripts_dir(s),
+        [str(entry.model_path), "--outfile", str(partial), "--outtype", outtype],
+        writes=out.parent,
+    )
+    partial.replace(out)
+    say("Parity gate: llama.cpp vs sentence-transformers on 200 texts...")
+    gate = parity(_st_model(entry), out, texts or parity_texts())
+    export = EmbedderExport(
+        file=FileRef(
+            path=str(out), file=out.name, size=out.stat().st_size, sha256=file_sha256(out)
+        ),
+        outtype=outtype,
+        parity=gate,
+        ok=gate.ok,
+    )
+
+    def put(rec: EmbedderRecord) -> EmbedderRecord:
+        rec.gguf = export
+        return rec
+
+    return registry.update("embedder", name, put)
+
+
+def deploy_embedder_ollama(
+    registry: Registry,
+    name: str,
+    host: str,
+    *,
+    model: str | None = None,
+    register_as: str | None = None,
+    say: Say = lambda m: None,
+) -> Entry[EmbedderRecord]:
+    """Create the exported GGUF as an Ollama embedding model, check Ollama's vectors, and
+    register it as an `ollama` embedder (REGISTER_AS, default NAME-ollama)."""
+    from services.converter.deploy import _ollama_client, push_blob  # ollama: optional
+
+    entry: Entry[EmbedderRecord] = registry.embedder(name)
+    export = entry.record.gguf
+    if export is None:
+        raise Conflict(
+            f"'{name}' has no GGUF export.", hint=f"Run: tunestack embed export {name} --gguf"
+        )
+    if not export.ok:
+        raise Conflict(
+            f"'{name}''s GGUF failed its parity gate: {'; '.join(export.parity.problems())}.",
+            hint="It is not deployed: a server would return other vectors than the ones the "
+            "collections hold. Re-export from a sentence-transformers folder with its "
+            "1_Pooling config.",
+        )
+    gguf = Path(export.file.path)
+    if not gguf.is_file() or file_sha256(gguf) != export.file.sha256:
+        raise Conflict(
+            f"{gguf.name} changed or is missing since it was exported.",
+            hint=f"Run: tunestack embed export {name} --gguf",
+        )
+    model = model or name
+    client = _ollama_client(host)
+    try:
+        digest = push_blob(client, gguf, export.file.sha256, say)
+        say(f"Creating Ollama embedding model '{model}' (num_ctx {export.parity.window})...")
+        client.create(
+            model=model,
+            files={gguf.name: digest},
+            parameters={"num_ctx": export.parity.window},
+            stream=False,
+        )
+    except (ConnectionError, httpx.HTTPError) as e:
+        raise ServiceUnavailable(
+            "ollama",
+            f"Ollama is not reachable at {host} ({type(e).__name__}).",
+            hint="Start Ollama or set OLLAMA_HOST.",
+        ) from e
+    except Exception as e:  # ollama.ResponseError: the server refused
+        raise TunestackError(f"Ollama at {host} refused: {e}") from e
+    texts = parity_texts(20)
+    st = _st_model(entry)
+    cut = cut_to_window(st, texts, export.parity.window)
+    want = st.encode(cut, normalize_embeddings=True, convert_to_numpy=True)
+    got = np.asarray(client.embed(model=model, input=cut).embeddings, dtype=np.float32)
+    low = float(cosines(want, got).min())
+    if low < THRESHOLD:
+        raise Conflict(
+            f"Ollama's vectors for '{model}' differ from sentence-transformers' (cosine "
+            f"{low:.4f} < {THRESHOLD}); not registered.",
+            hint=f"Check the Ollama version's BERT support; the collections keep using '{name}'.",
+        )
+    reg_name = register_as or f"{name}-ollama"
+    remote = register_remote(
+        registry, reg_name, "ollama", RemoteEndpoint(base_url=host, model=model), replace=True
+    )
+    dep = Deployment(to="ollama", name=model, base_url=host, by="tunestack embed deploy")
+
+    def add(rec: EmbedderRecord) -> EmbedderRecord:
+        assert rec.gguf is not None
+        rec.gguf.deployments.append(dep)
+        return rec
+
+    registry.update("embedder", name, add)
+    say(f"Ollama's vectors agree (min cosine {low:.4f}); registered embedder '{reg_name}'.")
+    return remote
+
+
+__all__ = ["deploy_embedder_ollama", "export_embedder", "parity", "parity_texts"]
