@@ -72,7 +72,9 @@ class ProviderGate:
         self.upstream = upstream.rstrip("/")
         self.key = key
         self.max_inputs = max_inputs
-        self.script: list[tuple[int, dict[str, str]]] = []  # (status, headers) to answer next
+        # what to answer next, in order: (status, headers), or None to let one through
+        self.script: list[tuple[int, dict[str, str]] | None] = []
+        self.texts: list[str] = []  # every input forwarded, in order
         self.batches: list[int] = []  # inputs per request forwarded
         self.seen_keys: list[str | None] = []
         self.requests = 0
@@ -87,6 +89,10 @@ class ProviderGate:
     def fail_next(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
         self.script += [(status, headers)] * times
+
+    def fail_after(self, ok: int, status: int, times: int) -> None:
+        """Let `ok` requests through, then answer `status` `times` times."""
+        self.script += [None] * ok + [(status, {})] * times
 
     def start(self) -> ProviderGate:
         gate = self
@@ -125,7 +131,7 @@ class ProviderGate:
                             "invalid_api_key",
                         ),
                     )
-                if scripted is not None:
+                if scripted is not None:  # a scripted failure
                     status, headers = scripted
                     kind = "rate_limit_exceeded" if status == 429 else "server_error"
                     return self._send(status, _err(f"scripted {status}", "requests", kind), headers)
@@ -141,6 +147,8 @@ class ProviderGate:
                     )
                 with gate._lock:
                     gate.batches.append(n)
+                    inp = body.get("input")
+                    gate.texts += inp if isinstance(inp, list) else [inp]
                 r = httpx.post(
                     f"{gate.upstream}/embeddings",
                     content=raw,

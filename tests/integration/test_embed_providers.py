@@ -196,6 +196,46 @@ def test_ollama_embedder_serves_retrieval_through_the_api(stack: Stack, tmp_path
         fake.stop()
 
 
+def test_provider_outage_mid_ingest_fails_clearly_and_the_rerun_loses_nothing(
+    stack: Stack, gate: ProviderGate, tmp_path: Path
+) -> None:
+    env = {"TS_EMBED_KEY": KEY}
+    r = stack.cli(
+        "embed",
+        "add",
+        "zh-flaky",
+        "--provider",
+        "openai-compatible",
+        "--base-url",
+        gate.url,
+        "--model",
+        SERVED,
+        "--api-key-env",
+        "TS_EMBED_KEY",
+        "--max-batch",
+        "4",
+        env=env,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    docs = zh_docs(tmp_path)
+    first = sorted(docs.iterdir())[0]
+    r = stack.cli("ingest", str(first), "-c", "zh-flaky", "--embedder", "zh-flaky", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    gate.fail_after(2, 503, times=100)  # two more batches, then the provider is down
+    r = stack.cli("ingest", str(docs), "-c", "zh-flaky", "--embedder", "zh-flaky", env=env)
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode != 0 and "Traceback" not in out
+    assert "answered 503" in out and "zh-flaky" in out and "rerun the command" in out, out
+    gate.script.clear()
+    before = gate.requests
+    r = stack.cli("ingest", str(docs), "-c", "zh-flaky", "--embedder", "zh-flaky", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the file ingested before the outage is unchanged, and the batches embedded before it
+    # failed are cached: the rerun asks only for what was never answered
+    assert gate.requests > before
+    assert len(gate.texts) == len(set(gate.texts)), "a text was sent twice"
+
+
 def test_rate_limits_are_waited_out_and_failures_name_the_provider(gate: ProviderGate) -> None:
     gate.fail_next(429, times=2, retry_after="1")
     t0 = time.monotonic()
