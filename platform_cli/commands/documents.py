@@ -69,6 +69,8 @@ def print_report(report: IngestReport) -> None:
         f"{report.collection}: {counts}; {report.chunks_written} chunks written "
         f"in {report.seconds:.1f}s (embedder {report.embedder})"
     )
+    for w in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}")
 
 
 def ask(

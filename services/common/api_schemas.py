@@ -82,6 +82,9 @@ class IngestResponse(BaseModel):
     chunks_written: int
     seconds: float
     files: list[FileStatus]
+    warnings: list[str] = Field(
+        default_factory=list, description="Things that work but will not work well."
+    )
 
 
 class BuildInfo(BaseModel):

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from services.common import atomic
 from services.common.api_schemas import BuildInfo, CollectionInfo
-from services.common.errors import BadInput, ServiceUnavailable
+from services.common.errors import BadInput, ServiceUnavailable, TunestackError
 from services.rag_api.context import RagContext
 from services.rag_api.ingest import Ingestor, IngestReport, Progress, load_limits
 from services.rag_api.reindex import reindex
@@ -97,6 +97,7 @@ def _ingest_locked(
 
         reindex(store, name, emb, ctx.settings.default_embedder, progress=copied)
     report = ingestor.ingest(req.paths, name, prune=req.prune, progress=progress)
+    report.warnings += language_warnings(ctx, emb.name, report.mostly_cjk)
     if report.counts.get("ok", 0) or report.counts.get("removed", 0):
         when = time.strftime("%Y-%m-%dT%H:%M:%S")
         for b in others:
@@ -106,6 +107,29 @@ def _ingest_locked(
                 f"{name} --embedder {b.embedder}`",
             )
     return report
+
+
+def language_warnings(ctx: RagContext, embedder: str, mostly_cjk: list[str]) -> list[str]:
+    """An English-only embedder given Chinese (Japanese, Korean) files retrieves from them
+    barely better than at random (xquad.zh MRR@10 0.20 for MiniLM vs 0.94 for
+    multilingual-e5-small): say so at ingest, when re-ingesting is cheap."""
+    if not mostly_cjk:
+        return []
+    try:
+        langs = ctx.registry.embedder(embedder).record.languages
+    except TunestackError:
+        return []
+    if langs != ["en"]:
+        return []
+    shown = ", ".join(mostly_cjk[:3]) + (
+        f" and {len(mostly_cjk) - 3} more" if len(mostly_cjk) > 3 else ""
+    )
+    return [
+        f"{len(mostly_cjk)} file(s) are mostly Chinese/Japanese/Korean ({shown}), but embedder "
+        f"'{embedder}' is English-only: retrieval from them will be poor. For such documents "
+        "use --embedder multilingual-e5-small (a separate collection, or `tunestack reindex "
+        "COLLECTION --embedder multilingual-e5-small`)."
+    ]
 
 
 def ingest_uploads(

@@ -52,6 +52,8 @@ class IngestReport:
     embedder: str
     files: list[FileResult] = field(default_factory=list)
     seconds: float = 0.0
+    mostly_cjk: list[str] = field(default_factory=list)  # files written mostly in CJK script
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -72,7 +74,19 @@ class IngestReport:
             "chunks_written": self.chunks_written,
             "seconds": round(self.seconds, 3),
             "files": [asdict(f) for f in self.files],
+            "warnings": self.warnings,
         }
+
+
+def _cjk_share(texts: list[str]) -> float:
+    """Share of a file's letters that are Chinese, Japanese or Korean characters."""
+    letters = cjk = 0
+    for t in texts:
+        for ch in t:
+            if ch.isalpha():
+                letters += 1
+                cjk += "\u3040" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af"
+    return cjk / letters if letters else 0.0
 
 
 @dataclass
@@ -175,6 +189,8 @@ class Ingestor:
                 if isinstance(item, FileResult):
                     report.files.append(item)
                     continue
+                if _cjk_share(item.texts) > 0.3:
+                    report.mostly_cjk.append(self._relative(item.source))
                 pending.append(item)
                 if sum(len(p.texts) for p in pending) >= self.encode_batch:
                     flush()

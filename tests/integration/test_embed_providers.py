@@ -282,6 +282,14 @@ def test_multilingual_e5_retrieves_chinese_where_minilm_cannot(
     e5 = evaluate(zh, pool.get("multilingual-e5-small"))
     minilm = evaluate(zh, pool.get("all-minilm-l6-v2"))
     assert e5["hit@5"] >= 0.9 and e5["mrr@10"] >= minilm["mrr@10"] + 0.4, (e5, minilm)
+    # ingest says when Chinese files meet an English-only embedder, and only then
+    docs = zh_docs(tmp_path)
+    r = stack.cli("ingest", str(docs), "-c", "zh-minilm", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = " ".join((r.stdout + r.stderr).split())
+    assert "mostly Chinese/Japanese/Korean" in out and "--embedder multilingual-e5-small" in out
+    r = stack.cli("ingest", str(docs), "-c", "zh-e5", "--embedder", "multilingual-e5-small")
+    assert r.returncode == 0 and "English-only" not in r.stdout + r.stderr
     r = stack.cli(
         "embed",
         "tune",

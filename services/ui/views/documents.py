@@ -47,8 +47,11 @@ def overview(cols: list[CollectionInfo]) -> None:
 
 def ingest_files(
     client: RagClient, files: list[Any], collection: str, embedder: str
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """(a row per file, the API's warnings once each: e.g. Chinese files given to an
+    English-only embedder)."""
     rows: list[dict[str, Any]] = []
+    warnings: list[str] = []
     timeout = get_settings().timeout_s
     into = md_escape(collection)
     bar = st.progress(0.0, text=f"Ingesting {len(files)} file(s) into '{into}'…")
@@ -59,13 +62,14 @@ def ingest_files(
                 [(f.name, f.getvalue())], collection, embedder=embedder, timeout=timeout
             )
             rows += ingest_rows(report)
+            warnings += [w for w in report.warnings if w not in warnings]
         except ApiError as e:
             rows.append({"file": f.name, "status": "failed", "chunks": 0, "reason": str(e)})
             if e.status != 413:  # not about this file (bad name, Chroma down): stop here
                 show_error(e, "Ingest stopped")
                 break
     bar.progress(1.0, text=f"Done: {len(files)} file(s).")
-    return rows
+    return rows, warnings
 
 
 def upload_section(client: RagClient, cols: list[CollectionInfo]) -> None:
@@ -105,10 +109,8 @@ def upload_section(client: RagClient, cols: list[CollectionInfo]) -> None:
         key=f"docs_files_{nonce}",
     )
     if st.button("Ingest", type="primary", disabled=not (files and collection), key="docs_ingest"):
-        st.session_state[LAST] = {
-            "collection": collection,
-            "rows": ingest_files(client, list(files or []), collection, embedder),
-        }
+        rows, warnings = ingest_files(client, list(files or []), collection, embedder)
+        st.session_state[LAST] = {"collection": collection, "rows": rows, "warnings": warnings}
         st.session_state["docs_nonce"] = nonce + 1  # empty the uploader for the next batch
         st.rerun()
     last = st.session_state.get(LAST)
@@ -118,6 +120,8 @@ def upload_section(client: RagClient, cols: list[CollectionInfo]) -> None:
         into = md_escape(last["collection"])
         msg = f"'{into}': {len(rows) - failed} of {len(rows)} file(s) ingested."
         (st.warning if failed else st.success)(msg)
+        for w in last.get("warnings", []):
+            st.warning(md_escape(w))
         st.dataframe(pd.DataFrame(rows), width="stretch", hide_index=True)
 
 
