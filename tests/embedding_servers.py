@@ -90,9 +90,10 @@ class ProviderGate:
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
         self.script += [(status, headers)] * times
 
-    def fail_after(self, ok: int, status: int, times: int) -> None:
+    def fail_after(self, ok: int, status: int, times: int, retry_after: str | None = None) -> None:
         """Let `ok` requests through, then answer `status` `times` times."""
-        self.script += [None] * ok + [(status, {})] * times
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        self.script += [None] * ok + [(status, headers)] * times
 
     def start(self) -> ProviderGate:
         gate = self

@@ -221,7 +221,8 @@ def test_provider_outage_mid_ingest_fails_clearly_and_the_rerun_loses_nothing(
     first = sorted(docs.iterdir())[0]
     r = stack.cli("ingest", str(first), "-c", "zh-flaky", "--embedder", "zh-flaky", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
-    gate.fail_after(2, 503, times=100)  # two more batches, then the provider is down
+    # two more batches, then the provider is down (Retry-After 0: retried without waiting)
+    gate.fail_after(2, 503, times=100, retry_after="0")
     r = stack.cli("ingest", str(docs), "-c", "zh-flaky", "--embedder", "zh-flaky", env=env)
     out = " ".join((r.stdout + r.stderr).split())
     assert r.returncode != 0 and "Traceback" not in out
