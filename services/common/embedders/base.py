@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -43,6 +43,13 @@ def normalize(vecs: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vecs, axis=1, keepdims=True)
     out: np.ndarray = vecs / np.where(norms == 0, 1, norms)
     return out
+
+
+def progress_bar(total: int, desc: str) -> Any:
+    """A tqdm bar, as sentence-transformers shows for its own batches."""
+    from tqdm import tqdm  # sentence-transformers' dependency; only when a bar is asked for
+
+    return tqdm(total=total, desc=desc, unit="text")
 
 
 class Embedder(ABC):

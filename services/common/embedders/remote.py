@@ -30,7 +30,13 @@ import httpx
 import numpy as np
 from pydantic import SecretStr
 
-from services.common.embedders.base import Embedder, TextKind, estimate_tokens, normalize
+from services.common.embedders.base import (
+    Embedder,
+    TextKind,
+    estimate_tokens,
+    normalize,
+    progress_bar,
+)
 from services.common.embedders.cache import VectorCache, text_key
 from services.common.errors import BadInput, Conflict, ServiceUnavailable
 from services.common.records import EmbedderRecord, RemoteEndpoint
@@ -144,7 +150,9 @@ class RemoteEmbedder(Embedder):
             if k not in found:
                 todo.setdefault(k, t)  # identical texts are asked once
         pending = list(todo.items())
-        bar = _progress(len(pending)) if show_progress and pending else None
+        bar = (
+            progress_bar(len(pending), "Embedding requests") if show_progress and pending else None
+        )
         for i in range(0, len(pending), ep.max_batch):
             batch = pending[i : i + ep.max_batch]
             vecs = self._embed([t for _, t in batch])
@@ -322,12 +330,6 @@ def _provider_message(r: httpx.Response) -> str:
     if isinstance(err, dict):
         err = err.get("message")
     return str(err or data)[:200]
-
-
-def _progress(total: int) -> Any:
-    from tqdm import tqdm  # sentence-transformers' own progress bars use it too
-
-    return tqdm(total=total, desc="Embedding requests", unit="text")
 
 
 def vector_cache_for(registry: Registry, fingerprint: str) -> VectorCache:
