@@ -36,7 +36,8 @@ Docs = Annotated[Path | None, typer.Option(help="Documents folder (chunked as in
 Corpus = Annotated[Path | None, typer.Option(help="Corpus file: SQuAD/QA JSON, JSONL, text.")]
 Llm = Annotated[str | None, typer.Option(help="OpenAI-compatible base URL; offline if omitted.")]
 Pseudo = Annotated[
-    str, typer.Option(help="Offline queries: sentences (default) | mixed (+clauses, cloze).")
+    str | None,
+    typer.Option(help="Offline queries: sentences (default) | mixed (+clauses, cloze)."),
 ]
 LlmModel = Annotated[str | None, typer.Option()]
 PerChunk = Annotated[int | None, typer.Option(help="Queries per chunk.")]
@@ -60,7 +61,7 @@ def synth(
     embedder: Annotated[
         str, typer.Option(help="Its tokenizer sizes --docs chunks.")
     ] = "all-minilm-l6-v2",
-    pseudo: Pseudo = "sentences",
+    pseudo: Pseudo = None,
     seed: int = 0,
 ) -> None:
     """Synthesize (query, passage) pairs; writes OUT and OUT's .val twin."""
@@ -116,7 +117,7 @@ def tune(
     loss: Annotated[str | None, typer.Option(help="mnrl | cached-mnrl | triplet | cosent")] = None,
     hard_negatives: Annotated[int, typer.Option(help="Mined negatives per pair.")] = 0,
     matryoshka: Annotated[str | None, typer.Option(help="e.g. 384,256,128,64")] = None,
-    pseudo: Pseudo = "sentences",
+    pseudo: Pseudo = None,
     seed: int = 0,
     overwrite: bool = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,

@@ -94,7 +94,7 @@ def pseudo_queries(
 ) -> dict[str, list[str]]:
     """Up to `per_chunk` queries per passage (0 = all candidates), deterministic by seed.
 
-    "sentences" (the default, the measured one): every sentence of the passage.
+    "sentences" (`embed tune`'s default, EmbedSettings.pseudo): every sentence of the passage.
     "mixed": sentences plus their clauses and cloze questions, more and shorter queries.
     """
     if method not in METHODS:

@@ -52,7 +52,7 @@ class SynthRequest:
     llm_model: str | None = None
     per_chunk: int | None = None
     val_fraction: float | None = None
-    pseudo: str = "sentences"
+    pseudo: str | None = None  # None: EmbedSettings.pseudo
     seed: int = 0
 
 
@@ -90,7 +90,7 @@ def synthesize_pairs(
         llm=llm,
         cache=cache,
         seed=req.seed,
-        method=req.pseudo,
+        method=req.pseudo or s.pseudo,
         progress=lambda d, t: progress(d, t, f"{what} {d}/{t}"),
     )
 

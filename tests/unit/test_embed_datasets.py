@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -146,6 +147,33 @@ def test_pseudo_queries_are_deterministic_and_from_the_passage() -> None:
     assert mixed == pseudo_queries({"a": p}, 3, method="mixed") and len(mixed["a"]) == 3
     zh = pseudo_queries({"z": "北京是中国的首都。上海是中国最大的城市，人口超过两千万。"}, 0)["z"]
     assert "北京是中国的首都。" in zh
+
+
+def test_offline_query_method_and_count_come_from_settings(tmp_path: Path) -> None:
+    """`embed tune --corpus` with no options: every sentence, 2 epochs, lr 5e-5;
+    TUNESTACK_EMBED_PSEUDO / _PER_CHUNK (or --pseudo / --per-chunk) change the queries."""
+    from services.embed_tuner.service import SynthRequest, synthesize_pairs
+    from services.embed_tuner.settings import EmbedSettings
+
+    s = EmbedSettings(home=tmp_path)
+    assert (s.pseudo, s.per_chunk, s.epochs, s.lr) == ("sentences", 0, 2.0, 5e-5)
+    p = (
+        "The Panthers finished the regular season with a 15–1 record, and quarterback Cam "
+        "Newton was named the NFL Most Valuable Player. They were founded in 1995 in "
+        "Charlotte, North Carolina. Their stadium opened in 1996."
+    )
+    cache = tmp_path / "c.jsonl"
+
+    def queries(s: EmbedSettings, **kw: Any) -> list[str]:
+        train, val = synthesize_pairs(s, {"a": p}, SynthRequest(val_fraction=0.0, **kw), cache)
+        assert not val.queries
+        return list(train.queries.values())
+
+    assert queries(s) == pseudo_queries({"a": p}, 0)["a"] and len(queries(s)) == 3
+    mixed = EmbedSettings(home=tmp_path, pseudo="mixed", per_chunk=4)
+    assert queries(mixed) == queries(mixed) and len(queries(mixed)) == 4
+    assert set(queries(mixed)) <= set(candidates(p, random.Random(0)))
+    assert queries(mixed, pseudo="sentences") == queries(s)[:4]
 
 
 def test_exact_search_matches_brute_force() -> None:
