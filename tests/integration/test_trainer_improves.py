@@ -86,6 +86,8 @@ def test_short_lora_run_beats_base_on_heldout(tmp_path: Path) -> None:
             "32",
             "--max-samples",
             "20",
+            "--batch-size",
+            "20",  # one batch: generating is bound by reading the weights, not by the batch
             "--json",
             timeout=900,
         )
@@ -93,5 +95,7 @@ def test_short_lora_run_beats_base_on_heldout(tmp_path: Path) -> None:
         scores = json.loads(r.stdout)
         assert scores["num_samples"] == 20
         rouge[model] = scores["predict_rouge-l"]
+    base = tmp_path / "reports" / "smollm2-135m-instruct" / "predict-lumen_heldout"
+    assert len((base / "generated_predictions.jsonl").read_text().splitlines()) == 20
     print(f"held-out loss {base_loss:.3f} -> {tuned_loss:.3f}; ROUGE-L {rouge}")
     assert rouge["improve"] >= rouge["smollm2-135m-instruct"] + MIN_ROUGE_GAIN, rouge
