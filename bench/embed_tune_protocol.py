@@ -108,6 +108,40 @@ def tune_on(passages: dict[str, str], setting: dict[str, Any], home: Path, name:
     return {"seconds": round(seconds, 1), "steps": steps[1]}
 
 
+def tune_without(
+    full: dict[str, str], held: dict[str, str], setting: dict[str, Any], home: Path, name: str
+) -> dict:
+    """Like `tune_on(full, ...)`, except that no training query comes from the held-out
+    sentence of a passage (`held[pid]`): queries are made from the passage without it,
+    positives are the whole passage. Same synthesis, 10% validation split and trainer."""
+    from services.common.qa import split_queries
+    from services.common.registry import Registry
+    from services.embed_tuner.pseudo_queries import pseudo_queries
+    from services.embed_tuner.service import TuneRequest, tune_embedder
+    from services.embed_tuner.settings import EmbedSettings
+    from services.embed_tuner.synth import to_dataset
+
+    reduced = {
+        pid: text.replace(held[pid], " ") if pid in held else text for pid, text in full.items()
+    }
+    qs = pseudo_queries(reduced, setting["per_chunk"], seed=0, method=setting["pseudo"])
+    train, val = split_queries(to_dataset(full, qs), 0.1, 0)
+    train.save(home / f"{name}.train.json")
+    val.save(home / f"{name}.val.json")
+    s = EmbedSettings(home=home)
+    req = TuneRequest(
+        name=name,
+        pairs=home / f"{name}.train.json",
+        val=home / f"{name}.val.json",
+        epochs=setting["epochs"],
+        lr=setting["lr"],
+    )
+    t = time.perf_counter()
+    entry = tune_embedder(s, Registry(home), req)
+    steps = entry.record.metrics.get("trained_steps") or [0, 0]
+    return {"seconds": round(time.perf_counter() - t, 1), "steps": steps[1]}
+
+
 def scores(ds: Any, home: Path, names: list[str]) -> dict[str, dict[str, float]]:
     from services.common.embedders import EmbedderPool
     from services.common.ir_eval import evaluate
@@ -128,25 +162,41 @@ def select(args: argparse.Namespace) -> dict:
     from services.common.registry import Registry
 
     full = squad_to_qa(load_squad(args.dataset, args.exclude))
-    articles = sorted({pid[:4] for pid in full.corpus})
-    random.Random(args.seed).shuffle(articles)
-    held = set(articles[: max(1, round(len(articles) * 0.2))])
-    train = {k: v for k, v in full.corpus.items() if k[:4] not in held}
-    val_q = cloze_queries({k: v for k, v in full.corpus.items() if k[:4] in held}, args.seed)
+    rng = random.Random(args.seed)
+    held_sentence: dict[str, str] = {}
+    if args.holdout == "articles":
+        articles = sorted({pid[:4] for pid in full.corpus})
+        rng.shuffle(articles)
+        held = set(articles[: max(1, round(len(articles) * 0.2))])
+        train = {k: v for k, v in full.corpus.items() if k[:4] not in held}
+        val_q = cloze_queries({k: v for k, v in full.corpus.items() if k[:4] in held}, args.seed)
+        where = f"{len(held)} held-out articles ({len(train)} training passages)"
+    else:  # one sentence per passage: its passage is trained on, its questions are not
+        from services.embed_tuner.pseudo_queries import sentences
+
+        train = full.corpus
+        val_q = {}
+        for pid, text in sorted(full.corpus.items()):
+            sents = [x for x in sentences(text) if cloze_queries({pid: x}, args.seed)[pid]]
+            if len(sents) >= 2:
+                held_sentence[pid] = rng.choice(sents)
+                val_q[pid] = cloze_queries({pid: held_sentence[pid]}, args.seed)[pid]
+        where = f"one held-out sentence in each of {len(held_sentence)} passages"
     queries = {f"{pid}c{i}": q for pid, qs in val_q.items() for i, q in enumerate(qs)}
     rel = {qid: [qid.split("c")[0]] for qid in queries}
-    val = QADataset(queries, full.corpus, rel, "cloze pseudo-questions, held-out articles")
-    print(
-        f"{len(articles)} articles: {len(train)} training passages, {len(held)} held-out "
-        f"articles, {len(queries)} cloze pseudo-questions over {len(full.corpus)} passages",
-        flush=True,
-    )
+    val = QADataset(queries, full.corpus, rel, f"cloze pseudo-questions, {where}")
+    print(f"{len(queries)} cloze pseudo-questions over {len(full.corpus)} passages; {where}")
     home = Path(tempfile.mkdtemp(prefix="tune-select-"))
     Registry(home).ensure("embedder", "all-minilm-l6-v2")
     base = scores(val, home, ["all-minilm-l6-v2"])["all-minilm-l6-v2"]
     rows = {"base": {"mrr@10": round(base["mrr@10"], 4)}}
     for name in args.candidates:
-        run = tune_on(train, CANDIDATES[name], home, name)
+        setting = CANDIDATES[name]
+        run = (
+            tune_without(full.corpus, held_sentence, setting, home, name)
+            if held_sentence
+            else tune_on(train, setting, home, name)
+        )
         tuned = scores(val, home, [name])[name]
         rows[name] = {
             "mrr@10": round(tuned["mrr@10"], 4),
@@ -192,6 +242,12 @@ def main() -> None:
     ap.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
     ap.add_argument("--setting", choices=list(CANDIDATES), help="confirm: instead of defaults")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--holdout",
+        choices=("articles", "sentences"),
+        default="articles",
+        help="select: validate on unseen articles, or on unseen sentences of trained passages",
+    )
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     result = select(args) if args.stage == "select" else confirm(args)

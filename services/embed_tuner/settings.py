@@ -15,9 +15,10 @@ class EmbedSettings(CommonSettings):
     chunk_size: int = 256
     chunk_overlap: int = 32
     # Offline pseudo-queries: every sentence of a chunk ("sentences"; "mixed" adds clauses
-    # and cloze questions). bench/embed_tune_protocol.py's held-out-article validation
-    # preferred mixed, 4 per chunk, 1 epoch; on human questions that scored lower on both
-    # sets and barely moved a 60-paragraph corpus, so these stay (bench/README.md).
+    # and cloze questions). bench/embed_tune_protocol.py's validations (held-out articles
+    # or sentences, cloze pseudo-questions) preferred mixed, 4 per chunk, 1 epoch; on human
+    # questions that scored lower on both sets and barely moved a 60-paragraph corpus, so
+    # these stay (bench/README.md).
     pseudo: str = "sentences"
     per_chunk: int = 0  # offline: 0 = every pseudo-query candidate; LLM default is 3
     llm_per_chunk: int = 3
