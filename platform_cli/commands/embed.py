@@ -37,7 +37,10 @@ Corpus = Annotated[Path | None, typer.Option(help="Corpus file: SQuAD/QA JSON, J
 Llm = Annotated[str | None, typer.Option(help="OpenAI-compatible base URL; offline if omitted.")]
 Pseudo = Annotated[
     str | None,
-    typer.Option(help="Offline queries: sentences (default) | mixed (+clauses, cloze)."),
+    typer.Option(
+        help="Offline queries: sentences | mixed (+clauses, cloze). "
+        "Default: TUNESTACK_EMBED_PSEUDO (sentences)."
+    ),
 ]
 LlmModel = Annotated[str | None, typer.Option()]
 PerChunk = Annotated[int | None, typer.Option(help="Queries per chunk.")]
