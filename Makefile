@@ -35,7 +35,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: help setup demo test test-reliability test-slow test-compose check docs fmt up down status bench bench-compose samples clean
+.PHONY: help setup demo test test-reliability test-slow test-compose check docs fmt up down status bench bench-compose samples clean llama-server
 
 help:
 	@echo "make demo   install, ingest the sample corpus, ask three questions, leave the UI up"
@@ -76,6 +76,23 @@ $(STAMP): pyproject.toml constraints.txt $(LLAMA_CPP_WHEEL) | $(VENV)/bin/python
 $(LLAMA_CPP_SCRIPTS)/.extracted: $(LLAMA_CPP_SDIST) | $(STAMP)
 	echo "$(LLAMA_CPP_SHA256)  $(LLAMA_CPP_SDIST)" | sha256sum -c -
 	$(BIN)/python -m services.converter.toolchain extract --sdist $(LLAMA_CPP_SDIST) --dest $(LLAMA_CPP_SCRIPTS)
+
+# llama.cpp's own server (parallel slots, continuous batching) for bench/llm_serving.py,
+# built from the same checksummed sdist as the Python bindings and the converter scripts
+# (~10 min on 2 cores): portable CPU code, no curl/OpenSSL, no web UI download.
+LLAMA_SERVER := $(CACHE)/llama-server/bin/llama-server
+llama-server: $(LLAMA_SERVER)
+$(LLAMA_SERVER): $(LLAMA_CPP_SDIST)
+	echo "$(LLAMA_CPP_SHA256)  $(LLAMA_CPP_SDIST)" | sha256sum -c -
+	rm -rf $(CACHE)/llama-server/src && mkdir -p $(CACHE)/llama-server/src
+	tar xzf $(LLAMA_CPP_SDIST) -C $(CACHE)/llama-server/src --strip-components=3 \
+	  llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp
+	cmake -S $(CACHE)/llama-server/src -B $(CACHE)/llama-server/build -DCMAKE_BUILD_TYPE=Release \
+	  -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_UI=OFF \
+	  -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	  -DBUILD_SHARED_LIBS=OFF >/dev/null
+	cmake --build $(CACHE)/llama-server/build --target llama-server -j$$(nproc)
+	install -D $(CACHE)/llama-server/build/bin/llama-server $@
 
 samples: setup
 	$(BIN)/python samples/build_corpus.py

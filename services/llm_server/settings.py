@@ -7,6 +7,9 @@ the stack's bind address and TUNESTACK_LLM_PORT, which is this `port`).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -23,3 +26,18 @@ class LlmServerSettings(CommonSettings):
     ctx: int = Field(default=4096, description="Context window (n_ctx).")
     threads: int | None = Field(default=None, description="CPU threads; default all cores.")
     gpu_layers: int = Field(default=0, description="Layers offloaded to a GPU (CUDA builds).")
+    engine: Literal["llama-cpp-python", "llama-server"] = Field(
+        default="llama-cpp-python",
+        description="llama-cpp-python's server (one request at a time) or llama.cpp's own "
+        "llama-server (parallel slots, continuous batching; `make llama-server` builds it "
+        "from the same pinned source; bench/llm_serving.py compares them).",
+    )
+    server_binary: Path = Field(
+        default=Path(".cache/llama-server/bin/llama-server"),
+        description="The llama-server executable (engine llama-server).",
+    )
+    parallel: int = Field(
+        default=4,
+        ge=1,
+        description="llama-server slots: requests decoded together, each with `ctx` tokens.",
+    )
