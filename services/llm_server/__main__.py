@@ -29,11 +29,11 @@ def main() -> None:
         registry = Registry(s.home_dir)
         registry.ensure("llm", s.default_llm)
         entry, gguf = servable_gguf(registry, s.default_llm)
+        argv = server_argv(s, gguf)  # engine llama-server: refused when not built
     except TunestackError as e:
         log.error("%s", e)
         raise SystemExit(1) from e
-    log.info("serving %s from %s on %s:%s", entry.name, gguf, s.host, s.port)
-    argv = server_argv(s, gguf)
+    log.info("serving %s from %s on %s:%s (%s)", entry.name, gguf, s.host, s.port, s.engine)
     os.execv(argv[0], argv)
 
 
