@@ -77,9 +77,10 @@ $(LLAMA_CPP_SCRIPTS)/.extracted: $(LLAMA_CPP_SDIST) | $(STAMP)
 	echo "$(LLAMA_CPP_SHA256)  $(LLAMA_CPP_SDIST)" | sha256sum -c -
 	$(BIN)/python -m services.converter.toolchain extract --sdist $(LLAMA_CPP_SDIST) --dest $(LLAMA_CPP_SCRIPTS)
 
-# llama.cpp's own server (parallel slots, continuous batching) for bench/llm_serving.py,
-# built from the same checksummed sdist as the Python bindings and the converter scripts
-# (~10 min on 2 cores): portable CPU code, no curl/OpenSSL, no web UI download.
+# llama.cpp's own server (parallel slots, continuous batching) for TUNESTACK_LLM_ENGINE=
+# llama-server and bench/llm_serving.py, built from the same checksummed sdist as the
+# Python bindings and the converter scripts (~5 min on 2 cores): portable CPU code, no
+# curl/OpenSSL, no web UI download.
 LLAMA_SERVER := $(CACHE)/llama-server/bin/llama-server
 llama-server: $(LLAMA_SERVER)
 $(LLAMA_SERVER): $(LLAMA_CPP_SDIST)

@@ -5,10 +5,11 @@ batching), built from the same pinned, checksummed llama.cpp source, side by sid
     make llama-server                       # builds .cache/llama-server/bin/llama-server
     .venv/bin/python bench/llm_serving.py [--concurrency 1,4,8] [--repeats 3] [--json out.json]
 
-Both servers run at once on the same GGUF (the bundled SmolLM2-135M as the stack serves it,
-F16), with the same threads (all cores) and the same context per request (2048 tokens;
-llama-server splits `-c` across its `--parallel` slots, so it gets 2048 x slots). Only one
-server is loaded at a time: for each concurrency c and each repeat, the old server then the
+Both servers run at once, started with the stack's own command lines
+(services.llm_server.server_argv), on the same GGUF (the bundled SmolLM2-135M as the stack
+serves it, F16), with the same threads (all cores) and the same context per request (2048
+tokens; llama-server gets `--parallel` slots of that size). Only one of them gets
+requests at a time: for each concurrency c and each repeat, the old server then the
 new one answer 2c (at least 4) chats from c closed-loop clients. A chat is what the RAG API
 sends (services/common/rag_prompt.rag_messages: the system prompt with ~1,500 characters of
 the sample corpus as numbered passages, then a question of samples/questions.json),
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -144,19 +144,19 @@ def main() -> None:
         reg = Registry(s.home_dir)
         reg.ensure("llm", s.default_llm)
         _, gguf = servable_gguf(reg, s.default_llm)
-        threads = str(s.threads or len(os.sched_getaffinity(0)))
+        # the stack's own command lines for both engines (services.llm_server.server_argv)
+        n = LlmServerSettings(
+            home=Path(home),
+            port=free_port(),
+            ctx=CTX_PER_CHAT,
+            engine="llama-server",
+            server_binary=a.binary,
+            parallel=max(levels),
+        )
         old_url = f"http://127.0.0.1:{s.port}"
-        new_port = free_port()
-        new_url = f"http://127.0.0.1:{new_port}"
-        slots = max(levels)
-        new_argv = [
-            str(a.binary), "-m", str(gguf), "--alias", s.default_llm,
-            "--host", "127.0.0.1", "--port", str(new_port),
-            "-c", str(CTX_PER_CHAT * slots), "--parallel", str(slots),
-            "-t", threads, "-tb", threads, "--no-webui",
-        ]  # fmt: skip
+        new_url = f"http://127.0.0.1:{n.port}"
         old = start(server_argv(s, gguf), old_url, Path(home) / "old.log")
-        new = start(new_argv, new_url, Path(home) / "new.log")
+        new = start(server_argv(n, gguf), new_url, Path(home) / "new.log")
         servers = {"llama_cpp.server": (old_url, old), "llama-server": (new_url, new)}
         rows: dict[str, dict[int, list[dict]]] = {k: {c: [] for c in levels} for k in servers}
         try:

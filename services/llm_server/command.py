@@ -81,4 +81,5 @@ def llama_server_argv(
         "--n-gpu-layers",
         str(s.gpu_layers),
         "--no-webui",
+        "--no-slots",  # GET /slots would show every user's prompt in flight
     ]

@@ -39,5 +39,6 @@ class LlmServerSettings(CommonSettings):
     parallel: int = Field(
         default=4,
         ge=1,
-        description="llama-server slots: requests decoded together, each with `ctx` tokens.",
+        description="llama-server slots: requests decoded together, each with `ctx` tokens "
+        "(the KV cache holds parallel x ctx tokens).",
     )
