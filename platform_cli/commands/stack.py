@@ -98,7 +98,7 @@ def logs(
 
 
 def doctor() -> None:
-    """Check Python, disk, Docker, GPU, models and ports; say what to fix."""
+    """Check Python, disk, the LLM engine, Docker, GPU, models and ports; say what to fix."""
     ok = True
     t = Table("check", "result", "detail")
     for c in run_checks(settings()):

@@ -13,6 +13,7 @@ from platform_cli.stack.base import SERVICES
 from platform_cli.stack.local import LocalStack
 from platform_cli.stack.processes import port_free
 from services.common.registry import BASE_MODELS
+from services.llm_server import LlmServerSettings
 
 
 @dataclass
@@ -25,7 +26,7 @@ class Check:
 def run_checks(s: StackSettings) -> list[Check]:
     out = [_python(), _disk(s)]
     out += _packages()
-    out += [_docker(), _compose(), _gpu()]
+    out += [_llm_engine(), _docker(), _compose(), _gpu()]
     out += _models()
     out += _ports(s)
     return out
@@ -68,6 +69,31 @@ def _packages() -> list[Check]:
             Check(f"package {mod}", found, why if found else f"missing ({why}); run `make setup`")
         )
     return out
+
+
+def _llm_engine() -> Check:
+    """Which server local mode runs the LLM with, and whether llama-server is there."""
+    s = LlmServerSettings()
+    built = s.server_binary.expanduser().is_file()
+    if s.engine == "llama-server":
+        detail = (
+            f"llama-server, {s.parallel} slots"
+            if built
+            else (
+                f"llama-server selected but {s.server_binary} is missing; run `make llama-server`"
+            )
+        )
+        return Check("llm engine", built, detail)
+    return Check(
+        "llm engine",
+        None,
+        "llama-cpp-python (one request at a time); "
+        + (
+            "llama-server is built: TUNESTACK_LLM_ENGINE=llama-server serves chats in parallel"
+            if built
+            else "`make llama-server` builds llama.cpp's server, which serves chats in parallel"
+        ),
+    )
 
 
 def _docker() -> Check:

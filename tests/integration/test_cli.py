@@ -59,7 +59,7 @@ def test_failures_are_messages_not_tracebacks(stack: Stack, tmp_path: Path) -> N
 
 def test_doctor_runs(stack: Stack) -> None:
     r = cli(stack, "doctor")
-    assert "python" in r.stdout and "docker engine" in r.stdout
+    assert "python" in r.stdout and "docker engine" in r.stdout and "llm engine" in r.stdout
     assert "Traceback" not in r.stderr
 
 
