@@ -145,13 +145,13 @@ def main() -> None:
         reg.ensure("llm", s.default_llm)
         _, gguf = servable_gguf(reg, s.default_llm)
         # the stack's own command lines for both engines (services.llm_server.server_argv)
-        n = LlmServerSettings(
-            home=Path(home),
-            port=free_port(),
-            ctx=CTX_PER_CHAT,
-            engine="llama-server",
-            server_binary=a.binary,
-            parallel=max(levels),
+        n = s.model_copy(
+            update={
+                "port": free_port(),
+                "engine": "llama-server",
+                "server_binary": a.binary,
+                "parallel": max(levels),
+            }
         )
         old_url = f"http://127.0.0.1:{s.port}"
         new_url = f"http://127.0.0.1:{n.port}"
@@ -202,7 +202,8 @@ def main() -> None:
             else:
                 print()
         summary["levels"][c] = {
-            n: {k: med(n, c, k) for k in ("tokens_per_s", "p50_s", "p95_s")} for n in servers
+            name: {k: med(name, c, k) for k in ("tokens_per_s", "p50_s", "p95_s")}
+            for name in servers
         }
     print("peak RSS MB: " + ", ".join(f"{k} {v}" for k, v in rss.items()))
     if a.json:

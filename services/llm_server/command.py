@@ -38,7 +38,7 @@ def server_argv(
         "--n_ctx",
         str(s.ctx),
         "--n_threads",
-        str(s.threads or os.cpu_count() or 1),
+        _threads(s),
         "--n_gpu_layers",
         str(s.gpu_layers),
     ]
@@ -59,7 +59,7 @@ def llama_server_argv(
             "TUNESTACK_LLM_SERVER_BINARY to one you have, or TUNESTACK_LLM_ENGINE="
             "llama-cpp-python.",
         )
-    threads = str(s.threads or os.cpu_count() or 1)
+    threads = _threads(s)
     return [
         str(binary),
         "--model",
@@ -83,3 +83,7 @@ def llama_server_argv(
         "--no-webui",
         "--no-slots",  # GET /slots would show every user's prompt in flight
     ]
+
+
+def _threads(s: LlmServerSettings) -> str:
+    return str(s.threads or os.cpu_count() or 1)

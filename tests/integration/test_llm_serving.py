@@ -1,5 +1,5 @@
 """llama.cpp's own llama-server as the stack's LLM server (TUNESTACK_LLM_ENGINE=llama-server),
-started with the command line local mode uses (services.llm_server.server_argv) on the
+started as local mode starts it (LocalStack, services.llm_server.server_argv) on the
 bundled model: the official `openai` client gets answers to the RAG API's prompt from
 concurrent clients, and a stream; an API process whose RAG chain points at it answers
 with citations, streamed too. (`TUNESTACK_LLM_ENGINE=llama-server tunestack up` starts
@@ -12,19 +12,17 @@ server: bench/llm_serving.py.
 
 from __future__ import annotations
 
-import subprocess
-import time
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 
+from platform_cli.settings import StackSettings
+from platform_cli.stack.local import LocalStack, prepare_models
 from services.common.errors import TunestackError
 from services.common.rag_prompt import rag_messages
-from services.common.registry import Registry
-from services.converter.servable import servable_gguf
 from services.llm_server import LlmServerSettings, server_argv
 from tests.conftest import ROOT, SAMPLES, free_port, unavailable
 from tests.integration.conftest import Stack, start_api
@@ -39,44 +37,39 @@ CONTEXT = (
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """Local mode's own `llm` service (LocalStack: spec, start, health wait, stop) with the
+    engine set as a user sets it, in the environment."""
     if not BINARY.is_file():
         unavailable(f"{BINARY} is missing (make llama-server builds it)")
-    home = tmp_path_factory.mktemp("llama-server-home")
-    s = LlmServerSettings(
-        home=home,
-        port=free_port(),
-        engine="llama-server",
-        server_binary=BINARY,
-        parallel=2,
-        ctx=2048,  # the RAG prompt: 4 chunks of 256 tokens, the instruction, the answer
+    s = StackSettings(
+        home=tmp_path_factory.mktemp("llama-server-home"),
+        api_port=free_port(),
+        chroma_port=free_port(),
+        llm_port=free_port(),
+        ui_port=free_port(),
     )
-    registry = Registry(s.home_dir)
-    registry.ensure("llm", s.default_llm)
-    _, gguf = servable_gguf(registry, s.default_llm)
-    log = home / "llama-server.log"
-    proc = subprocess.Popen(server_argv(s, gguf), stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{s.port}"
+    local = LocalStack(s)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TUNESTACK_LLM_ENGINE", "llama-server")
+        env.setenv("TUNESTACK_LLM_SERVER_BINARY", str(BINARY))
+        env.setenv("TUNESTACK_LLM_PARALLEL", "2")
+        # the RAG prompt: 4 chunks of 256 tokens, the instruction, the answer
+        env.setenv("TUNESTACK_LLM_CTX", "2048")
+        gguf, alias = prepare_models(s, lambda _: None)
+        local.start_services(["llm"], lambda _: None, gguf, alias)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
-        yield url, s.default_llm
+        started = json.loads(local.pidfile("llm").read_text())["argv"]
+        assert started[0] == str(BINARY) and "--no-slots" in started
+        yield s.llm_url, alias
     finally:
-        proc.terminate()
-        proc.wait(30)
+        local.stop("llm")
 
 
 def test_concurrent_rag_answers_and_a_stream(server: tuple[str, str]) -> None:
     from openai import OpenAI
 
     url, model = server
-    client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+    client = OpenAI(base_url=url, api_key="unused")
     assert model in {m.id for m in client.models.list()}
     questions = ["What does the LO-200 Path Light cost?", "Where was Lumen & Oak founded?"]
 
@@ -115,7 +108,7 @@ def test_the_rag_chain_answers_with_citations_through_it(
     url, _ = server
     ingest(stack.api, "llama-server", [SAMPLES / "corpus" / "product_catalog.md"])
     port = free_port()
-    api = start_api(stack, port, TUNESTACK_RAG_LLM_BASE_URL=f"{url}/v1")
+    api = start_api(stack, port, TUNESTACK_RAG_LLM_BASE_URL=url)
     try:
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
         messages = [{"role": "user", "content": "How much does the LO-200 Path Light cost?"}]
