@@ -1,4 +1,4 @@
-"""`tunestack up|down|status|logs|doctor`: the stack, whichever mode runs it.
+"""`tunestack up|down|status|logs|doctor|worker`: the stack, whichever mode runs it.
 
 Each command opens the stack it addresses (platform_cli.stack.open_stack) and calls the
 `Stack` interface; what differs between local processes and compose services lives there.
@@ -111,6 +111,18 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
+def worker() -> None:
+    """Run the API's queued jobs (eval, rag-eval, reindex, deploy) from TUNESTACK_QUEUE_URL.
+
+    Start one or more beside an API that has TUNESTACK_QUEUE_URL set (same TUNESTACK_HOME,
+    Chroma and LLM server). Without that variable the API runs its jobs itself and no
+    worker is needed. Ctrl-C lets the running job finish; a second Ctrl-C stops it (the
+    queue runs it again on another worker)."""
+    from services.rag_api.job_worker import main as work  # torch, rq: only for this command
+
+    raise typer.Exit(work())
+
+
 def register(app: typer.Typer) -> None:
-    for command in (up, down, status, logs, doctor):
+    for command in (up, down, status, logs, doctor, worker):
         app.command()(command)

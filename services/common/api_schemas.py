@@ -516,6 +516,10 @@ class JobInfo(BaseModel):
     resume: str | None = Field(
         default=None, description="The command that does this job again (shown if interrupted)."
     )
+    attempts: int = Field(
+        default=0,
+        description="Runs started: 2 or more when a queue worker died and another ran it again.",
+    )
 
 
 class JobsResponse(BaseModel):

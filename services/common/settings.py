@@ -140,6 +140,12 @@ class CommonSettings(BaseSettings):
         validation_alias=AliasChoices("TUNESTACK_API_KEY"),
         description="Bearer key of the RAG API; clients send it, the API requires it.",
     )
+    queue_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TUNESTACK_QUEUE_URL"),
+        description="redis://[:password@]host:port/db of the job queue: the API enqueues "
+        "jobs there and `tunestack worker` processes run them. Unset: jobs run in the API.",
+    )
     chunk_size: int = Field(
         default=256,
         validation_alias=AliasChoices("TUNESTACK_CHUNK_SIZE"),

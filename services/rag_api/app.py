@@ -20,7 +20,8 @@ from services.common.registry import BASE_MODELS
 from services.rag_api import http_errors
 from services.rag_api.body_limit import BodyLimit
 from services.rag_api.context import RagContext
-from services.rag_api.jobs import JobManager
+from services.rag_api.job_bodies import run_job
+from services.rag_api.jobs import JobManager, JobQueue
 from services.rag_api.routes import admin, documents, health, jobs, llm, openai
 from services.rag_api.security import (
     Guard,
@@ -68,13 +69,26 @@ def authenticator(s: RagSettings) -> Authenticator:
     return auth
 
 
+def job_queue(s: RagSettings, ctx: RagContext) -> JobQueue:
+    """Jobs on the queue's workers when TUNESTACK_QUEUE_URL names one (any replica of the
+    API sees every job there), else on this process's own job thread."""
+    if s.queue_url:
+        from services.rag_api.job_queue import RedisJobs  # redis + rq: only with a queue
+
+        return RedisJobs.from_settings(s)
+    return JobManager(
+        max_active=s.max_jobs,
+        state_dir=s.home_dir / "run" / "jobs",
+        home=s.home_dir,
+        runner=lambda kind, args, progress, loop: run_job(ctx, kind, args, progress, loop),
+    )
+
+
 def create_app(settings: RagSettings | None = None) -> FastAPI:
     s = settings or RagSettings()
     auth = authenticator(s)
     ctx = RagContext.from_settings(s)
-    manager = JobManager(
-        max_active=s.max_jobs, state_dir=s.home_dir / "run" / "jobs", home=s.home_dir
-    )
+    manager = job_queue(s, ctx)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -39,21 +39,13 @@ class RagContext:
         store = VectorStore(s.chroma_url)
         pool = EmbedderPool(registry, precision=s.embed_precision, capacity=pool_capacity)
         base_url, model = deployed_target(s) or (s.llm_base_url, s.default_llm)
-        own = base_url.rstrip("/") == s.llm_base_url.rstrip("/")
         return cls(
             settings=s,
             registry=registry,
             store=store,
             pool=pool,
             retriever=Retriever(store, pool, s.default_embedder),
-            llm=LlmHolder(
-                LlmTarget(
-                    base_url=base_url,
-                    model=model,
-                    api_key=s.llm_api_key.get_secret_value() if own else "sk-no-key-required",
-                    timeout_s=s.llm_timeout_s,
-                )
-            ),
+            llm=LlmHolder(llm_target(s, base_url, model), follow=DeploymentFollower(s)),
         )
 
     def collection_lock(
@@ -65,6 +57,41 @@ class RagContext:
     @property
     def uploads(self) -> Path:
         return self.settings.home_dir / "uploads"
+
+
+def llm_target(s: RagSettings, base_url: str, model: str) -> LlmTarget:
+    """A target on a configured server; the configured key goes only to its own server."""
+    own = base_url.rstrip("/") == s.llm_base_url.rstrip("/")
+    return LlmTarget(
+        base_url=base_url,
+        model=model,
+        api_key=s.llm_api_key.get_secret_value() if own else "sk-no-key-required",
+        timeout_s=s.llm_timeout_s,
+    )
+
+
+class DeploymentFollower:
+    """LlmHolder's `follow`: the deployment record's target each time the record changes.
+    A deploy that ran in a queue worker, or on another API replica sharing
+    TUNESTACK_HOME, switches this API within a second, with no call to each replica."""
+
+    def __init__(self, s: RagSettings) -> None:
+        self._s = s
+        self._seen = self._stamp()
+
+    def _stamp(self) -> int | None:
+        try:
+            return deployment_path(self._s.home_dir).stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def __call__(self) -> LlmTarget | None:
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return None
+        self._seen = stamp
+        found = deployed_target(self._s)
+        return None if found is None else llm_target(self._s, *found)
 
 
 def deployment_path(home: Path) -> Path:

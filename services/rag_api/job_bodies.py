@@ -4,16 +4,23 @@ collection reindex and an LLM deploy to Ollama.
 Each is an adapter over the service function the CLI calls (embed_tuner.service,
 rag_api.collections, converter.deploy): a report made from the UI is `tunestack embed
 eval`'s, a deploy from the UI is `tunestack llm deploy --to ollama`'s. What a job adds is
-progress reporting and the API's own loaded embedders and in-process LLM switch.
+progress reporting and the loaded embedders and LLM switch of the process that runs it.
+
+A job is data: its kind and JSON arguments (`run_job`). That is what lets the same job run
+on the API's own thread (local mode) or in a queue worker in another process or on
+another machine (services.rag_api.job_worker), which rebuilds everything else from its
+settings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from services.common.api_schemas import LlmSwitch, LlmTargetInfo, SwitchResponse
+from services.common.errors import BadInput
 from services.converter.deploy import DeploySpec, OllamaTarget, deploy
 from services.embed_tuner.service import EvalRequest, evaluate_embedders
 from services.rag_api.collections import reindex_collection
@@ -38,17 +45,19 @@ def run_eval(
 
 def run_rag_eval_job(
     ctx: RagContext,
-    loop: asyncio.AbstractEventLoop,
+    loop: asyncio.AbstractEventLoop | None,
     req: RagEvalRequest,
     progress: Progress,
 ) -> dict[str, Any]:
-    """`tunestack rag eval` inside the API. The answers are asked on the API's own event
-    loop (`loop`), as chat requests are: LangChain's OpenAI client keeps one pooled HTTP
-    client per server, bound to the loop that first used it."""
-    future = asyncio.run_coroutine_threadsafe(
-        run_rag_eval(RagBackend(ctx), req, lambda d, t, m: progress(d, t, m)), loop
-    )
-    report = future.result()
+    """`tunestack rag eval` as a job. Inside the API the answers are asked on the API's own
+    event loop (`loop`), as chat requests are: LangChain's OpenAI client keeps one pooled
+    HTTP client per server, bound to the loop that first used it. A queue worker has no
+    loop of its own (None): its context lives for this one job, so a fresh loop is right."""
+    coro = run_rag_eval(RagBackend(ctx), req, lambda d, t, m: progress(d, t, m))
+    if loop is None:
+        report = asyncio.run(coro)
+    else:
+        report = asyncio.run_coroutine_threadsafe(coro, loop).result()
     return {
         "report": report.folder.name,
         "top_k": report.top_k,
@@ -130,3 +139,32 @@ def run_deploy(
         "previous": res.switched.previous.model_dump(),
         "current": res.switched.current.model_dump(),
     }
+
+
+def rag_eval_args(req: RagEvalRequest) -> dict[str, Any]:
+    """The request as a job's JSON arguments (run_job rebuilds it)."""
+    return {**dataclasses.asdict(req), "dataset": str(req.dataset)}
+
+
+def run_job(
+    ctx: RagContext,
+    kind: str,
+    args: dict[str, Any],
+    progress: Progress,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> dict[str, Any]:
+    """Run the job `kind` with its JSON `args` (what a route queued); `loop` is the API's
+    event loop when it runs in the API process, None in a worker."""
+    if kind == "eval":
+        return run_eval(ctx, Path(args["dataset"]), args["models"], args["top_k"], progress)
+    if kind == "rag-eval":
+        req = RagEvalRequest(**{**args, "dataset": Path(args["dataset"])})
+        return run_rag_eval_job(ctx, loop, req, progress)
+    if kind == "reindex":
+        return run_reindex(ctx, args["collection"], args["embedder"], progress)
+    if kind == "deploy":
+        return run_deploy(ctx, args["run"], args["quant"], args["model"], progress)
+    raise BadInput(f"Unknown job kind '{kind}'.", hint="Kinds: " + ", ".join(JOB_KINDS))
+
+
+JOB_KINDS = ("eval", "rag-eval", "reindex", "deploy")

@@ -1,8 +1,15 @@
 """Background jobs with progress that the UI polls (evaluation, reindex, deploy).
 
-An evaluation or a reindex takes from seconds to many minutes; an HTTP request that
-blocks that long dies behind proxies and leaves the UI without progress. So the API
-queues the work here, answers 202 with a job id at once, and the UI polls
+Routes describe a job as data (JobSpec: kind, public params, JSON args) and hand it to the
+app's JobQueue. Two queues implement it: JobManager here, in the API process (local mode,
+no extra server), and services.rag_api.job_queue.RedisJobs, where workers in other
+processes or machines run the jobs and any API replica reports them
+(TUNESTACK_QUEUE_URL). Both run the same bodies (services.rag_api.job_bodies.run_job) and
+turn failures into the same error records (job_outcome).
+
+In the API process: an evaluation or a reindex takes from seconds to many minutes; an
+HTTP request that blocks that long dies behind proxies and leaves the UI without
+progress. So the API queues the work here, answers 202 with a job id at once, and the UI polls
 GET /v1/jobs/{id}. One worker thread runs jobs in order: evaluation and reindex are
 CPU-bound, and running two at once on a small machine only makes both slower and starves
 retrieval; a deploy (upload to Ollama, one generate, the switch) waits its turn too.
@@ -17,6 +24,7 @@ Run the API with one uvicorn worker when the UI polls jobs, as the default does.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 import logging
@@ -28,14 +36,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from services.common import atomic
 from services.common.errors import Busy, DiskFull, NotFound, TunestackError, disk_full_of
 from services.rag_api.http_errors import redact
 
 log = logging.getLogger("tunestack.rag_api.jobs")
-_manager_lock = threading.Lock()
 
 
 @dataclass
@@ -54,6 +61,8 @@ class Job:
     started: float | None = None
     finished: float | None = None
     resume: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)  # what the body needs; never shown
+    attempts: int = 0  # runs started: a queue worker that died mid-job makes it 2
 
     @property
     def active(self) -> bool:
@@ -79,11 +88,53 @@ class Job:
             "started": self.started,
             "finished": self.finished,
             "resume": self.resume,
+            "attempts": self.attempts,
+        }
+
+    def interrupt(self, why: str) -> None:
+        self.status, self.finished = "interrupted", time.time()
+        self.message = why
+        self.error = {
+            "error": "Interrupted",
+            "message": why,
+            "hint": f"Run it again: {self.resume}" if self.resume else "Start it again.",
         }
 
 
-class Progress:
+@dataclass(frozen=True)
+class JobSpec:
+    """A job as a route asks for it. `params` are shown (GET /v1/jobs); `args` are what the
+    body needs (server paths included) and stay inside; `key` makes a second request for
+    the same work (a double-clicked Reindex) the same job; `resume` is the CLI command that
+    does it again if it is interrupted."""
+
+    kind: str
+    params: dict[str, Any]
+    args: dict[str, Any]
+    key: str | None = None
+    resume: str | None = None
+
+
+class JobQueue(Protocol):
+    """What the routes use, whichever queue runs the jobs."""
+
+    def enqueue(self, spec: JobSpec) -> dict[str, Any]: ...
+
+    def get(self, job_id: str) -> dict[str, Any]: ...
+
+    def list(self) -> builtins.list[dict[str, Any]]: ...
+
+    def shutdown(self) -> None: ...
+
+
+class Progress(Protocol):
     """The callback a job body reports through: progress(done, total, message)."""
+
+    def __call__(self, done: int, total: int, message: str | None = None) -> None: ...
+
+
+class LockedProgress:
+    """Progress written into a Job under a lock (the pollers read it under the same)."""
 
     def __init__(self, job: Job, lock: threading.Lock) -> None:
         self._job = job
@@ -98,6 +149,49 @@ class Progress:
 
 
 JobBody = Callable[[Progress], dict[str, Any]]
+# (kind, args, progress, the caller's event loop or None) -> result: job_bodies.run_job
+Runner = Callable[[str, dict[str, Any], Progress, asyncio.AbstractEventLoop | None], dict[str, Any]]
+
+
+def job_outcome(
+    job: Job, body: JobBody, progress: Progress, home: Path | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(result, None) or (None, error): a job never dies silently, since a UI is polling it.
+    A known failure keeps its message and hint; a full disk names the job's command to run
+    again (no server path); anything else is logged with its traceback and shown as a
+    one-line InternalError that points at the log."""
+    try:
+        return body(progress), None
+    except TunestackError as e:
+        return None, (disk_full_error(job, e, home) if isinstance(e, DiskFull) else e.to_dict())
+    except Exception as e:
+        full = disk_full_of(e, home)
+        if full is not None:
+            log.error("job %s (%s) failed: the disk is full (%s)", job.id, job.kind, e)
+            return None, disk_full_error(job, full, home)
+        log.exception("job %s (%s) failed", job.id, job.kind)
+        return None, {
+            "error": "InternalError",
+            "message": f"The job failed unexpectedly ({type(e).__name__}).",
+            "hint": f"See the log of the process that ran job {job.id} "
+            "(tunestack logs rag-api, or the worker's).",
+        }
+
+
+def disk_full_error(job: Job, e: DiskFull, home: Path | None) -> dict[str, Any]:
+    """The clear disk-full error, with the job's own command to run again once space is
+    freed, and no server path (the folder is relative to TUNESTACK_HOME)."""
+    again = f"run it again: {job.resume}" if job.resume else "start the job again"
+    out = e.reworded("the job", again).to_dict()
+    roots = (home,) if home is not None else ()
+    return {k: redact(v, roots) if k in ("message", "hint") else v for k, v in out.items()}
+
+
+def finish(job: Job, result: dict[str, Any] | None, error: dict[str, Any] | None) -> None:
+    job.finished = time.time()
+    job.result, job.error = result, error
+    job.status = "failed" if error else "done"
+    job.message = error["message"] if error else "done"
 
 
 class JobManager:
@@ -108,6 +202,7 @@ class JobManager:
         max_active: int = 64,
         state_dir: Path | None = None,
         home: Path | None = None,
+        runner: Runner | None = None,
     ) -> None:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
@@ -116,9 +211,27 @@ class JobManager:
         self._state_dir = state_dir
         self._home = home  # TUNESTACK_HOME: a full disk's folder is shown relative to it
         self._closing = False
+        self._runner = runner
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tunestack-job")
         if state_dir is not None:
             self._load(state_dir)
+
+    def enqueue(self, spec: JobSpec) -> dict[str, Any]:
+        """Queue a described job; its body is the runner's, given the caller's event loop
+        (an async route's) so work that talks to the LLM uses the API's own clients."""
+        runner = self._runner
+        if runner is None:
+            raise RuntimeError("this JobManager was made without a runner")
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+
+        def body(progress: Progress) -> dict[str, Any]:
+            return runner(spec.kind, spec.args, progress, loop)
+
+        job = self.submit(spec.kind, spec.params, body, key=spec.key, resume=spec.resume)
+        return job.info()
 
     def submit(
         self,
@@ -204,13 +317,7 @@ class JobManager:
             (state_dir / f"{k}.json").unlink(missing_ok=True)
 
     def _interrupt(self, job: Job, why: str) -> None:
-        job.status, job.finished = "interrupted", time.time()
-        job.message = why
-        job.error = {
-            "error": "Interrupted",
-            "message": why,
-            "hint": f"Run it again: {job.resume}" if job.resume else "Start it again.",
-        }
+        job.interrupt(why)
         self._save(job)
 
     def _trim(self) -> builtins.list[str]:
@@ -229,57 +336,15 @@ class JobManager:
             if self._closing or job.status != "queued":
                 return
             job.status, job.started, job.message = "running", time.time(), "starting"
+            job.attempts += 1
             self._save(job)
-        try:
-            result = body(Progress(job, self._lock))
-        except TunestackError as e:
-            error = self._disk_full(job, e) if isinstance(e, DiskFull) else e.to_dict()
-            self._finish(job, error=error)
-        except Exception as e:  # a job must never die silently: the UI is polling it
-            full = disk_full_of(e, self._home)
-            if full is not None:
-                log.error("job %s (%s) failed: the disk is full (%s)", job.id, job.kind, e)
-                self._finish(job, error=self._disk_full(job, full))
-                return
-            log.exception("job %s (%s) failed", job.id, job.kind)
-            self._finish(
-                job,
-                error={
-                    "error": "InternalError",
-                    "message": f"The job failed unexpectedly ({type(e).__name__}).",
-                    "hint": f"See the rag-api log for job {job.id} (tunestack logs rag-api).",
-                },
-            )
-        else:
-            self._finish(job, result=result)
-
-    def _disk_full(self, job: Job, e: DiskFull) -> dict[str, Any]:
-        """The clear disk-full error, with the job's own command to run again once space is
-        freed, and no server path (the folder is relative to TUNESTACK_HOME)."""
-        again = f"run it again: {job.resume}" if job.resume else "start the job again"
-        out = e.reworded("the job", again).to_dict()
-        roots = (self._home,) if self._home is not None else ()
-        return {k: redact(v, roots) if k in ("message", "hint") else v for k, v in out.items()}
-
-    def _finish(
-        self,
-        job: Job,
-        result: dict[str, Any] | None = None,
-        error: dict[str, Any] | None = None,
-    ) -> None:
+        result, error = job_outcome(job, body, LockedProgress(job, self._lock), self._home)
         with self._lock:
-            job.finished = time.time()
-            job.result, job.error = result, error
-            job.status = "failed" if error else "done"
-            job.message = error["message"] if error else "done"
+            finish(job, result, error)
             self._save(job)
 
 
-def app_manager(app_state: Any) -> JobManager:
-    """The app's job manager (on FastAPI's app.state), made on first use."""
-    with _manager_lock:
-        jobs: JobManager | None = getattr(app_state, "tunestack_jobs", None)
-        if jobs is None:
-            jobs = JobManager()
-            app_state.tunestack_jobs = jobs
+def app_jobs(app_state: Any) -> JobQueue:
+    """The app's job queue (on FastAPI's app.state, set by create_app)."""
+    jobs: JobQueue = app_state.tunestack_jobs
     return jobs

@@ -7,6 +7,8 @@ request reads the target once at its start and keeps it until it ends.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,13 +52,30 @@ class LlmTarget:
 
 
 class LlmHolder:
-    def __init__(self, target: LlmTarget) -> None:
+    """The current target. With `follow`, a switch made by another process (a queue worker's
+    deploy job, another API replica) is picked up too: `follow` is asked at most once a
+    second and returns the target it recorded when that record changed, else None."""
+
+    def __init__(
+        self,
+        target: LlmTarget,
+        follow: Callable[[], LlmTarget | None] | None = None,
+        every_s: float = 1.0,
+    ) -> None:
         self._target = target
         self._lock = threading.Lock()
+        self._follow = follow
+        self._every = every_s
+        self._next = 0.0
 
     @property
     def target(self) -> LlmTarget:
         with self._lock:
+            if self._follow is not None and time.monotonic() >= self._next:
+                self._next = time.monotonic() + self._every
+                found = self._follow()
+                if found is not None:
+                    self._target = found
             return self._target
 
     def switch(self, target: LlmTarget) -> LlmTarget:

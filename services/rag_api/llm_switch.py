@@ -20,7 +20,7 @@ from services.common.api_schemas import LlmSwitch, LlmTargetInfo, SwitchResponse
 from services.common.errors import BadInput, ServiceUnavailable
 from services.common.locks import file_lock, lock_path
 from services.common.records import now
-from services.rag_api.context import RagContext, deployment_path
+from services.rag_api.context import RagContext, deployment_path, llm_target
 from services.rag_api.llm import LlmTarget
 from services.rag_api.settings import RagSettings
 
@@ -45,9 +45,7 @@ def target_for(s: RagSettings, base_url: str, model: str) -> LlmTarget:
             hint="Switch among: " + ", ".join(allowed) + ". An admin adds a server with "
             "TUNESTACK_RAG_LLM_SERVERS and restarts the API.",
         )
-    own = url == s.llm_base_url.rstrip("/")
-    key = s.llm_api_key.get_secret_value() if own else "sk-no-key-required"
-    return LlmTarget(base_url=url, model=model, api_key=key, timeout_s=s.llm_timeout_s)
+    return llm_target(s, url, model)
 
 
 async def verify_target(t: LlmTarget) -> None:

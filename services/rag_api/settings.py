@@ -87,6 +87,24 @@ class RagSettings(CommonSettings):
     max_jobs: int = Field(
         default=16, ge=1, description="Queued + running background jobs; more is a 429."
     )
+    # ---- the job queue (services.rag_api.job_queue), when TUNESTACK_QUEUE_URL is set ----
+    job_retries: int = Field(
+        default=2,
+        ge=0,
+        description="Times a job is run again after its worker died (killed, out of memory).",
+    )
+    job_timeout_s: int = Field(
+        default=6 * 3600, ge=60, description="A queued job running longer is stopped."
+    )
+    worker_heartbeat_s: int = Field(
+        default=10,
+        ge=1,
+        description="How often a worker tells the queue it is alive; a worker silent for "
+        "this + 60 s is dead and its job is run again elsewhere.",
+    )
+    worker_maintenance_s: int = Field(
+        default=30, ge=1, description="How often a worker looks for jobs of dead workers."
+    )
     llm_servers: str = Field(
         default="",
         description="Comma-separated extra OpenAI-compatible /v1 URLs an admin may switch the "

@@ -5,6 +5,7 @@ the bundled model and the RAG API under uvicorn, started exactly as `tunestack u
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -109,6 +110,31 @@ def start_api(stack: Stack, port: int, **env: str) -> subprocess.Popen[bytes]:
     proc.kill()
     raise RuntimeError(
         f"API on {port} did not start: {(stack.home / f'api-{port}.log').read_text()}"
+    )
+
+
+def register_embedder_copy(stack: Stack, name: str) -> None:
+    """Register `name`: the bundled MiniLM's weights under another fingerprint (same
+    vectors), so a collection needs a reindex for it."""
+    from services.common.hashing import dir_fingerprint
+
+    reg = stack.registry
+    base = reg.get("embedder", "all-minilm-l6-v2")
+    copy = stack.home / name
+    if not copy.exists():
+        shutil.copytree(base.model_path, copy)
+        cfg = copy / "config_sentence_transformers.json"
+        cfg.write_text(cfg.read_text() + "\n")
+    reg.write(
+        base.record.model_copy(
+            update={
+                "name": name,
+                "model_path": str(copy),
+                "base_model": "all-minilm-l6-v2",
+                "fingerprint": dir_fingerprint(copy)[:16],
+            }
+        ),
+        replace=True,
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +10,8 @@ import httpx
 import openai
 import pytest
 
-from services.common.registry import Registry
 from tests.conftest import SAMPLES, free_port
-from tests.integration.conftest import Stack, start_api
+from tests.integration.conftest import Stack, register_embedder_copy, start_api
 
 COLLECTION = "kb"
 
@@ -159,26 +157,7 @@ def test_bad_requests_are_clear(stack: Stack, kb: str) -> None:
 
 def test_other_embedder_is_refused_then_reindex(stack: Stack, kb: str) -> None:
     """A collection built with embedder A cannot be queried with B until reindexed."""
-    reg = Registry(stack.home)
-    base = reg.get("embedder", "all-minilm-l6-v2")
-    copy = stack.home / "minilm-copy"
-    if not copy.exists():
-        shutil.copytree(base.model_path, copy)
-        cfg = copy / "config_sentence_transformers.json"
-        cfg.write_text(cfg.read_text() + "\n")  # same vectors, different fingerprint
-    from services.common.hashing import dir_fingerprint
-
-    reg.write(
-        base.record.model_copy(
-            update={
-                "name": "minilm-copy",
-                "model_path": str(copy),
-                "base_model": "all-minilm-l6-v2",
-                "fingerprint": dir_fingerprint(copy)[:16],
-            }
-        ),
-        replace=True,
-    )
+    register_embedder_copy(stack, "minilm-copy")
     body = {"collection": kb, "query": "warranty", "embedder": "minilm-copy"}
     r = httpx.post(f"{stack.api}/v1/retrieve", json=body, timeout=30)
     assert r.status_code == 409

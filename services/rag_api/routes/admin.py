@@ -24,11 +24,11 @@ from services.common.api_schemas import (
     error_responses,
 )
 from services.common.errors import disk_full_names
-from services.rag_api import artifacts, job_bodies
+from services.rag_api import artifacts
 from services.rag_api import registry_views as views
 from services.rag_api.context import RagContext
 from services.rag_api.deploy_checks import checked_deploy
-from services.rag_api.jobs import Progress, app_manager
+from services.rag_api.jobs import JobSpec, app_jobs
 
 router = APIRouter(prefix="/v1", tags=["admin"], responses=ERRORS)
 KindParam = Literal["llm", "embedder"]
@@ -99,15 +99,11 @@ def deploy_llm(
     ctx = context(request)
     quant, model = checked_deploy(ctx, name, body or DeployRequest())
 
-    def run(progress: Progress) -> dict[str, Any]:
-        return job_bodies.run_deploy(ctx, name, quant, model, progress)
-
     params = {"run": name, "to": "ollama", "quant": quant, "name": model}
+    args = {"run": name, "quant": quant, "model": model}
     again = f"tunestack llm deploy {name} --to ollama --quant {quant} --name {model}"
-    job = app_manager(request.app.state).submit(
-        "deploy", params, run, key=f"deploy:{name}", resume=again
-    )
-    return JobInfo(**job.info())
+    spec = JobSpec("deploy", params, args, key=f"deploy:{name}", resume=again)
+    return JobInfo(**app_jobs(request.app.state).enqueue(spec))
 
 
 @router.get(

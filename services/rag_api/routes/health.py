@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -22,7 +23,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Readiness: Chroma and the LLM answer",
+    summary="Readiness: Chroma, the LLM and (when jobs are queued) Redis answer",
     responses={
         200: {"model": Readiness, "description": "Both answer."},
         503: {"model": Readiness, "description": "One is down; `checks` says which."},
@@ -44,6 +45,9 @@ async def readyz(request: Request) -> JSONResponse:
             "ok": False,
             "error": type(e).__name__,
         }
+    queue_ready = getattr(request.app.state.tunestack_jobs, "ready", None)
+    if queue_ready is not None:  # jobs on a queue: Redis must answer (workers are counted)
+        checks["queue"] = await asyncio.to_thread(queue_ready)
     ok = all(c["ok"] for c in checks.values())
     return JSONResponse(
         {"status": "ready" if ok else "unavailable", "checks": checks},

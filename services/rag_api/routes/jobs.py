@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 from fastapi import APIRouter, Request
 
@@ -30,7 +29,7 @@ from services.rag_api.job_checks import (
     existing_collection,
     registered_embedders,
 )
-from services.rag_api.jobs import JobManager, Progress, app_manager
+from services.rag_api.jobs import JobQueue, JobSpec, app_jobs
 from services.rag_api.rag_eval.llms import resolve_llms
 from services.rag_api.rag_eval.records import RagEvalRequest
 from services.rag_api.registry_views import resolve_dataset
@@ -42,8 +41,8 @@ def context(request: Request) -> RagContext:
     return request.app.state.tunestack
 
 
-def manager(request: Request) -> JobManager:
-    return app_manager(request.app.state)
+def queue(request: Request) -> JobQueue:
+    return app_jobs(request.app.state)
 
 
 @router.post(
@@ -57,15 +56,17 @@ def start_eval(request: Request, body: EvalJobRequest) -> JobInfo:
     path = resolve_dataset(ctx, body.dataset)
     models = registered_embedders(ctx, body.models)
 
-    def run(progress: Progress) -> dict[str, Any]:
-        return job_bodies.run_eval(ctx, path, models, body.top_k, progress)
-
     params = {"dataset": body.dataset, "models": models, "top_k": body.top_k}
     again = " ".join(
         ["tunestack embed eval --dataset", body.dataset, *(f"--model {m}" for m in models)]
     )
-    job = manager(request).submit("eval", params, run, resume=f"{again} --top-k {body.top_k}")
-    return JobInfo(**job.info())
+    spec = JobSpec(
+        "eval",
+        params,
+        args={**params, "dataset": str(path)},
+        resume=f"{again} --top-k {body.top_k}",
+    )
+    return JobInfo(**queue(request).enqueue(spec))
 
 
 @router.post(
@@ -102,16 +103,11 @@ async def start_rag_eval(request: Request, body: RagEvalJobRequest) -> JobInfo:
         judge=body.judge,
         made_by="rag-api job",
     )
-    loop = asyncio.get_running_loop()
-
-    def run(progress: Progress) -> dict[str, Any]:
-        return job_bodies.run_rag_eval_job(ctx, loop, req, progress)
-
     params = {**req.params(), "llms": llms}
     again = req.command(f"TUNESTACK_HOME/datasets/{body.dataset}") + " --resume"
     key = "rag-eval:" + json.dumps(params, sort_keys=True)
-    job = manager(request).submit("rag-eval", params, run, key=key, resume=again)
-    return JobInfo(**job.info())
+    spec = JobSpec("rag-eval", params, job_bodies.rag_eval_args(req), key=key, resume=again)
+    return JobInfo(**queue(request).enqueue(spec))
 
 
 def registered(ctx: RagContext, names: list[str]) -> list[str]:
@@ -129,20 +125,21 @@ def start_reindex(request: Request, body: ReindexJobRequest) -> JobInfo:
     existing_collection(ctx, body.collection)
     (embedder,) = registered_embedders(ctx, [body.embedder])
 
-    def run(progress: Progress) -> dict[str, Any]:
-        return job_bodies.run_reindex(ctx, body.collection, embedder, progress)
-
     params = {"collection": body.collection, "embedder": embedder}
     key = f"reindex:{body.collection}:{embedder}"
     again = f"tunestack reindex {body.collection} --embedder {embedder}"
-    return JobInfo(**manager(request).submit("reindex", params, run, key=key, resume=again).info())
+    return JobInfo(**queue(request).enqueue(JobSpec("reindex", params, params, key, again)))
 
 
-@router.get("", summary="Jobs of this API process, newest first", response_model=JobsResponse)
+@router.get(
+    "",
+    summary="Jobs, newest first (this API's, or with a queue every replica's)",
+    response_model=JobsResponse,
+)
 def list_jobs(request: Request) -> JobsResponse:
-    return JobsResponse(jobs=[JobInfo(**j) for j in manager(request).list()])
+    return JobsResponse(jobs=[JobInfo(**j) for j in queue(request).list()])
 
 
 @router.get("/{job_id}", summary="A job's status and progress", response_model=JobInfo)
 def get_job(request: Request, job_id: str) -> JobInfo:
-    return JobInfo(**manager(request).get(job_id))
+    return JobInfo(**queue(request).get(job_id))

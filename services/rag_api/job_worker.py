@@ -1,0 +1,114 @@
+"""`tunestack worker`: runs the jobs the API queued on TUNESTACK_QUEUE_URL (Redis).
+
+Start as many as the machines allow (one per 2 cores is a fair start: evaluation and
+reindex use every core they get); each takes one job at a time. RQ forks a work horse per
+job, which builds a RagContext from the same settings as the API (the same registry
+volume, Chroma and LLM server) and runs services.rag_api.job_bodies.run_job, writing
+progress into the job record that every API replica reads.
+
+A job that is run again after its worker died resumes where the work allows: a RAG
+evaluation keeps the answers it already wrote, a reindex upserts the same chunk ids, an
+embedding evaluation writes a new report, and a deploy re-checks its export and switches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisDown
+from redis.exceptions import TimeoutError as RedisTimeout
+from rq import Queue, Worker, get_current_job
+
+from services.common.logs import quiet_libraries
+from services.rag_api.context import RagContext
+from services.rag_api.job_bodies import run_job
+from services.rag_api.job_queue import QUEUE, JobStore, StoreProgress, connect, where
+from services.rag_api.jobs import Progress, finish, job_outcome
+from services.rag_api.settings import RagSettings
+
+log = logging.getLogger("tunestack.worker")
+
+
+def execute(job_id: str) -> dict[str, Any]:
+    """RQ's entry for one job, in the work horse: load the record, run, record the end."""
+    current = get_current_job()
+    assert current is not None, "execute runs inside an RQ worker"
+    store = JobStore(current.connection)
+    job = store.load(job_id)
+    if job is None or not job.active:  # trimmed, or finished before a retry was queued
+        return {"skipped": job_id}
+    job.attempts += 1
+    job.status, job.started = "running", time.time()
+    job.message = (
+        "starting"
+        if job.attempts == 1
+        else f"started again after its worker stopped (attempt {job.attempts})"
+    )
+    if job.kind == "rag-eval" and job.attempts > 1:
+        job.args = {**job.args, "resume": True}  # keep the answers the dead worker wrote
+    store.save(job)
+    s = RagSettings()
+    log.info("job %s (%s), attempt %d", job.id, job.kind, job.attempts)
+    ctx = RagContext.from_settings(s, pool_capacity=2)
+
+    def body(progress: Progress) -> dict[str, Any]:
+        return run_job(ctx, job.kind, job.args, progress)
+
+    result, error = job_outcome(job, body, StoreProgress(store, job), s.home_dir)
+    finish(job, result, error)
+    store.save(job)
+    log.info("job %s: %s", job.id, job.status)
+    return {"status": job.status}
+
+
+def main() -> int:
+    """Work until stopped (SIGTERM: the running job ends first; a second one stops it)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    quiet_libraries()
+    s = RagSettings()
+    if s.queue_url is None:
+        print(
+            "error: TUNESTACK_QUEUE_URL is not set, so the API runs its jobs itself.\n"
+            "hint: set it to the Redis the API uses (redis://host:6379/0) and start again.",
+            file=sys.stderr,
+        )
+        return 2
+    url = s.queue_url.get_secret_value()
+    redis = connect(url)
+    try:
+        redis.ping()
+    except (RedisDown, RedisTimeout) as e:
+        print(
+            f"error: the job queue (Redis at {where(url)}) is not reachable "
+            f"({type(e).__name__}).\nhint: start Redis first, or check TUNESTACK_QUEUE_URL.",
+            file=sys.stderr,
+        )
+        return 1
+    # Loaded once here, before any fork: each job's work horse starts with them in memory
+    # (shared copy-on-write) instead of spending seconds importing them again. Importing
+    # starts no threads, so forking after it is safe.
+    import sentence_transformers  # noqa: F401
+    import torch  # noqa: F401
+
+    worker = Worker(
+        [Queue(QUEUE, connection=redis)],
+        connection=redis,
+        name=f"tunestack-{socket.gethostname()}-{os.getpid()}",
+        job_monitoring_interval=s.worker_heartbeat_s,
+        maintenance_interval=s.worker_maintenance_s,
+        # an idle worker waits on the queue for worker_ttl - 15 s and only then looks for
+        # dead workers' jobs: wake it as often as the maintenance is due
+        worker_ttl=s.worker_maintenance_s + 15,
+    )
+    log.info("worker %s on %s, queue %s", worker.name, where(url), QUEUE)
+    worker.work(with_scheduler=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Jobs on a real Redis with real RQ workers: two API processes (replicas) share one
+queue, a `tunestack worker` process runs the jobs, and a worker killed mid-job loses
+nothing (its job runs again and finishes).
+
+Redis is Debian's redis-server, started on a free port; under CI=1 a missing one fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import SAMPLES, free_port, unavailable
+from tests.integration.conftest import Stack, register_embedder_copy, start_api
+
+COLLECTION = "queued"
+
+
+@dataclass
+class Queue:
+    url: str
+    apis: list[str]  # two replicas
+    env: dict[str, str]  # a worker's environment
+    home: Path
+
+
+def start_redis(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        unavailable("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        cwd=home,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        ping = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True)
+        if ping.returncode == 0:
+            return proc, f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+@pytest.fixture(scope="module")
+def queue(stack: Stack) -> Iterator[Queue]:
+    redis, url = start_redis(stack.home)
+    env = {"TUNESTACK_QUEUE_URL": url}
+    ports = [free_port(), free_port()]
+    apis = [start_api(stack, p, **env) for p in ports]
+    worker_env = {
+        **stack.local.child_env(),
+        **env,
+        "TUNESTACK_RAG_WORKER_HEARTBEAT_S": "1",
+        "TUNESTACK_RAG_WORKER_MAINTENANCE_S": "2",
+    }
+    try:
+        yield Queue(url, [f"http://127.0.0.1:{p}" for p in ports], worker_env, stack.home)
+    finally:
+        for p in apis:
+            p.terminate()
+            p.wait(10)
+        redis.terminate()
+        redis.wait(10)
+
+
+@pytest.fixture(scope="module")
+def collection(stack: Stack) -> str:
+    corpus = sorted((SAMPLES / "corpus").rglob("*.md"))
+    files = [("files", (p.name, p.read_bytes())) for p in corpus]
+    r = httpx.post(
+        f"{stack.api}/v1/ingest", data={"collection": COLLECTION}, files=files, timeout=600
+    )
+    assert r.status_code == 200, r.text
+    return COLLECTION
+
+
+def start_worker(q: Queue, name: str) -> subprocess.Popen[bytes]:
+    log = (q.home / f"worker-{name}.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "platform_cli.main", "worker"],
+        env=q.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def job(api: str, job_id: str) -> dict[str, Any]:
+    r = httpx.get(f"{api}/v1/jobs/{job_id}", timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def wait_for(api: str, job_id: str, statuses: set[str], timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (info := job(api, job_id))["status"] not in statuses:
+        assert time.monotonic() < deadline, info
+        time.sleep(0.1)
+    return info
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_replicas_share_jobs_and_a_worker_runs_them(
+    stack: Stack, queue: Queue, collection: str
+) -> None:
+    a, b = queue.apis
+    register_embedder_copy(stack, "minilm-queued")
+    body = {"collection": collection, "embedder": "minilm-queued"}
+    first = httpx.post(f"{a}/v1/jobs/reindex", json=body, timeout=30)
+    assert first.status_code == 202, first.text
+    info = first.json()
+    assert info["status"] == "queued" and info["message"] == "waiting for a worker"
+    # the other replica sees it, and the same work asked there is the same job
+    again = httpx.post(f"{b}/v1/jobs/reindex", json=body, timeout=30).json()
+    assert again["id"] == info["id"]
+    assert info["id"] in [j["id"] for j in httpx.get(f"{b}/v1/jobs", timeout=10).json()["jobs"]]
+    ready = httpx.get(f"{b}/readyz", timeout=30).json()["checks"]["queue"]
+    assert ready["ok"] and ready["workers"] == 0 and "@" not in ready["url"]
+
+    worker = start_worker(queue, "one")
+    try:
+        done = wait_for(b, info["id"], {"done", "failed"}, timeout=300)
+        assert done["status"] == "done", done
+        assert done["result"]["embedder"] == "minilm-queued" and done["result"]["chunks"] > 0
+        assert done["attempts"] == 1 and "args" not in done
+        r = httpx.post(
+            f"{a}/v1/retrieve", json={**body, "query": "warranty"}, timeout=60
+        )  # built by the worker, served by the replica
+        assert r.status_code == 200 and r.json()["embedder"] == "minilm-queued"
+        assert httpx.get(f"{a}/readyz", timeout=30).json()["checks"]["queue"]["workers"] == 1
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def test_a_killed_worker_loses_no_job(stack: Stack, queue: Queue, collection: str) -> None:
+    """The job's process is killed mid-run (as the kernel's OOM killer would): the worker
+    runs it again at once. Then the whole worker is killed: the job waits, and a new
+    worker picks it up once the dead one's heartbeat has expired (1 s + RQ's 60 s)."""
+    a, b = queue.apis
+    register_embedder_copy(stack, "minilm-killed")
+    body = {"collection": collection, "embedder": "minilm-killed"}
+    worker = start_worker(queue, "killed")
+    try:
+        info = httpx.post(f"{a}/v1/jobs/reindex", json=body, timeout=30).json()
+        wait_for(b, info["id"], {"running"}, timeout=120)
+        (horse,) = children(worker.pid)
+        os.kill(horse, signal.SIGKILL)
+        done = wait_for(a, info["id"], {"done", "failed", "interrupted"}, timeout=300)
+        assert done["status"] == "done" and done["attempts"] == 2, done
+
+        # the whole worker dies mid-job: another worker finishes it
+        register_embedder_copy(stack, "minilm-orphan")
+        body = {"collection": collection, "embedder": "minilm-orphan"}
+        info = httpx.post(f"{a}/v1/jobs/reindex", json=body, timeout=30).json()
+        wait_for(b, info["id"], {"running"}, timeout=120)
+        horses = children(worker.pid)  # in their own sessions: the parent first, then them
+        worker.kill()
+        worker.wait(10)
+        for pid in horses:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(1)
+        assert job(a, info["id"])["status"] == "running"  # not lost, not yet re-run
+        worker = start_worker(queue, "second")
+        done = wait_for(b, info["id"], {"done", "failed", "interrupted"}, timeout=240)
+        assert done["status"] == "done" and done["attempts"] == 2, done
+    finally:
+        worker.terminate()
+        worker.wait(30)
