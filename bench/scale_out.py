@@ -1,0 +1,243 @@
+"""Scale-out proof on one machine: 2 API replicas behind haproxy, Redis, 2 queue workers,
+Chroma and the LLM server, under bench/load.py's mixed load; one API replica and one
+worker are killed (SIGKILL) mid-run.
+
+    .venv/bin/python bench/scale_out.py [--users 16] [--seconds 60] [--jobs 6]
+
+Everything is the real thing started as `tunestack up` starts it (LocalStack: Chroma, the
+llama.cpp server, API #1), plus API #2 (`python -m services.rag_api`), two
+`tunestack worker` processes, Debian's redis-server and haproxy (round robin, health
+checks on /healthz, a failed connection retried on the other replica). Through haproxy:
+the load's users retrieve, chat, embed and ingest, and --jobs reindex jobs are queued
+(each for its own copy of the embedder). At a third of the run, API #1 and worker #1 are
+killed. Printed: the load's table; the requests haproxy had in flight on API #1 at the
+kill (its `scur`) next to the load's errors; then every job's end and attempts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from _harness import ROOT, free_port, wait_http
+from load import run_load
+
+HAPROXY = """global
+  stats socket {sock} mode 600 level admin
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 600s
+  timeout server 600s
+  retries 3
+  option redispatch
+frontend api
+  bind 127.0.0.1:{port}
+  default_backend replicas
+backend replicas
+  balance roundrobin
+  option httpchk
+  # the API answers only Host names it knows (421 otherwise): send one
+  http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host 127.0.0.1
+  default-server inter 1s fall 2 rise 2
+  server api1 127.0.0.1:{api1} check
+  server api2 127.0.0.1:{api2} check
+"""
+
+
+def haproxy_stat(sock: Path, server: str) -> int:
+    """Sessions haproxy has open on `server` right now (scur of `show stat`)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(sock))
+        s.sendall(b"show stat\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    lines = data.decode().splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    for line in lines[1:]:
+        row = dict(zip(header, line.split(","), strict=False))
+        if row.get("svname") == server:
+            return int(row["scur"] or 0)
+    raise KeyError(server)
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--users", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--jobs", type=int, default=6)
+    args = ap.parse_args()
+    for binary in ("redis-server", "haproxy"):
+        if shutil.which(binary) is None:
+            sys.exit(f"{binary} is not installed (apt-get install {binary})")
+    from platform_cli.settings import StackSettings
+    from platform_cli.stack import UpOptions
+    from platform_cli.stack.local import LocalStack
+    from services.common.hashing import dir_fingerprint
+    from services.common.registry import Registry
+
+    work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(argv: list[str], env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
+        out = (work / f"{log}.log").open("wb")
+        p = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        procs.append(p)
+        return p
+
+    redis_port = free_port()
+    start(
+        ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+        dict(os.environ),
+        "redis",
+    )
+    os.environ["TUNESTACK_QUEUE_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+    os.environ["TUNESTACK_RAG_WORKER_HEARTBEAT_S"] = "5"
+    os.environ["TUNESTACK_RAG_WORKER_MAINTENANCE_S"] = "5"
+    os.environ["TUNESTACK_RAG_RATE_PER_MINUTE"] = "100000"
+    os.environ["TUNESTACK_RAG_MAX_CONCURRENT"] = "1000"
+    s = StackSettings(
+        home=work / "home",
+        api_port=free_port(),
+        chroma_port=free_port(),
+        llm_port=free_port(),
+        ui_port=free_port(),
+    )
+    stack = LocalStack(s)
+    try:
+        print("starting Chroma, the LLM server and API #1 (tunestack up)...", flush=True)
+        stack.up(UpOptions(ui=False), lambda m: None)
+        env = stack.child_env()
+        api1 = stack.pid("rag-api")
+        assert api1 is not None, "API #1 did not start"
+        api2_port = free_port()
+        start(
+            [sys.executable, "-m", "services.rag_api"],
+            {**env, "TUNESTACK_RAG_PORT": str(api2_port)},
+            "api2",
+        )
+        wait_http(f"http://127.0.0.1:{api2_port}/healthz")
+        workers = [
+            start([sys.executable, "-m", "platform_cli.main", "worker"], env, f"worker{i}")
+            for i in (1, 2)
+        ]
+        lb_port, sock = free_port(), work / "haproxy.sock"
+        cfg = work / "haproxy.cfg"
+        cfg.write_text(HAPROXY.format(sock=sock, port=lb_port, api1=s.api_port, api2=api2_port))
+        start(["haproxy", "-f", str(cfg)], env, "haproxy")
+        url = f"http://127.0.0.1:{lb_port}"
+        wait_http(url + "/healthz")
+        # embedder copies to reindex into (same weights, their own fingerprints)
+        reg = Registry(s.home_dir)
+        base = reg.get("embedder", "all-minilm-l6-v2")
+        for i in range(args.jobs):
+            copy = s.home_dir / f"minilm-{i}"
+            shutil.copytree(base.model_path, copy)
+            cfg_file = copy / "config_sentence_transformers.json"
+            cfg_file.write_text(cfg_file.read_text() + "\n" * (i + 1))
+            reg.write(
+                base.record.model_copy(
+                    update={
+                        "name": f"minilm-{i}",
+                        "model_path": str(copy),
+                        "base_model": "all-minilm-l6-v2",
+                        "fingerprint": dir_fingerprint(copy)[:16],
+                    }
+                ),
+                replace=True,
+            )
+
+        killed: dict[str, float] = {}
+
+        async def chaos() -> None:
+            started = time.monotonic()
+            async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+                while True:  # the load's seed ingest into "load" comes first
+                    cols = (await c.get("/v1/collections")).json()["collections"]
+                    if any(col["name"] == "load" for col in cols):
+                        break
+                    await asyncio.sleep(0.5)
+                ids = []
+                for i in range(args.jobs):
+                    r = await c.post(
+                        "/v1/jobs/reindex", json={"collection": "load", "embedder": f"minilm-{i}"}
+                    )
+                    r.raise_for_status()
+                    ids.append(r.json()["id"])
+                killed["ids"] = ids  # type: ignore[assignment]
+            await asyncio.sleep(max(0.0, args.seconds / 3 - (time.monotonic() - started)))
+            killed["in_flight_api1"] = haproxy_stat(sock, "api1")
+            os.kill(api1, signal.SIGKILL)
+            horses = children(workers[0].pid)
+            workers[0].kill()
+            for pid in horses:
+                os.kill(pid, signal.SIGKILL)
+            killed["at"] = time.monotonic()
+
+        async def run() -> object:
+            chaos_task = asyncio.create_task(chaos())
+            result = await run_load(url, None, args.users, args.seconds, chat_slots=1)
+            await chaos_task
+            return result
+
+        result = asyncio.run(run())
+        print(result.table())  # type: ignore[attr-defined]
+        print(
+            f"in flight on API #1 when it was killed (haproxy scur): {killed['in_flight_api1']}; "
+            f"load errors: {result.errors}"  # type: ignore[attr-defined]
+        )
+        deadline = time.monotonic() + 300
+        jobs: list[dict] = []
+        while time.monotonic() < deadline:
+            jobs = [
+                httpx.get(f"{url}/v1/jobs/{i}", timeout=10).json()
+                for i in killed["ids"]  # type: ignore[attr-defined]
+            ]
+            if all(j["status"] not in ("queued", "running") for j in jobs):
+                break
+            time.sleep(1)
+        for j in jobs:
+            print(
+                f"job {j['id']} {j['params']['embedder']}: {j['status']}, attempts {j['attempts']}"
+            )
+        done = sum(j["status"] == "done" for j in jobs)
+        print(
+            f"jobs done: {done}/{len(jobs)}; re-run after a worker died: "
+            f"{sum(j['attempts'] > 1 for j in jobs)}"
+        )
+    except BaseException:
+        print(f"failed; the logs are in {work}", file=sys.stderr)
+        raise
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)
+        stack.down()
+
+
+if __name__ == "__main__":
+    main()
