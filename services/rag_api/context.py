@@ -8,10 +8,11 @@ runs the very same service functions, taking the same cross-process collection l
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from services.common.embedders import EmbedderPool
 from services.common.locks import collection_lock
@@ -32,6 +33,7 @@ class RagContext:
     pool: EmbedderPool
     retriever: Retriever
     llm: LlmHolder
+    _redis: Any = field(default=None, repr=False)  # the queue's Redis, for shared locks
 
     @classmethod
     def from_settings(cls, s: RagSettings, *, pool_capacity: int = 3) -> RagContext:
@@ -52,7 +54,39 @@ class RagContext:
         self, collection: str, waiting: Callable[[], None] | None = None
     ) -> AbstractContextManager[None]:
         """The lock every writer of `collection` takes, in this process and any other."""
-        return collection_lock(self.settings.home_dir, collection, waiting)
+        return self.shared_lock(
+            f"collection-{collection}",
+            collection_lock(self.settings.home_dir, collection, waiting),
+            waiting=waiting,
+            what=f"Collection '{collection}'",
+        )
+
+    @contextmanager
+    def shared_lock(
+        self,
+        name: str,
+        local: AbstractContextManager[None],
+        *,
+        timeout: float | None = None,
+        waiting: Callable[[], None] | None = None,
+        what: str = "this resource",
+    ) -> Iterator[None]:
+        """`local` (an flock on TUNESTACK_HOME, which every process on this host honours),
+        and with a queue first the same lock in Redis, which processes on other machines
+        honour (services.rag_api.redis_locks)."""
+        url = self.settings.queue_url
+        if url is None:
+            with local:
+                yield
+            return
+        from services.rag_api.redis_locks import redis_lock  # redis: only with a queue
+
+        if self._redis is None:
+            from redis import Redis  # only with a queue
+
+            self._redis = Redis.from_url(url.get_secret_value(), socket_connect_timeout=5)
+        with redis_lock(self._redis, name, timeout=timeout, waiting=waiting, what=what), local:
+            yield
 
     @property
     def uploads(self) -> Path:

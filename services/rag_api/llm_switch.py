@@ -87,7 +87,9 @@ async def switch_llm(ctx: RagContext, req: LlmSwitch) -> SwitchResponse:
     if req.verify:
         await verify_target(new)
     home = ctx.settings.home_dir
-    with file_lock(lock_path(home, "record", "llm-deployment"), timeout=30, what="The deployment"):
+    what = "The deployment"
+    record = file_lock(lock_path(home, "record", "llm-deployment"), timeout=30, what=what)
+    with ctx.shared_lock("llm-deployment", record, timeout=30, what=what):
         old = ctx.llm.switch(new)
         atomic.write_text(
             deployment_path(home),

@@ -7,11 +7,13 @@ Redis is Debian's redis-server, started on a free port; under CI=1 a missing one
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -191,3 +193,41 @@ def test_a_killed_worker_loses_no_job(stack: Stack, queue: Queue, collection: st
     finally:
         worker.terminate()
         worker.wait(30)
+
+
+def test_collection_writers_on_two_machines_exclude_each_other(
+    queue: Queue, tmp_path: Path
+) -> None:
+    """Two contexts with their own TUNESTACK_HOME (their flock files cannot meet, as on two
+    nodes) and one Redis: the second writer of a collection waits for the first, and a
+    deadline on a busy lock is a Conflict naming it."""
+    from pydantic import SecretStr
+
+    from services.common.errors import Conflict
+    from services.rag_api.context import RagContext
+    from services.rag_api.settings import RagSettings
+
+    def context(home: str) -> RagContext:
+        s = RagSettings(home=tmp_path / home, queue_url=SecretStr(queue.url), warm_embedder=False)
+        return RagContext.from_settings(s)
+
+    one, two = context("node-a"), context("node-b")
+    events: list[str] = []
+    waited = threading.Event()
+    with one.collection_lock("kb"):
+
+        def second() -> None:
+            with two.collection_lock("kb", waiting=waited.set):
+                events.append("two writes")
+
+        t = threading.Thread(target=second)
+        t.start()
+        assert waited.wait(10)
+        time.sleep(0.5)
+        events.append("one done")
+    t.join(10)
+    assert events == ["one done", "two writes"]
+    busy = two.shared_lock("collection-kb", contextlib.nullcontext(), timeout=0.5, what="KB")
+    with one.collection_lock("kb"), pytest.raises(Conflict) as e, busy:
+        pass
+    assert "KB is busy" in e.value.message
