@@ -501,7 +501,7 @@ class DeployRequest(BaseModel):
 
 class JobInfo(BaseModel):
     id: str
-    kind: Literal["eval", "reindex", "deploy", "rag-eval"]
+    kind: Literal["eval", "reindex", "deploy", "rag-eval", "ingest"]
     status: JobStatus
     done: int
     total: int

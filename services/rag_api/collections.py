@@ -13,7 +13,10 @@ TUNESTACK_HOME/uploads/<collection>/ and are deleted with the collection.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,7 +44,8 @@ class IngestRequest:
     prune: bool = False
 
 
-def _ingestor(ctx: RagContext, req: IngestRequest) -> Ingestor:
+def check_chunking(ctx: RagContext, req: IngestRequest) -> tuple[int, int]:
+    """(chunk size, overlap) of the request, or the refusal of an overlap past the size."""
     s = ctx.settings
     size = req.chunk_size or s.chunk_size
     overlap = s.chunk_overlap if req.chunk_overlap is None else req.chunk_overlap
@@ -50,6 +54,12 @@ def _ingestor(ctx: RagContext, req: IngestRequest) -> Ingestor:
             f"chunk_overlap ({overlap}) must be smaller than chunk_size ({size}).",
             hint="Lower the overlap or raise the chunk size.",
         )
+    return size, overlap
+
+
+def _ingestor(ctx: RagContext, req: IngestRequest) -> Ingestor:
+    s = ctx.settings
+    size, overlap = check_chunking(ctx, req)
     emb = ctx.pool.get(req.embedder or s.default_embedder)
     return Ingestor(
         ctx.store,
@@ -149,6 +159,68 @@ def ingest_uploads(
             save_upload(f, name, dest, limit) for name, (_, f) in zip(names, files, strict=True)
         ]
         report = _ingest_locked(ctx, ingestor, replace(req, paths=saved))
+    for f in report.files:
+        f.path = f.path.rsplit("/", 1)[-1]
+    return report
+
+
+INCOMING = ".incoming"  # uploads/.incoming/<id>/: uploads waiting for a queued ingest
+
+
+def stage_uploads(
+    ctx: RagContext, files: list[tuple[str, BinaryIO]], req: IngestRequest
+) -> tuple[str, list[str]]:
+    """Save uploads for a queued ingest (POST /v1/jobs/ingest) to a folder of their own,
+    outside the collection (an ingest running now is not disturbed), and return it
+    relative to TUNESTACK_HOME with the files' names. The request's own mistakes (a bad
+    name, no files, an overlap past the chunk size, an unknown embedder) are refused here,
+    before anything is saved or queued."""
+    validate_collection_name(req.collection)
+    if not files:
+        raise BadInput("No files were uploaded.", hint="Send one or more 'files' parts.")
+    check_chunking(ctx, req)
+    if req.embedder is not None:
+        ctx.registry.embedder(req.embedder)  # NotFound naming the registered ones
+    folder = ctx.uploads / INCOMING / uuid.uuid4().hex[:12]
+    limit = ctx.settings.max_upload_mb * 2**20
+    names = unique_names([name or "upload" for name, _ in files])
+    try:
+        for name, (_, f) in zip(names, files, strict=True):
+            save_upload(f, name, folder, limit)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return str(folder.relative_to(ctx.settings.home_dir)), names
+
+
+def ingest_staged(
+    ctx: RagContext,
+    staged: str,
+    names: list[str],
+    req: IngestRequest,
+    *,
+    progress: Progress | None = None,
+    waiting: Waiting | None = None,
+) -> IngestReport:
+    """The queued ingest: move the staged files into uploads/<collection>/ and ingest them,
+    under the collection's lock. Run again (its worker died), it finds the files already
+    moved and ingests them again, which changes nothing that was already stored."""
+    ingestor = _ingestor(ctx, req)
+    folder = ctx.settings.home_dir / staged
+    dest = ctx.uploads / req.collection
+    with ctx.collection_lock(req.collection, waiting):
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if (folder / name).exists():
+                os.replace(folder / name, dest / name)
+        paths = [dest / n for n in names if (dest / n).exists()]
+        if not paths:
+            raise BadInput(
+                "The uploaded files of this job are gone.",
+                hint="Upload them again (POST /v1/jobs/ingest).",
+            )
+        report = _ingest_locked(ctx, ingestor, replace(req, paths=paths), progress)
+    shutil.rmtree(folder, ignore_errors=True)
     for f in report.files:
         f.path = f.path.rsplit("/", 1)[-1]
     return report

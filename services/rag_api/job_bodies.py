@@ -1,5 +1,5 @@
-"""The bodies of the API's background jobs: an embedding evaluation, a RAG evaluation, a
-collection reindex and an LLM deploy to Ollama.
+"""The bodies of the API's background jobs: an embedding evaluation, a RAG evaluation, an
+ingest of uploaded files, a collection reindex and an LLM deploy to Ollama.
 
 Each is an adapter over the service function the CLI calls (embed_tuner.service,
 rag_api.collections, converter.deploy): a report made from the UI is `tunestack embed
@@ -23,7 +23,7 @@ from services.common.api_schemas import LlmSwitch, LlmTargetInfo, SwitchResponse
 from services.common.errors import BadInput
 from services.converter.deploy import DeploySpec, OllamaTarget, deploy
 from services.embed_tuner.service import EvalRequest, evaluate_embedders
-from services.rag_api.collections import reindex_collection
+from services.rag_api.collections import IngestRequest, ingest_staged, reindex_collection
 from services.rag_api.context import RagContext
 from services.rag_api.jobs import Progress
 from services.rag_api.llm_switch import switch_llm
@@ -66,6 +66,23 @@ def run_rag_eval_job(
         "resumed_answers": report.resumed,
         "grid": [{**c.to_dict(), **report.summary[c.key]} for c in report.combos],
     }
+
+
+def run_ingest(ctx: RagContext, args: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """A queued ingest of uploads staged by POST /v1/jobs/ingest (the report is /v1/ingest's)."""
+    req = IngestRequest(
+        [], args["collection"], args["embedder"], args["chunk_size"], args["chunk_overlap"]
+    )
+    progress(0, 0, f"ingesting {len(args['names'])} file(s) into '{req.collection}'")
+    report = ingest_staged(
+        ctx,
+        args["staged"],
+        args["names"],
+        req,
+        progress=lambda msg, d, t: progress(d, t, msg),
+        waiting=lambda: progress(0, 0, f"waiting for other writes to '{req.collection}'"),
+    )
+    return report.to_dict()
 
 
 def run_reindex(
@@ -160,6 +177,8 @@ def run_job(
     if kind == "rag-eval":
         req = RagEvalRequest(**{**args, "dataset": Path(args["dataset"])})
         return run_rag_eval_job(ctx, loop, req, progress)
+    if kind == "ingest":
+        return run_ingest(ctx, args, progress)
     if kind == "reindex":
         return run_reindex(ctx, args["collection"], args["embedder"], progress)
     if kind == "deploy":
@@ -167,4 +186,4 @@ def run_job(
     raise BadInput(f"Unknown job kind '{kind}'.", hint="Kinds: " + ", ".join(JOB_KINDS))
 
 
-JOB_KINDS = ("eval", "rag-eval", "reindex", "deploy")
+JOB_KINDS = ("eval", "rag-eval", "ingest", "reindex", "deploy")

@@ -71,6 +71,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("GET", "/v1/datasets"): "admin",
     ("POST", "/v1/datasets"): "admin",
     ("POST", "/v1/jobs/eval"): "admin",
+    ("POST", "/v1/jobs/ingest"): "admin",
     ("POST", "/v1/jobs/reindex"): "admin",
     ("POST", "/v1/jobs/rag-eval"): "admin",
     ("GET", "/v1/jobs"): "admin",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -252,3 +253,40 @@ def test_chroma_down_is_503_naming_chroma(stack: Stack) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_queued_ingest_in_local_mode(stack: Stack) -> None:
+    """POST /v1/jobs/ingest: the files are saved at once, the API's own job thread ingests
+    them (a queue worker does with TUNESTACK_QUEUE_URL: tests/integration/test_job_queue.py)
+    and the result is /v1/ingest's report; the request's mistakes are refused up front."""
+    doc = ("files", ("lumen-faq.md", b"# Lumen FAQ\n\nThe Lumen X2 charges in 90 minutes.\n"))
+    r = httpx.post(
+        f"{stack.api}/v1/jobs/ingest", data={"collection": "queued-local"}, files=[doc], timeout=60
+    )
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    assert r.json()["params"]["files"] == ["lumen-faq.md"] and "staged" not in r.text
+    deadline = time.monotonic() + 120
+    while (info := httpx.get(f"{stack.api}/v1/jobs/{job_id}", timeout=10).json())["status"] in (
+        "queued",
+        "running",
+    ):
+        assert time.monotonic() < deadline, info
+        time.sleep(0.2)
+    assert info["status"] == "done", info
+    result = info["result"]
+    assert result["counts"]["ok"] == 1 and result["files"][0]["path"] == "lumen-faq.md"
+    hits = httpx.post(
+        f"{stack.api}/v1/retrieve",
+        json={"collection": "queued-local", "query": "How long does the X2 take to charge?"},
+        timeout=60,
+    ).json()["hits"]
+    assert "90 minutes" in hits[0]["text"]
+    bad = httpx.post(
+        f"{stack.api}/v1/jobs/ingest",
+        data={"collection": "queued-local", "chunk_size": "64", "chunk_overlap": "64"},
+        files=[doc],
+        timeout=60,
+    )
+    assert bad.status_code == 422 and "chunk_overlap" in bad.json()["message"]
+    assert not list((stack.home / "uploads" / ".incoming").glob("*/*"))  # nothing left staged

@@ -154,6 +154,14 @@ def test_replicas_share_jobs_and_a_worker_runs_them(
         )  # built by the worker, served by the replica
         assert r.status_code == 200 and r.json()["embedder"] == "minilm-queued"
         assert httpx.get(f"{a}/readyz", timeout=30).json()["checks"]["queue"]["workers"] == 1
+        # an upload queued on one replica is ingested by the worker
+        doc = ("files", ("queued.md", b"# Queued\n\nThe Lumen Q1 ships in a blue box.\n"))
+        r = httpx.post(
+            f"{b}/v1/jobs/ingest", data={"collection": collection}, files=[doc], timeout=60
+        )
+        assert r.status_code == 202, r.text
+        ingested = wait_for(a, r.json()["id"], {"done", "failed"}, timeout=300)
+        assert ingested["status"] == "done" and ingested["result"]["counts"]["ok"] == 1, ingested
     finally:
         worker.terminate()
         worker.wait(30)

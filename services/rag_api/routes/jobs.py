@@ -1,6 +1,6 @@
-"""Job endpoints: start an evaluation (embedders, or the RAG answers) or a reindex, then
-poll its progress (a deploy job is started by POST /v1/registry/models/llm/{name}/deploy
-in routes.admin).
+"""Job endpoints: start an evaluation (embedders, or the RAG answers), an ingest or a
+reindex, then poll its progress (a deploy job is started by
+POST /v1/registry/models/llm/{name}/deploy in routes.admin).
 
 Inputs are checked before a job is queued (dataset exists, models are registered,
 collection exists), so a typo is a 404/422 at once rather than a job that fails later.
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from services.common.api_schemas import (
+    COLLECTION_NAME,
     ERRORS,
     EvalJobRequest,
     JobInfo,
@@ -22,7 +24,9 @@ from services.common.api_schemas import (
     ReindexJobRequest,
     error_responses,
 )
+from services.common.errors import disk_full_names
 from services.rag_api import job_bodies
+from services.rag_api.collections import IngestRequest, stage_uploads
 from services.rag_api.context import RagContext
 from services.rag_api.job_checks import (
     built_embedders,
@@ -129,6 +133,36 @@ def start_reindex(request: Request, body: ReindexJobRequest) -> JobInfo:
     key = f"reindex:{body.collection}:{embedder}"
     again = f"tunestack reindex {body.collection} --embedder {embedder}"
     return JobInfo(**queue(request).enqueue(JobSpec("reindex", params, params, key, again)))
+
+
+@router.post(
+    "/ingest",
+    summary="Upload files and ingest them as a job (what POST /v1/ingest does, queued)",
+    response_model=JobInfo,
+    status_code=202,
+    responses=error_responses(507),
+)
+def start_ingest(
+    request: Request,
+    files: Annotated[list[UploadFile], File(description="Documents (.md .txt .pdf .docx .html)")],
+    collection: Annotated[str, Form(json_schema_extra=COLLECTION_NAME)],
+    embedder: Annotated[str | None, Form()] = None,
+    chunk_size: Annotated[int | None, Form(ge=16, le=8192)] = None,
+    chunk_overlap: Annotated[int | None, Form(ge=0, le=4096)] = None,
+) -> JobInfo:
+    """For large uploads and for API replicas with queue workers: the files are saved at
+    once and a worker ingests them (the job's result is /v1/ingest's report); the request
+    does not wait for embedding."""
+    ctx = context(request)
+    req = IngestRequest([], collection, embedder, chunk_size, chunk_overlap)
+    uploads = [(f.filename or "upload", f.file) for f in files]
+    with disk_full_names(ctx.uploads, ctx.settings.home_dir):
+        staged, names = stage_uploads(ctx, uploads, req)
+    params = {"collection": collection, "files": names, "embedder": embedder}
+    args = {**params, "staged": staged, "names": names, "chunk_size": chunk_size}
+    args["chunk_overlap"] = chunk_overlap
+    again = f"tunestack ingest TUNESTACK_HOME/uploads/{collection} --collection {collection}"
+    return JobInfo(**queue(request).enqueue(JobSpec("ingest", params, args, resume=again)))
 
 
 @router.get(
