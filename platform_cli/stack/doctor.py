@@ -26,7 +26,7 @@ class Check:
 def run_checks(s: StackSettings) -> list[Check]:
     out = [_python(), _disk(s)]
     out += _packages()
-    out += [_llm_engine(), _docker(), _compose(), _gpu()]
+    out += [_llm_engine(), _queue(s), _docker(), _compose(), _gpu()]
     out += _models()
     out += _ports(s)
     return out
@@ -93,6 +93,33 @@ def _llm_engine() -> Check:
             if built
             else "`make llama-server` builds llama.cpp's server, which serves chats in parallel"
         ),
+    )
+
+
+def _queue(s: StackSettings) -> Check:
+    """Where the API's jobs run: in the API, or on a Redis queue with how many workers."""
+    if s.queue_url is None:
+        return Check("job queue", None, "none: the API runs its jobs (TUNESTACK_QUEUE_URL unset)")
+    from rq import Worker  # only with a queue
+
+    from services.rag_api.job_queue import QUEUE, connect, where  # imports rq: only with one
+
+    url = s.queue_url.get_secret_value()
+    try:
+        workers = Worker.all(connection=connect(url))
+    except Exception as e:
+        return Check(
+            "job queue",
+            False,
+            f"Redis at {where(url)} does not answer ({type(e).__name__}); start it, or unset "
+            "TUNESTACK_QUEUE_URL to run jobs in the API",
+        )
+    ours = [w for w in workers if QUEUE in w.queue_names()]
+    return Check(
+        "job queue",
+        True if ours else None,
+        f"Redis at {where(url)}, {len(ours)} worker(s)"
+        + ("" if ours else "; start one with `tunestack worker` or queued jobs wait"),
     )
 
 

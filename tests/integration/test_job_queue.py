@@ -154,6 +154,9 @@ def test_replicas_share_jobs_and_a_worker_runs_them(
         )  # built by the worker, served by the replica
         assert r.status_code == 200 and r.json()["embedder"] == "minilm-queued"
         assert httpx.get(f"{a}/readyz", timeout=30).json()["checks"]["queue"]["workers"] == 1
+        env = {"TUNESTACK_QUEUE_URL": queue.url, "COLUMNS": "200"}
+        doctor = stack.cli("doctor", env=env, timeout=120)
+        assert "job queue" in doctor.stdout and "1 worker(s)" in doctor.stdout, doctor.stdout
         # an upload queued on one replica is ingested by the worker
         doc = ("files", ("queued.md", b"# Queued\n\nThe Lumen Q1 ships in a blue box.\n"))
         r = httpx.post(
