@@ -62,7 +62,7 @@ def unreachable(url: str, e: BaseException) -> ServiceUnavailable:
     return ServiceUnavailable(
         "queue",
         f"The job queue (Redis at {where(url)}) is not reachable ({type(e).__name__}).",
-        hint="Start Redis (compose: the redis service; local: redis-server), or unset "
+        hint="Start Redis (redis-server; on Kubernetes the chart's redis pod), or unset "
         "TUNESTACK_QUEUE_URL to run jobs inside the API.",
     )
 

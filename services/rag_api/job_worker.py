@@ -27,7 +27,14 @@ from rq import Queue, Worker, get_current_job
 from services.common.logs import quiet_libraries
 from services.rag_api.context import RagContext
 from services.rag_api.job_bodies import run_job
-from services.rag_api.job_queue import QUEUE, JobStore, StoreProgress, connect, where
+from services.rag_api.job_queue import (
+    QUEUE,
+    JobStore,
+    StoreProgress,
+    connect,
+    unreachable,
+    where,
+)
 from services.rag_api.jobs import Progress, finish, job_outcome
 from services.rag_api.settings import RagSettings
 
@@ -83,11 +90,8 @@ def main() -> int:
     try:
         redis.ping()
     except (RedisDown, RedisTimeout) as e:
-        print(
-            f"error: the job queue (Redis at {where(url)}) is not reachable "
-            f"({type(e).__name__}).\nhint: start Redis first, or check TUNESTACK_QUEUE_URL.",
-            file=sys.stderr,
-        )
+        down = unreachable(url, e)
+        print(f"error: {down.message}\nhint: {down.hint}", file=sys.stderr)
         return 1
     # Loaded once here, before any fork: each job's work horse starts with them in memory
     # (shared copy-on-write) instead of spending seconds importing them again. Importing
