@@ -188,7 +188,7 @@ def test_vllm_and_gpu_jobs_ask_for_gpus(rendered: dict[str, Path]) -> None:
     items = docs(rendered["vllm-gpu-job"])
     (llm,) = find(items, "Deployment", "t-llm")["spec"]["template"]["spec"]["containers"]
     assert llm["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert llm["args"][0] == "/data/tunestack/models/llm/kb-assistant"
+    assert llm["args"][0] == "/data/tunestack/models/llm/kb-assistant/merged"
     assert any(a == "--served-model-name=kb-assistant" for a in llm["args"])
     job = find(items, "Job", "t-train-kb")
     (c,) = job["spec"]["template"]["spec"]["containers"]
