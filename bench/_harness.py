@@ -49,6 +49,30 @@ def chroma_server() -> Iterator[str]:
             proc.wait(10)
 
 
+def redis_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Debian's redis-server on a free port, nothing persisted: (process, redis:// URL)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        cwd=workdir,
+    )
+    time.sleep(0.5)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (a queue worker's job process)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def wait_http(url: str, timeout: float = 120) -> None:
     import httpx
 

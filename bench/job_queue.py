@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _harness import ROOT, free_port, median, xquad_paragraphs
+from _harness import ROOT, children, median, redis_server, xquad_paragraphs
 
 BENCH = Path(__file__).resolve().parent
 HOME = Path(tempfile.mkdtemp(prefix="bench-queue-"))
@@ -73,17 +73,6 @@ def in_process(jobs: int) -> dict[str, Any]:
 
 
 # ---- on RQ ---------------------------------------------------------------------------------
-
-
-def redis_server() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        cwd=HOME,
-    )
-    time.sleep(0.5)
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 def start_worker(url: str, fork: bool) -> subprocess.Popen[bytes]:
@@ -151,11 +140,7 @@ def recovery(url: str, whole_worker: bool) -> float:
             time.sleep(0.05)
         time.sleep(3)
         killed = time.time()
-        horse = next(
-            int(p.parent.name)
-            for p in Path("/proc").glob("[0-9]*/stat")
-            if p.read_text().rsplit(")", 1)[1].split()[1] == str(worker.pid)
-        )
+        (horse,) = children(worker.pid)
         if whole_worker:  # as when its machine or pod goes: the parent, then its horse
             worker.kill()
             worker.wait(10)
@@ -177,7 +162,7 @@ def main() -> None:
     args = ap.parse_args()
     if shutil.which("redis-server") is None:
         sys.exit("redis-server is not installed (apt-get install redis-server)")
-    redis, url = redis_server()
+    redis, url = redis_server(HOME)
     try:
         rows = {
             "API job thread (in-process)": in_process(args.jobs),

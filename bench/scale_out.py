@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import httpx
-from _harness import ROOT, free_port, wait_http
+from _harness import ROOT, children, free_port, redis_server, wait_http
 from load import run_load
 
 HAPROXY = """global
@@ -72,17 +72,6 @@ def haproxy_stat(sock: Path, server: str) -> int:
     raise KeyError(server)
 
 
-def children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
-        except (OSError, ValueError):
-            continue
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--users", type=int, default=16)
@@ -107,13 +96,8 @@ def main() -> None:
         procs.append(p)
         return p
 
-    redis_port = free_port()
-    start(
-        ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
-        dict(os.environ),
-        "redis",
-    )
-    os.environ["TUNESTACK_QUEUE_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+    redis, os.environ["TUNESTACK_QUEUE_URL"] = redis_server(work)
+    procs.append(redis)
     os.environ["TUNESTACK_RAG_WORKER_HEARTBEAT_S"] = "5"
     os.environ["TUNESTACK_RAG_WORKER_MAINTENANCE_S"] = "5"
     os.environ["TUNESTACK_RAG_RATE_PER_MINUTE"] = "100000"

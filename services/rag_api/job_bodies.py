@@ -73,11 +73,11 @@ def run_ingest(ctx: RagContext, args: dict[str, Any], progress: Progress) -> dic
     req = IngestRequest(
         [], args["collection"], args["embedder"], args["chunk_size"], args["chunk_overlap"]
     )
-    progress(0, 0, f"ingesting {len(args['names'])} file(s) into '{req.collection}'")
+    progress(0, 0, f"ingesting {len(args['files'])} file(s) into '{req.collection}'")
     report = ingest_staged(
         ctx,
         args["staged"],
-        args["names"],
+        args["files"],
         req,
         progress=lambda msg, d, t: progress(d, t, msg),
         waiting=lambda: progress(0, 0, f"waiting for other writes to '{req.collection}'"),

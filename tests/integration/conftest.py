@@ -119,7 +119,7 @@ def register_embedder_copy(stack: Stack, name: str) -> None:
     from services.common.hashing import dir_fingerprint
 
     reg = stack.registry
-    base = reg.get("embedder", "all-minilm-l6-v2")
+    base = reg.ensure("embedder", "all-minilm-l6-v2")
     copy = stack.home / name
     if not copy.exists():
         shutil.copytree(base.model_path, copy)

@@ -27,11 +27,10 @@ import httpx
 import pytest
 
 from platform_cli.stack import UpOptions
-from services.common.hashing import dir_fingerprint
 from services.common.registry import Registry
 from services.rag_api.store import VectorStore
 from tests.conftest import SAMPLES, unavailable
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, register_embedder_copy
 from tests.integration.converter_fixtures import make_lora_run
 from tests.reliability.conftest import HIGH_LIMITS, api_process
 
@@ -237,30 +236,6 @@ def test_llm_killed_mid_stream_ends_with_error_event(
 # ---- (c) API killed mid-job -------------------------------------------------------------------
 
 
-def register_copy_embedder(stack: Stack) -> None:
-    """Another embedder (the base one's files, another fingerprint): reindex target."""
-    reg = Registry(stack.home)
-    with contextlib.suppress(Exception):
-        reg.get("embedder", COPY_EMBEDDER)
-        return
-    base = reg.ensure("embedder", "all-minilm-l6-v2")
-    copy = stack.home / COPY_EMBEDDER
-    shutil.copytree(base.model_path, copy, dirs_exist_ok=True)
-    cfg = copy / "config_sentence_transformers.json"
-    cfg.write_text(cfg.read_text() + "\n")
-    reg.write(
-        base.record.model_copy(
-            update={
-                "name": COPY_EMBEDDER,
-                "model_path": str(copy),
-                "base_model": "all-minilm-l6-v2",
-                "fingerprint": dir_fingerprint(copy)[:16],
-            }
-        ),
-        replace=True,
-    )
-
-
 def test_api_killed_mid_reindex_job_is_interrupted_and_resumable(
     stack: Stack, figures: Figures
 ) -> None:
@@ -268,7 +243,7 @@ def test_api_killed_mid_reindex_job_is_interrupted_and_resumable(
         f"{stack.api}/v1/ingest", data={"collection": JOBS}, files=bulk_files(300), timeout=600
     )
     assert r.status_code == 200, r.text
-    register_copy_embedder(stack)
+    register_embedder_copy(stack, COPY_EMBEDDER)
     with api_process(stack, **HIGH_LIMITS) as api, api.client() as c:
         r = c.post("/v1/jobs/reindex", json={"collection": JOBS, "embedder": COPY_EMBEDDER})
         assert r.status_code == 202, r.text

@@ -159,8 +159,7 @@ def start_ingest(
     with disk_full_names(ctx.uploads, ctx.settings.home_dir):
         staged, names = stage_uploads(ctx, uploads, req)
     params = {"collection": collection, "files": names, "embedder": embedder}
-    args = {**params, "staged": staged, "names": names, "chunk_size": chunk_size}
-    args["chunk_overlap"] = chunk_overlap
+    args = {**params, "staged": staged, "chunk_size": chunk_size, "chunk_overlap": chunk_overlap}
     again = f"tunestack ingest TUNESTACK_HOME/uploads/{collection} --collection {collection}"
     return JobInfo(**queue(request).enqueue(JobSpec("ingest", params, args, resume=again)))
 
