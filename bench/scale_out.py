@@ -214,13 +214,12 @@ def main() -> None:
     except BaseException:
         print(f"failed; the logs are in {work}", file=sys.stderr)
         raise
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    finally:
+    finally:  # the stack's pidfiles live in `work`: stop everything before removing it
         for p in procs:
             p.kill()
             p.wait(10)
         stack.down()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
