@@ -5,7 +5,7 @@ Why RQ (README "Scaling out" has the measured figures, bench/job_queue.py reruns
 a worker forks one work horse per job, so a job's models and memory go back to the OS when
 it ends and a job killed by the kernel (out of memory) takes only itself down; the parent
 retries it at once. A worker killed outright stops heart-beating, and another worker's
-maintenance re-runs its job after worker_heartbeat_s + 60 s. Jobs are JSON (a kind and its
+maintenance re-runs its job after worker_heartbeat_s + worker_grace_s. Jobs are JSON (a kind and its
 arguments) so nothing but our own code is unpickled from Redis.
 
 RQ delivers and retries; the job record the UI polls (status, progress, result, error)

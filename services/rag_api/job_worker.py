@@ -73,6 +73,17 @@ def execute(job_id: str) -> dict[str, Any]:
     return {"status": job.status}
 
 
+class GraceWorker(Worker):
+    """RQ's worker with the heartbeat's grace a setting: RQ keeps a running job's lease
+    for the monitoring interval + a fixed 60 s, so a job whose whole worker died waited
+    at least a minute for another worker."""
+
+    grace_s = 60
+
+    def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
+        return int(super().get_heartbeat_ttl(job, working_time)) - 60 + self.grace_s
+
+
 def main() -> int:
     """Work until stopped (SIGTERM: the running job ends first; a second one stops it)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -99,7 +110,7 @@ def main() -> int:
     import sentence_transformers  # noqa: F401
     import torch  # noqa: F401
 
-    worker = Worker(
+    worker = GraceWorker(
         [Queue(QUEUE, connection=redis)],
         connection=redis,
         name=f"tunestack-{socket.gethostname()}-{os.getpid()}",
@@ -109,6 +120,7 @@ def main() -> int:
         # dead workers' jobs: wake it as often as the maintenance is due
         worker_ttl=s.worker_maintenance_s + 15,
     )
+    worker.grace_s = s.worker_grace_s
     log.info("worker %s on %s, queue %s", worker.name, where(url), QUEUE)
     worker.work(with_scheduler=False)
     return 0

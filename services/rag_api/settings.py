@@ -100,7 +100,14 @@ class RagSettings(CommonSettings):
         default=10,
         ge=1,
         description="How often a worker tells the queue it is alive; a worker silent for "
-        "this + 60 s is dead and its job is run again elsewhere.",
+        "this + worker_grace_s is dead and its job is run again elsewhere.",
+    )
+    worker_grace_s: int = Field(
+        default=60,
+        ge=1,
+        description="Seconds a worker may miss its heartbeat before its job counts as "
+        "abandoned (RQ's fixed 60 by default): lower means faster failover, but a worker "
+        "stalled that long on a loaded machine would have its job run twice.",
     )
     worker_maintenance_s: int = Field(
         default=30, ge=1, description="How often a worker looks for jobs of dead workers."

@@ -68,6 +68,7 @@ def queue(stack: Stack) -> Iterator[Queue]:
         **env,
         "TUNESTACK_RAG_WORKER_HEARTBEAT_S": "1",
         "TUNESTACK_RAG_WORKER_MAINTENANCE_S": "2",
+        "TUNESTACK_RAG_WORKER_GRACE_S": "10",
     }
     try:
         yield Queue(url, [f"http://127.0.0.1:{p}" for p in ports], worker_env, stack.home)
@@ -173,7 +174,7 @@ def test_replicas_share_jobs_and_a_worker_runs_them(
 def test_a_killed_worker_loses_no_job(stack: Stack, queue: Queue, collection: str) -> None:
     """The job's process is killed mid-run (as the kernel's OOM killer would): the worker
     runs it again at once. Then the whole worker is killed: the job waits, and a new
-    worker picks it up once the dead one's heartbeat has expired (1 s + RQ's 60 s)."""
+    worker picks it up once the dead one's heartbeat has expired (1 s + 10 s of grace)."""
     a, b = queue.apis
     register_embedder_copy(stack, "minilm-killed")
     body = {"collection": collection, "embedder": "minilm-killed"}
