@@ -28,6 +28,11 @@ class StackSettings(CommonSettings):
     chroma_port: int = 8001
     llm_port: int = Field(default=8080, description="llama.cpp server (TUNESTACK_LLM_PORT).")
     ui_port: int = 8501
+    embed_server_port: int = Field(
+        default=8081,
+        description="Local mode: the llama.cpp server of `embed deploy --to llamacpp` "
+        "(loopback only).",
+    )
     start_timeout_s: float = 180.0
     # docker mode (compose/compose.yml); the same .env feeds compose and these settings
     llm_server: Literal["ollama", "llamacpp"] = Field(

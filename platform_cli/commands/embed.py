@@ -11,15 +11,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from platform_cli.context import provision_bases, run
+from platform_cli.context import provision_bases, run, settings
 from platform_cli.output import console, err_console, fail, progress_bar
+from platform_cli.stack import open_stack
 from services.common import atomic
 from services.common.embedders import EmbedderPool
 from services.common.embedders.remote import register_remote
 from services.common.logs import quiet_libraries
 from services.common.records import EmbedderRecord, RemoteEndpoint
 from services.common.registry import Entry, Registry, dump
-from services.converter.embedder_gguf import deploy_embedder_ollama, export_embedder
+from services.converter.embedder_gguf import deploy_embedder, export_embedder
 from services.converter.settings import ConvertSettings
 from services.embed_tuner import service as svc
 from services.embed_tuner.mteb_run import COLUMNS as MTEB_COLUMNS
@@ -219,28 +220,22 @@ def export(
 @app.command()
 def deploy(
     name: Annotated[str, typer.Argument(help="An embedder exported with --gguf.")],
-    to: Annotated[str, typer.Option(help="ollama")] = "ollama",
+    to: Annotated[str, typer.Option(help="ollama | llamacpp")] = "ollama",
     model: Annotated[str | None, typer.Option(help="Name on the server (default NAME).")] = None,
     register_as: Annotated[
-        str | None, typer.Option("--as", help="Registry name (default NAME-ollama).")
+        str | None, typer.Option("--as", help="Registry name (default NAME-TO).")
     ] = None,
 ) -> None:
-    """Create the GGUF as an Ollama embedding model, check Ollama's vectors against
-    sentence-transformers', and register it as an embedder."""
-    if to != "ollama":
-        fail(
-            f"--to {to}: only ollama so far. For llama.cpp, serve the exported GGUF with "
-            "`python -m llama_cpp.server --model FILE --embedding true --n_ctx 256` and "
-            "register it: tunestack embed add NAME --provider openai-compatible --base-url "
-            "http://127.0.0.1:PORT/v1 --model FILE"
-        )
-    s = ConvertSettings()
-    registry = Registry(s.home_dir)
+    """Serve the GGUF as an embedding model (Ollama, or the local stack's llama.cpp
+    embedding server), check the served vectors against sentence-transformers', and
+    register it as an embedder."""
+    s = settings()
+    target = run(lambda: open_stack(s, None).embed_target(to))
     entry = run(
-        lambda: deploy_embedder_ollama(
-            registry,
+        lambda: deploy_embedder(
+            Registry(s.home_dir),
             name,
-            s.ollama_host,
+            target,
             model=model,
             register_as=register_as,
             say=err_console.print,

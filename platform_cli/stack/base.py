@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from platform_cli.settings import StackSettings
 from services.common.errors import BadInput, TunestackError
 from services.converter.deploy import OllamaTarget, ServingTarget
+from services.converter.embedder_gguf import EmbedTarget, OllamaEmbedTarget
 
 OnEvent = Callable[[str], None]
 
@@ -158,12 +159,26 @@ class Stack(Protocol):
         """What `tunestack llm deploy --to KIND` installs a model on (ollama | llamacpp)."""
         ...
 
+    def embed_target(self, kind: str) -> EmbedTarget:
+        """What `tunestack embed deploy --to KIND` serves a GGUF embedder on."""
+        ...
+
 
 def ollama_target(s: StackSettings, kind: str, adapter: bool) -> ServingTarget | None:
     """Ollama, which both modes deploy to the same way (at OLLAMA_HOST); None for
     llamacpp, which each mode answers itself; an unknown kind is refused."""
     if kind == "ollama":
         return OllamaTarget(s.ollama_host, adapter=adapter)
+    if kind != "llamacpp":
+        raise BadInput(f"--to {kind}: use ollama or llamacpp.")
+    return None
+
+
+def ollama_embed_target(s: StackSettings, kind: str) -> EmbedTarget | None:
+    """Ollama for `embed deploy` in both modes; None for llamacpp, which only the local
+    stack runs; an unknown kind is refused."""
+    if kind == "ollama":
+        return OllamaEmbedTarget(s.ollama_host)
     if kind != "llamacpp":
         raise BadInput(f"--to {kind}: use ollama or llamacpp.")
     return None

@@ -28,6 +28,7 @@ from platform_cli.stack.base import (
     ServiceStatus,
     UpOptions,
     compose_port,
+    ollama_embed_target,
     ollama_target,
     service_def,
 )
@@ -37,6 +38,7 @@ from platform_cli.stack.processes import port_free
 from services.common.errors import BadInput, ServiceUnavailable, TunestackError
 from services.common.settings import process_environ
 from services.converter.deploy import ServingTarget
+from services.converter.embedder_gguf import EmbedTarget
 
 LLM_SERVERS = tuple(c.name for c in service_def("llm").compose)
 ALL_PROFILES = (*LLM_SERVERS, "jobs")
@@ -361,6 +363,16 @@ class ComposeStack:
             args += ["--volume", f"{host}:{host}"]
         args += ["--workdir", str(cwd), service, *argv]
         return subprocess.run(self.argv(*args, profiles=["jobs"]), env=self.env()).returncode
+
+    def embed_target(self, kind: str) -> EmbedTarget:
+        target = ollama_embed_target(self.s, kind)
+        if target is None:
+            raise BadInput(
+                "--to llamacpp runs a llama.cpp embedding server of the local stack; the "
+                "stack runs in docker.",
+                hint=LLAMACPP_IN_DOCKER_HINT,
+            )
+        return target
 
     def serving_target(self, kind: str, *, adapter: bool = False) -> ServingTarget:
         target = ollama_target(self.s, kind, adapter)

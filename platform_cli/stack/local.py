@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from platform_cli.settings import StackSettings
+from platform_cli.stack import embed_server
 from platform_cli.stack.base import (
     LLAMACPP_IN_DOCKER_HINT,
     SERVICE_NAMES,
@@ -26,10 +27,12 @@ from platform_cli.stack.base import (
     OnEvent,
     ServiceStatus,
     UpOptions,
+    ollama_embed_target,
     ollama_target,
     service_def,
     waves,
 )
+from platform_cli.stack.embed_server import LlamaCppEmbedTarget
 from platform_cli.stack.llamacpp_target import LlamaCppTarget, served_model
 from platform_cli.stack.processes import (
     ProcSpec,
@@ -43,6 +46,7 @@ from services.common.errors import BadInput, ServiceUnavailable, TunestackError
 from services.common.registry import Registry
 from services.common.settings import process_environ
 from services.converter.deploy import ServingTarget
+from services.converter.embedder_gguf import EmbedTarget
 from services.converter.servable import servable_gguf
 from services.llm_server import LlmServerSettings, server_argv
 
@@ -176,6 +180,14 @@ class LocalStack:
             details = {"pid": pid, "log": str(self.log_path(d.name))}
             running = pid is not None
             out.append(ServiceStatus(d.name, d.url(self.s), state, ok, running, details))
+        pid = self.pid(embed_server.NAME)
+        if pid is not None or embed_server.served(self.run_dir):  # only once deployed to
+            url, health = embed_server.spec_urls(self.s)
+            ok = pid is not None and healthy(health)
+            state = "healthy" if ok else "starting/unhealthy" if pid else "stopped"
+            details = {"pid": pid, "log": str(self.log_path(embed_server.NAME))}
+            running = pid is not None
+            out.append(ServiceStatus(embed_server.NAME, url, state, ok, running, details))
         return out
 
     def is_running(self) -> bool:
@@ -196,7 +208,7 @@ class LocalStack:
             raise TunestackError(
                 f"Port {spec.port} for {spec.name} is taken by another program.",
                 hint="Stop that program or choose another port, e.g. "
-                f"{service_def(spec.name).port.env}=<free port> in .env.",
+                f"{spec.port_env or service_def(spec.name).port.env}=<free port> in .env.",
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -285,14 +297,20 @@ class LocalStack:
         gguf, alias = prepare_models(self.s, on_event)
         names = [n for n in SERVICE_NAMES if options.ui or n != "ui"]
         self.start_services(names, on_event, gguf, alias)
+        if embedders := embed_server.served(self.run_dir):  # `embed deploy --to llamacpp`
+            was = self.pid(embed_server.NAME)
+            spec = embed_server.start(self, embedders)
+            on_event(f"{spec.name}: {'already running' if was else 'healthy'} at {spec.url}")
 
     def down(self, volumes: bool = False) -> list[str]:
         """Stop every process; `volumes` has nothing to delete here (the data in
         TUNESTACK_HOME is never deleted by `down`)."""
-        return [n for n in reversed(SERVICE_NAMES) if self.stop(n)]
+        names = (embed_server.NAME, *reversed(SERVICE_NAMES))
+        return [n for n in names if self.stop(n)]
 
     def logs(self, service: str, follow: bool, lines: int) -> int:
-        service_def(service)  # an unknown name is refused with the list of names
+        if service != embed_server.NAME:
+            service_def(service)  # an unknown name is refused with the list of names
         path = self.log_path(service)
         if not path.exists():
             raise TunestackError(f"No log yet at {path}.", hint="Start the stack: tunestack up")
@@ -303,6 +321,17 @@ class LocalStack:
 
     def run_job(self, service: str, argv: Sequence[str]) -> int | None:
         return None  # local mode: jobs run in this process
+
+    def embed_target(self, kind: str) -> EmbedTarget:
+        target = ollama_embed_target(self.s, kind)
+        if target is not None:
+            return target
+        if self.s.in_job_container:  # the server would die with the job's container
+            raise BadInput(
+                "--to llamacpp starts a llama.cpp embedding server; this is a job container.",
+                hint=LLAMACPP_IN_DOCKER_HINT,
+            )
+        return LlamaCppEmbedTarget(self)
 
     def serving_target(self, kind: str, *, adapter: bool = False) -> ServingTarget:
         target = ollama_target(self.s, kind, adapter)

@@ -22,6 +22,7 @@ class ProcSpec:
     url: str
     health_url: str
     env: dict[str, str] = field(default_factory=dict)
+    port_env: str = ""  # the variable that moves it (default: its ServiceDef's)
 
 
 def port_free(host: str, port: int) -> bool:

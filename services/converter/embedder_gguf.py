@@ -1,6 +1,6 @@
 """A sentence-transformers embedder as GGUF, for the tools that look for embedding models
 there (Ollama, llama.cpp), with a parity gate: `tunestack embed export NAME --gguf` and
-`tunestack embed deploy NAME --to ollama`.
+`tunestack embed deploy NAME --to ollama|llamacpp`.
 
 Users report Ollama's embeddings disagreeing with sentence-transformers'. The usual
 causes are the pooling (mean vs CLS) the GGUF carries, a missing normalization, and
@@ -10,8 +10,9 @@ the LLM export, then embeds PARITY_TEXTS with llama.cpp (llama-cpp-python, the f
 pooling, context = the model's window) and with sentence-transformers, each text first cut
 to the window by the model's tokenizer so both see the same words, and requires cosine
 >= 0.99 on every text. A file that fails is kept for inspection, marked not ok, and
-refused by deploy. Deploying to Ollama sets num_ctx to the window and checks Ollama's own
-vectors against sentence-transformers' again before registering the model as an embedder.
+refused by deploy. Deploying sets the server's context to the window (Ollama's num_ctx,
+llama.cpp's n_ctx) and checks the served vectors against sentence-transformers' again,
+through the client ingest will use, before registering the model as an embedder.
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
 
 from services.common.embedders.probe_texts import parity_texts
-from services.common.embedders.remote import register_remote
+from services.common.embedders.remote import (
+    RemoteEmbedder,
+    register_remote,
+    remote_fingerprint,
+)
 from services.common.errors import BadInput, Conflict, ServiceUnavailable, TunestackError
 from services.common.hashing import file_sha256
 from services.common.records import (
@@ -154,19 +159,62 @@ def export_embedder(
     return registry.update("embedder", name, put)
 
 
-def deploy_embedder_ollama(
+class EmbedTarget(Protocol):
+    """A server that `embed deploy --to NAME` installs a GGUF embedder on: Ollama here,
+    the local stack's llama.cpp embedding server in platform_cli (which this layer cannot
+    import). `provider` is how the registered embedder then reaches it."""
+
+    name: str
+    provider: str  # "ollama" | "openai-compatible"
+
+    def install(self, gguf: Path, sha256: str, model: str, window: int, say: Say) -> str:
+        """Serve `gguf` as `model`; return the base URL the embedder is registered with."""
+        ...
+
+
+class OllamaEmbedTarget:
+    """Ollama at `host`: upload the file, create the model with num_ctx = the window
+    (Ollama then cuts long texts as sentence-transformers does)."""
+
+    name = "ollama"
+    provider = "ollama"
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+
+    def install(self, gguf: Path, sha256: str, model: str, window: int, say: Say) -> str:
+        from services.converter.deploy import _ollama_client, push_blob  # ollama: optional
+
+        client = _ollama_client(self.host)
+        try:
+            digest = push_blob(client, gguf, sha256, say)
+            say(f"Creating Ollama embedding model '{model}' (num_ctx {window})...")
+            client.create(
+                model=model, files={gguf.name: digest}, parameters={"num_ctx": window}, stream=False
+            )
+        except (ConnectionError, httpx.HTTPError) as e:
+            raise ServiceUnavailable(
+                "ollama",
+                f"Ollama is not reachable at {self.host} ({type(e).__name__}).",
+                hint="Start Ollama or set OLLAMA_HOST.",
+            ) from e
+        except Exception as e:  # ollama.ResponseError: the server refused
+            raise TunestackError(f"Ollama at {self.host} refused: {e}") from e
+        return self.host
+
+
+def deploy_embedder(
     registry: Registry,
     name: str,
-    host: str,
+    target: EmbedTarget,
     *,
     model: str | None = None,
     register_as: str | None = None,
     say: Say = lambda m: None,
 ) -> Entry[EmbedderRecord]:
-    """Create the exported GGUF as an Ollama embedding model, check Ollama's vectors, and
-    register it as an `ollama` embedder (REGISTER_AS, default NAME-ollama)."""
-    from services.converter.deploy import _ollama_client, push_blob  # ollama: optional
-
+    """Serve the exported GGUF on `target`, check the served vectors (through the same
+    client ingest will use) against sentence-transformers', and register the served model
+    as an embedder (REGISTER_AS, default NAME-TARGET)."""
     entry: Entry[EmbedderRecord] = registry.embedder(name)
     export = entry.record.gguf
     if export is None:
@@ -187,41 +235,25 @@ def deploy_embedder_ollama(
             hint=f"Run: tunestack embed export {name} --gguf",
         )
     model = model or name
-    client = _ollama_client(host)
-    try:
-        digest = push_blob(client, gguf, export.file.sha256, say)
-        say(f"Creating Ollama embedding model '{model}' (num_ctx {export.parity.window})...")
-        client.create(
-            model=model,
-            files={gguf.name: digest},
-            parameters={"num_ctx": export.parity.window},
-            stream=False,
-        )
-    except (ConnectionError, httpx.HTTPError) as e:
-        raise ServiceUnavailable(
-            "ollama",
-            f"Ollama is not reachable at {host} ({type(e).__name__}).",
-            hint="Start Ollama or set OLLAMA_HOST.",
-        ) from e
-    except Exception as e:  # ollama.ResponseError: the server refused
-        raise TunestackError(f"Ollama at {host} refused: {e}") from e
-    texts = parity_texts(20)
+    window = export.parity.window
+    base_url = target.install(gguf, export.file.sha256, model, window, say)
+    endpoint = RemoteEndpoint(base_url=base_url, model=model)
+    served = RemoteEmbedder(
+        model, remote_fingerprint(target.provider, endpoint), target.provider, endpoint, attempts=3
+    )
     st = _st_model(entry)
-    cut = cut_to_window(st, texts, export.parity.window)
+    cut = cut_to_window(st, parity_texts(20), window)
     want = st.encode(cut, normalize_embeddings=True, convert_to_numpy=True)
-    got = np.asarray(client.embed(model=model, input=cut).embeddings, dtype=np.float32)
-    low = float(cosines(want, got).min())
+    low = float(cosines(want, served.encode(cut)).min())
     if low < THRESHOLD:
         raise Conflict(
-            f"Ollama's vectors for '{model}' differ from sentence-transformers' (cosine "
+            f"{target.name}'s vectors for '{model}' differ from sentence-transformers' (cosine "
             f"{low:.4f} < {THRESHOLD}); not registered.",
-            hint=f"Check the Ollama version's BERT support; the collections keep using '{name}'.",
+            hint=f"Check the server's BERT support; the collections keep using '{name}'.",
         )
-    reg_name = register_as or f"{name}-ollama"
-    remote = register_remote(
-        registry, reg_name, "ollama", RemoteEndpoint(base_url=host, model=model), replace=True
-    )
-    dep = Deployment(to="ollama", name=model, base_url=host, by="tunestack embed deploy")
+    reg_name = register_as or f"{name}-{target.name}"
+    remote = register_remote(registry, reg_name, target.provider, endpoint, replace=True)
+    dep = Deployment(to=target.name, name=model, base_url=base_url, by="tunestack embed deploy")
 
     def add(rec: EmbedderRecord) -> EmbedderRecord:
         assert rec.gguf is not None
@@ -229,8 +261,15 @@ def deploy_embedder_ollama(
         return rec
 
     registry.update("embedder", name, add)
-    say(f"Ollama's vectors agree (min cosine {low:.4f}); registered embedder '{reg_name}'.")
+    say(f"{target.name}'s vectors agree (min cosine {low:.4f}); registered embedder '{reg_name}'.")
     return remote
 
 
-__all__ = ["deploy_embedder_ollama", "export_embedder", "parity", "parity_texts"]
+__all__ = [
+    "EmbedTarget",
+    "OllamaEmbedTarget",
+    "deploy_embedder",
+    "export_embedder",
+    "parity",
+    "parity_texts",
+]

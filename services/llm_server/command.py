@@ -85,5 +85,36 @@ def llama_server_argv(
     ]
 
 
+def embedding_server_config(
+    s: LlmServerSettings, models: list[tuple[Path, str, int]]
+) -> dict[str, object]:
+    """llama-cpp-python's server config for embedding GGUFs, each (file, alias, window):
+    one process serves every deployed embedder (it loads the one a request names), where
+    llama-server would need a process per model. The context and batch are the model's
+    window, so a longer text is cut as sentence-transformers cuts it."""
+    return {
+        "host": s.host,
+        "port": s.port,
+        "models": [
+            {
+                "model": str(path),
+                "model_alias": alias,
+                "embedding": True,
+                "n_ctx": window,
+                "n_batch": window,
+                "n_ubatch": window,
+                "n_threads": int(_threads(s)),
+                "n_gpu_layers": 0,
+                "verbose": False,
+            }
+            for path, alias, window in models
+        ],
+    }
+
+
+def embedding_server_argv(config: Path) -> list[str]:
+    return [sys.executable, "-m", "llama_cpp.server", "--config_file", str(config)]
+
+
 def _threads(s: LlmServerSettings) -> str:
     return str(s.threads or os.cpu_count() or 1)

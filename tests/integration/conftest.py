@@ -49,6 +49,7 @@ class Stack:
             "TUNESTACK_CHROMA_PORT": str(s.chroma_port),
             "TUNESTACK_LLM_PORT": str(s.llm_port),
             "TUNESTACK_UI_PORT": str(s.ui_port),
+            "TUNESTACK_EMBED_SERVER_PORT": str(s.embed_server_port),
         }
 
     def cli(
@@ -74,6 +75,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         chroma_port=free_port(),
         llm_port=free_port(),
         ui_port=free_port(),
+        embed_server_port=free_port(),
     )
     local = LocalStack(s)
     try:
