@@ -88,6 +88,15 @@ def wait_http(url: str, timeout: float = 120) -> None:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS: /proc's VmHWM, which starts afresh at exec; ru_maxrss
+    keeps the forking parent's peak across exec, so a child of a large driver would
+    report the driver's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -130,3 +139,10 @@ def base_embedder(home: Path | None = None) -> Any:
     reg = Registry(home or Path(tempfile.mkdtemp()))
     reg.ensure("embedder", "all-minilm-l6-v2")
     return EmbedderPool(reg).get("all-minilm-l6-v2")
+
+
+def cpu_flags() -> str:
+    """The CPU features the encoder's speed depends on (bf16 autocast, VNNI int8)."""
+    flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split()
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+    return " ".join(f for f in wanted if f in flags) or "none of avx2/avx512/amx"

@@ -1,7 +1,8 @@
 """Ingest throughput: ours vs LlamaIndex's VectorStoreIndex vs raw sentence-transformers.
 
 Same documents (XQuAD-en paragraphs, written as files), same chunks, same embedder
-(all-MiniLM-L6-v2), same Chroma server. Each method runs in a fresh process so its peak
+(all-MiniLM-L6-v2; ours also with its int8 ONNX encoder, `embed quantize`), same Chroma
+server. Each method runs in a fresh process so its peak
 RSS is its own; the driver prints medians and the ratios the issue asks for:
 ours >= 0.8x raw encode, ours >= 2x LlamaIndex.
 
@@ -22,6 +23,7 @@ from _harness import (
     ROOT,
     base_embedder,
     chroma_server,
+    cpu_flags,
     median,
     peak_rss_mb,
     run_isolated,
@@ -29,6 +31,15 @@ from _harness import (
 )
 
 CHUNK, OVERLAP = 128, 16
+
+
+def quantize_base(home: Path) -> None:
+    from services.common.registry import Registry
+    from services.embed_tuner.quantize import quantize_embedder
+
+    reg = Registry(home)
+    reg.ensure("embedder", "all-minilm-l6-v2")
+    quantize_embedder(reg, "all-minilm-l6-v2")
 
 
 def write_docs(folder: Path, copies: int) -> None:
@@ -48,11 +59,11 @@ def chunks_of(folder: Path) -> list[str]:
     ]
 
 
-def method_ours(folder: Path, chroma: str) -> dict:
+def method_ours(folder: Path, chroma: str, emb: object = None) -> dict:
     from services.rag_api.ingest import Ingestor
     from services.rag_api.store import VectorStore
 
-    emb = base_embedder()
+    emb = emb or base_embedder()
     ing = Ingestor(
         VectorStore(chroma), emb, chunk_size=CHUNK, chunk_overlap=OVERLAP, max_file_bytes=2**24
     )
@@ -99,7 +110,23 @@ def method_llamaindex(folder: Path, chroma: str) -> dict:
     return {"seconds": time.perf_counter() - t, "chunks": len(texts)}
 
 
-METHODS = {"ours": method_ours, "raw": method_raw, "llamaindex": method_llamaindex}
+def method_ours_int8(folder: Path, chroma: str) -> dict:
+    """Ours with the int8 ONNX encoder (`embed quantize`), quantized once by the driver
+    into INT8_HOME."""
+    from services.common.embedders import EmbedderPool
+    from services.common.registry import Registry
+
+    emb = EmbedderPool(Registry(Path(INT8_HOME[0]))).get("all-minilm-l6-v2-int8")
+    return method_ours(folder, chroma, emb)
+
+
+INT8_HOME: list[str] = []
+METHODS = {
+    "ours": method_ours,
+    "ours-int8": method_ours_int8,
+    "raw": method_raw,
+    "llamaindex": method_llamaindex,
+}
 
 
 def main() -> None:
@@ -109,21 +136,27 @@ def main() -> None:
     ap.add_argument("--method")
     ap.add_argument("--folder")
     ap.add_argument("--chroma")
+    ap.add_argument("--int8-home")
     a = ap.parse_args()
     if a.method:  # child process: one measurement
+        INT8_HOME.append(a.int8_home)
         res = METHODS[a.method](Path(a.folder), a.chroma)
         res["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(res))
         return
-    with tempfile.TemporaryDirectory() as d, chroma_server() as chroma:
+    with (
+        tempfile.TemporaryDirectory() as d,
+        tempfile.TemporaryDirectory() as int8_home,
+        chroma_server() as chroma,
+    ):
         folder = Path(d)
         write_docs(folder, a.copies)
+        quantize_base(Path(int8_home))
         results: dict[str, list[dict]] = {m: [] for m in METHODS}
         for r in range(a.repeats):
             for m in METHODS:
-                res = run_isolated(
-                    Path(__file__), ["--method", m, "--folder", d, "--chroma", chroma]
-                )
+                args = ["--method", m, "--folder", d, "--chroma", chroma]
+                res = run_isolated(Path(__file__), [*args, "--int8-home", int8_home])
                 results[m].append(res)
                 print(
                     f"run {r + 1} {m:10s} {res['chunks']} chunks {res['seconds']:.2f}s "
@@ -142,6 +175,8 @@ def main() -> None:
         print(f"{m:12s} {rate[m]:9.1f} {rss[m]:12.0f}")
     print(f"ours / raw encode : {rate['ours'] / rate['raw']:.2f}x  (target >= 0.8x)")
     print(f"ours / LlamaIndex : {rate['ours'] / rate['llamaindex']:.2f}x  (target >= 2x)")
+    print(f"ours int8 / LlamaIndex : {rate['ours-int8'] / rate['llamaindex']:.2f}x")
+    print(f"CPU flags: {cpu_flags()}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _harness import SHARED, median, peak_rss_mb
+from _harness import SHARED, cpu_flags, median, peak_rss_mb
 
 
 def main() -> None:
@@ -28,14 +28,12 @@ def main() -> None:
     from services.common.registry import Registry
     from services.embed_tuner.quantize import quantize_embedder
 
-    flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split()
-    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
     ds = load_qa(SHARED / "xquad" / "xquad.en.json")
     reg = Registry(Path(tempfile.mkdtemp(prefix="bench-int8-")))
     reg.ensure("embedder", "all-minilm-l6-v2")
     t0 = time.perf_counter()
     quantize_embedder(reg, "all-minilm-l6-v2")
-    print(f"quantize: {time.perf_counter() - t0:.1f} s; CPU flags: {' '.join(shown) or 'none'}")
+    print(f"quantize: {time.perf_counter() - t0:.1f} s; CPU flags: {cpu_flags()}")
     rows = []
     for label, precision, name in (
         ("sentence-transformers fp32", "fp32", "all-minilm-l6-v2"),
