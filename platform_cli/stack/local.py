@@ -172,23 +172,18 @@ class LocalStack:
 
     # ---- state --------------------------------------------------------------------
     def status(self) -> list[ServiceStatus]:
-        out = []
-        for d in SERVICES:
-            pid = self.pid(d.name)
-            ok = pid is not None and healthy(d.health_url(self.s))
-            state = "healthy" if ok else "starting/unhealthy" if pid else "stopped"
-            details = {"pid": pid, "log": str(self.log_path(d.name))}
-            running = pid is not None
-            out.append(ServiceStatus(d.name, d.url(self.s), state, ok, running, details))
-        pid = self.pid(embed_server.NAME)
-        if pid is not None or embed_server.served(self.run_dir):  # only once deployed to
-            url, health = embed_server.spec_urls(self.s)
-            ok = pid is not None and healthy(health)
-            state = "healthy" if ok else "starting/unhealthy" if pid else "stopped"
-            details = {"pid": pid, "log": str(self.log_path(embed_server.NAME))}
-            running = pid is not None
-            out.append(ServiceStatus(embed_server.NAME, url, state, ok, running, details))
+        out = [self._status(d.name, d.url(self.s), d.health_url(self.s)) for d in SERVICES]
+        name = embed_server.NAME  # listed once `embed deploy --to llamacpp` has run
+        if self.pid(name) is not None or embed_server.served(self.run_dir):
+            out.append(self._status(name, *embed_server.spec_urls(self.s)))
         return out
+
+    def _status(self, name: str, url: str, health_url: str) -> ServiceStatus:
+        pid = self.pid(name)
+        ok = pid is not None and healthy(health_url)
+        state = "healthy" if ok else "starting/unhealthy" if pid else "stopped"
+        details = {"pid": pid, "log": str(self.log_path(name))}
+        return ServiceStatus(name, url, state, ok, pid is not None, details)
 
     def is_running(self) -> bool:
         return any(self.pid(name) is not None for name in SERVICE_NAMES)
