@@ -35,8 +35,9 @@ class StackSettings(CommonSettings):
     )
     start_timeout_s: float = 180.0
     # docker mode (compose/compose.yml); the same .env feeds compose and these settings
-    llm_server: Literal["ollama", "llamacpp"] = Field(
-        default="ollama", description="LLM server in docker mode (local mode runs llama.cpp)."
+    llm_server: Literal["ollama", "llamacpp", "vllm"] = Field(
+        default="ollama",
+        description="LLM server in docker mode (local mode runs llama.cpp); vllm needs --gpu.",
     )
     ollama_port: int = 11434
     compose_project: str = Field(

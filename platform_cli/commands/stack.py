@@ -37,7 +37,8 @@ def up(
         str | None, typer.Option(help="auto | local | docker (default: TUNESTACK_MODE, auto)")
     ] = None,
     llm: Annotated[
-        str | None, typer.Option(help="Docker mode LLM server: ollama | llamacpp.")
+        str | None,
+        typer.Option(help="Docker mode LLM server: ollama | llamacpp | vllm (with --gpu)."),
     ] = None,
     gpu: Annotated[bool, typer.Option("--gpu", help="Docker mode: use NVIDIA GPUs.")] = False,
     build: Annotated[bool, typer.Option("--build", help="Docker mode: rebuild images.")] = False,

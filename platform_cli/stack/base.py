@@ -78,7 +78,11 @@ SERVICES: tuple[ServiceDef, ...] = (
         _LLAMACPP,
         "/v1/models",
         0,
-        (ComposeService("ollama", _OLLAMA), ComposeService("llamacpp", _LLAMACPP)),
+        (
+            ComposeService("ollama", _OLLAMA),
+            ComposeService("llamacpp", _LLAMACPP),
+            ComposeService("vllm", _LLAMACPP),
+        ),
         url_suffix="/v1",
     ),
     ServiceDef("rag-api", _API, "/healthz", 1, (ComposeService("rag-api", _API),)),
@@ -124,7 +128,7 @@ class ServiceStatus:
 
 @dataclass
 class UpOptions:
-    llm: str | None = None  # docker mode LLM server: ollama | llamacpp (default: settings)
+    llm: str | None = None  # docker mode LLM server: ollama | llamacpp | vllm (default: settings)
     gpu: bool = False
     build: bool = False
     ui: bool = True

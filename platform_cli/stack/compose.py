@@ -216,7 +216,15 @@ class ComposeStack:
         """`compose up -d` for one LLM profile, then wait until every service is healthy."""
         llm = options.llm or self.s.llm_server
         if llm not in LLM_SERVERS:
-            raise TunestackError(f"Unknown LLM server '{llm}'.", hint="Use ollama or llamacpp.")
+            raise TunestackError(
+                f"Unknown LLM server '{llm}'.", hint="Use " + ", ".join(LLM_SERVERS) + "."
+            )
+        if llm == "vllm" and not (self.gpu or options.gpu):
+            raise TunestackError(
+                "vLLM serves on NVIDIA GPUs only.",
+                hint="Add --gpu (needs the NVIDIA Container Toolkit), or use --llm llamacpp "
+                "or ollama on a CPU.",
+            )
         if LocalStack(self.s).is_running():
             raise TunestackError(
                 "The local stack is running; the docker stack needs the same ports.",
@@ -241,9 +249,9 @@ class ComposeStack:
             on_event(f"{d.name}: healthy at {d.url(self.s, cs.port)}")
 
     def _switch_llm_server(self, llm: str, on_event: OnEvent) -> None:
-        """Remove the other LLM server: both answer as `llm` in the network."""
-        other = next(n for n in LLM_SERVERS if n != llm)
-        if self.running_llm_server() == other:
+        """Remove another running LLM server: every one answers as `llm` in the network."""
+        other = self.running_llm_server()
+        if other is not None and other != llm:
             on_event(f"{other}: stopping (switching the LLM server to {llm})")
             self.run_compose("rm", "--stop", "--force", other, profiles=ALL_PROFILES)
 

@@ -20,7 +20,7 @@ from tests.conftest import unavailable
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose"
 FILES = (COMPOSE / "compose.yml", COMPOSE / "compose.gpu.yml")
-LONG_RUNNING = ("chroma", "ollama", "llamacpp", "rag-api", "ui")
+LONG_RUNNING = ("chroma", "ollama", "llamacpp", "vllm", "rag-api", "ui")
 JOBS = ("trainer", "converter", "embed-tuner")
 
 sys.path.insert(0, str(COMPOSE))
@@ -62,6 +62,7 @@ def test_services_profiles_healthchecks_and_dependencies() -> None:
     assert set(LONG_RUNNING) | set(JOBS) | {"ollama-pull"} == set(services)
     assert services["ollama"]["profiles"] == ["ollama"]
     assert services["llamacpp"]["profiles"] == ["llamacpp"]
+    assert services["vllm"]["profiles"] == ["vllm"]
     for name in LONG_RUNNING:
         assert services[name]["healthcheck"]["test"], name
     for name in JOBS:
@@ -70,8 +71,8 @@ def test_services_profiles_healthchecks_and_dependencies() -> None:
         assert services[name]["depends_on"]["chroma"]["condition"] == "service_healthy"
     assert services["rag-api"]["depends_on"]["chroma"]["condition"] == "service_healthy"
     assert services["ui"]["depends_on"]["rag-api"]["condition"] == "service_healthy"
-    # both LLM servers answer as http://llm:8080 inside the network
-    for name in ("ollama", "llamacpp"):
+    # every LLM server answers as http://llm:8080 inside the network
+    for name in ("ollama", "llamacpp", "vllm"):
         assert "llm" in services[name]["networks"]["default"]["aliases"]
     assert services["rag-api"]["environment"]["TUNESTACK_RAG_LLM_BASE_URL"] == "http://llm:8080/v1"
 
@@ -195,6 +196,7 @@ def _docker_compose() -> str:
             ["ollama", "jobs"],
             {"chroma", "ollama", "ollama-pull", "rag-api", "ui", *JOBS},
         ),
+        (["compose.gpu.yml"], ["vllm", "jobs"], {"chroma", "vllm", "rag-api", "ui", *JOBS}),
     ],
 )
 def test_docker_compose_config_renders(
@@ -218,7 +220,15 @@ def test_docker_compose_config_renders(
         assert devices[0]["driver"] == "nvidia"
         assert trainer["image"].endswith("-cuda")
         assert "cu128" in trainer["build"]["args"]["TORCH_INDEX_URL"]
-        assert "deploy" in cfg["services"]["ollama"]
+        llm = "vllm" if "vllm" in profiles else "ollama"
+        assert "deploy" in cfg["services"][llm]
+        if llm == "vllm":
+            vllm = cfg["services"]["vllm"]
+            assert vllm["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+            args = vllm["command"]
+            assert args[0] == "/data/tunestack/models/llm/kb-assistant/merged", args
+            assert "--served-model-name=smollm2-135m-instruct" in args
+            assert "127.0.0.1" in str(vllm["ports"][0])  # never beyond loopback
 
 
 def test_docker_compose_names_a_missing_required_value(tmp_path: Path) -> None:

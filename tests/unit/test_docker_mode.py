@@ -16,10 +16,12 @@ from platform_cli.stack import UpOptions, llamacpp_target
 from platform_cli.stack import mode as stack_mode
 from platform_cli.stack.compose import ComposeStack, container_status, job_mounts
 from platform_cli.stack.compose_cli import ComposeCommand, detect_compose, parse_version
+from platform_cli.stack.embed_server import LlamaCppEmbedTarget
 from platform_cli.stack.llamacpp_target import LlamaCppTarget, served_model
 from platform_cli.stack.local import LocalStack, ProcSpec
 from services.common.errors import ServiceUnavailable, TunestackError
 from services.converter.deploy import DeployFile, OllamaTarget
+from services.converter.embedder_gguf import OllamaEmbedTarget
 
 
 @pytest.fixture(autouse=True)
@@ -417,3 +419,29 @@ def test_llamacpp_deploy_rolls_back_to_the_previous_server(
     assert (done.to, done.base_url, done.response) == ("llamacpp", s.llm_url, "Hello!")
     assert done.details == {"file": str(gguf)}
     assert served_model(s) == (gguf, "tuned")  # `tunestack up` serves it after a restart
+
+
+def test_embed_targets_per_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", "http://ollama:8080")
+    local, docker = LocalStack(settings(tmp_path)), ComposeStack(settings(tmp_path))
+    for stack in (local, docker):
+        target = stack.embed_target("ollama")
+        assert isinstance(target, OllamaEmbedTarget) and target.host == "http://ollama:8080"
+        with pytest.raises(TunestackError, match="use ollama or llamacpp"):
+            stack.embed_target("vllm")
+    assert isinstance(local.embed_target("llamacpp"), LlamaCppEmbedTarget)
+    with pytest.raises(TunestackError, match="the stack runs in docker"):
+        docker.embed_target("llamacpp")
+    in_job = LocalStack(settings(tmp_path, in_job_container=True))
+    with pytest.raises(TunestackError, match="job container"):
+        in_job.embed_target("llamacpp")
+
+
+def test_vllm_needs_a_gpu(tmp_path: Path) -> None:
+    stack = ComposeStack(settings(tmp_path), ComposeCommand(("docker-compose",), (1, 29), "v1"))
+    with pytest.raises(TunestackError) as e:
+        stack.up(UpOptions(llm="vllm"), lambda m: None)
+    assert "NVIDIA GPUs only" in e.value.message and "--gpu" in str(e.value.hint)
+    with pytest.raises(TunestackError) as e:
+        stack.up(UpOptions(llm="tgi"), lambda m: None)
+    assert "ollama, llamacpp, vllm" in str(e.value.hint)
