@@ -110,17 +110,16 @@ def method_llamaindex(folder: Path, chroma: str) -> dict:
     return {"seconds": time.perf_counter() - t, "chunks": len(texts)}
 
 
-def method_ours_int8(folder: Path, chroma: str) -> dict:
+def method_ours_int8(folder: Path, chroma: str, int8_home: Path) -> dict:
     """Ours with the int8 ONNX encoder (`embed quantize`), quantized once by the driver
-    into INT8_HOME."""
+    into the registry at `int8_home`."""
     from services.common.embedders import EmbedderPool
     from services.common.registry import Registry
 
-    emb = EmbedderPool(Registry(Path(INT8_HOME[0]))).get("all-minilm-l6-v2-int8")
+    emb = EmbedderPool(Registry(int8_home)).get("all-minilm-l6-v2-int8")
     return method_ours(folder, chroma, emb)
 
 
-INT8_HOME: list[str] = []
 METHODS = {
     "ours": method_ours,
     "ours-int8": method_ours_int8,
@@ -139,8 +138,11 @@ def main() -> None:
     ap.add_argument("--int8-home")
     a = ap.parse_args()
     if a.method:  # child process: one measurement
-        INT8_HOME.append(a.int8_home)
-        res = METHODS[a.method](Path(a.folder), a.chroma)
+        folder = Path(a.folder)
+        if a.method == "ours-int8":
+            res = method_ours_int8(folder, a.chroma, Path(a.int8_home))
+        else:
+            res = METHODS[a.method](folder, a.chroma)
         res["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(res))
         return

@@ -17,8 +17,9 @@ the file (platform_cli), behind the same ServingTarget interface.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -271,6 +272,26 @@ def _ollama_client(host: str) -> Any:
     return ollama.Client(host=host, timeout=600)
 
 
+@contextlib.contextmanager
+def ollama_errors(
+    host: str, start_hint: str = "Start Ollama or set OLLAMA_HOST."
+) -> Iterator[None]:
+    """Ollama's refusals and its absence as our errors, for every call to it."""
+    import ollama  # optional extra: only a deploy to Ollama needs it
+
+    try:
+        yield
+    except ollama.ResponseError as e:
+        raise TunestackError(
+            f"Ollama at {host} refused: {e.error} (HTTP {e.status_code}).",
+            hint="Check OLLAMA_HOST and the Ollama server log.",
+        ) from e
+    except (ConnectionError, httpx.HTTPError) as e:
+        raise ServiceUnavailable(
+            "ollama", f"Ollama is not reachable at {host} ({type(e).__name__}).", hint=start_hint
+        ) from e
+
+
 def _blob_exists(client: Any, digest: str) -> bool:
     """HEAD /api/blobs/<digest> (the client has no method for it; same connection)."""
     r = client._client.head(f"/api/blobs/{digest}")
@@ -301,11 +322,10 @@ class OllamaTarget:
         self.adapter = adapter
 
     def install(self, entry: Entry[LlmRecord], f: DeployFile, model: str, say: Say) -> Installed:
-        import ollama  # optional extra: only a deploy to Ollama needs it
-
         fields = modelfile_for(entry, f.path.name)
         client = _ollama_client(self.host)
-        try:
+        started = "Start Ollama (docker mode: tunestack up --llm ollama) or set OLLAMA_HOST."
+        with ollama_errors(self.host, started):
             files, adapters = self._blobs(client, entry, f, say)
             say(f"  Creating Ollama model '{model}'...")
             client.create(
@@ -327,17 +347,6 @@ class OllamaTarget:
             )
             if not r.done or not (r.response or "").strip():
                 raise TunestackError(f"Ollama's generate with '{model}' returned no text.")
-        except ollama.ResponseError as e:
-            raise TunestackError(
-                f"Ollama at {self.host} refused: {e.error} (HTTP {e.status_code}).",
-                hint="Check OLLAMA_HOST and the Ollama server log.",
-            ) from e
-        except (ConnectionError, httpx.HTTPError) as e:
-            raise ServiceUnavailable(
-                "ollama",
-                f"Ollama is not reachable at {self.host} ({type(e).__name__}).",
-                hint="Start Ollama (docker mode: tunestack up --llm ollama) or set OLLAMA_HOST.",
-            ) from e
         return Installed(
             to="ollama",
             base_url=self.host.rstrip("/") + "/v1",

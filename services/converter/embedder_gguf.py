@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 import numpy as np
 
 from services.common.embedders.probe_texts import parity_texts
@@ -31,7 +30,7 @@ from services.common.embedders.remote import (
     register_remote,
     remote_fingerprint,
 )
-from services.common.errors import BadInput, Conflict, ServiceUnavailable, TunestackError
+from services.common.errors import BadInput, Conflict
 from services.common.hashing import file_sha256
 from services.common.records import (
     Deployment,
@@ -43,6 +42,7 @@ from services.common.records import (
 )
 from services.common.registry import Entry, Registry
 from services.converter.convert import run_converter
+from services.converter.deploy import _ollama_client, ollama_errors, push_blob
 from services.converter.settings import ConvertSettings
 from services.converter.toolchain import scripts_dir
 
@@ -183,23 +183,13 @@ class OllamaEmbedTarget:
         self.host = host
 
     def install(self, gguf: Path, sha256: str, model: str, window: int, say: Say) -> str:
-        from services.converter.deploy import _ollama_client, push_blob  # ollama: optional
-
         client = _ollama_client(self.host)
-        try:
+        with ollama_errors(self.host):
             digest = push_blob(client, gguf, sha256, say)
             say(f"Creating Ollama embedding model '{model}' (num_ctx {window})...")
             client.create(
                 model=model, files={gguf.name: digest}, parameters={"num_ctx": window}, stream=False
             )
-        except (ConnectionError, httpx.HTTPError) as e:
-            raise ServiceUnavailable(
-                "ollama",
-                f"Ollama is not reachable at {self.host} ({type(e).__name__}).",
-                hint="Start Ollama or set OLLAMA_HOST.",
-            ) from e
-        except Exception as e:  # ollama.ResponseError: the server refused
-            raise TunestackError(f"Ollama at {self.host} refused: {e}") from e
         return self.host
 
 
