@@ -49,6 +49,29 @@ def chroma_server() -> Iterator[str]:
             proc.wait(10)
 
 
+@contextmanager
+def milvus_server() -> Iterator[str]:
+    """`milvus-lite server` (Milvus's gRPC protocol) on a free port, data in a temp dir."""
+    from platform_cli.stack.processes import healthy
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as d:
+        exe = Path(sys.executable).parent / "milvus-lite"
+        proc = subprocess.Popen(
+            [str(exe), "server", "--data-dir", d, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while not healthy(f"tcp://127.0.0.1:{port}") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
 def redis_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Debian's redis-server on a free port, nothing persisted: (process, redis:// URL)."""
     port = free_port()

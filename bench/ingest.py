@@ -61,11 +61,11 @@ def chunks_of(folder: Path) -> list[str]:
 
 def method_ours(folder: Path, chroma: str, emb: object = None) -> dict:
     from services.rag_api.ingest import Ingestor
-    from services.rag_api.store import VectorStore
+    from services.rag_api.store_chroma import ChromaStore
 
     emb = emb or base_embedder()
     ing = Ingestor(
-        VectorStore(chroma), emb, chunk_size=CHUNK, chunk_overlap=OVERLAP, max_file_bytes=2**24
+        ChromaStore(chroma), emb, chunk_size=CHUNK, chunk_overlap=OVERLAP, max_file_bytes=2**24
     )
     t = time.perf_counter()
     rep = ing.ingest([folder], f"b{uuid.uuid4().hex[:8]}")

@@ -1,4 +1,5 @@
-"""Latency of POST /v1/retrieve (uvicorn, real Chroma server) at 10k and 100k chunks.
+"""Latency of POST /v1/retrieve (uvicorn) at 10k and 100k chunks, on each vector store:
+Chroma's server and Milvus (milvus-lite's gRPC server), side by side in one run.
 
 Real query embeddings (XQuAD-en questions through the API's embedder); the stored
 chunks are XQuAD-en paragraph chunks embedded with the same model and replicated with
@@ -7,6 +8,7 @@ on 2 cores and measure the embedder, not retrieval). Prints p50/p95 per mode and
 process's peak RSS. Target: dense p95 <= 50 ms at 100k.
 
     .venv/bin/python bench/retrieve.py [--sizes 10000,100000] [--queries 200]
+        [--stores chroma,milvus]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -25,11 +28,15 @@ from _harness import (
     base_embedder,
     chroma_server,
     free_port,
+    milvus_server,
     percentile,
     wait_http,
     xquad_paragraphs,
     xquad_questions,
 )
+
+if TYPE_CHECKING:
+    from services.rag_api.store import VectorStore
 
 
 def vm_hwm_mb(pid: int) -> float:
@@ -39,19 +46,16 @@ def vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
-def fill(chroma: str, home: Path, target: int, have: int) -> int:
+def fill(store: VectorStore, home: Path, target: int, have: int) -> int:
     from services.common.documents.chunking import Chunker
     from services.rag_api.bm25 import tokenize
-    from services.rag_api.store import VectorStore
 
     emb = base_embedder(home)
     chunker = Chunker(128, 16, emb.tokens)
     texts = [c for p in xquad_paragraphs("en") for c in chunker.split(p)]
     vecs = emb.encode(texts)
     toks = [" ".join(tokenize(t)) for t in texts]
-    store = VectorStore(chroma)
     build = store.create("bench", emb.name, emb.fingerprint, emb.dimension)
-    col = store.collection(build)
     rng = np.random.default_rng(0)
     step = 5000
     for start in range(have, target, step):
@@ -59,7 +63,8 @@ def fill(chroma: str, home: Path, target: int, have: int) -> int:
         base = idx % len(texts)
         v = vecs[base] + rng.normal(0, 0.02, (len(idx), vecs.shape[1])).astype(np.float32)
         v /= np.linalg.norm(v, axis=1, keepdims=True)
-        col.upsert(
+        store.upsert(
+            build,
             ids=[f"c{i:07d}" for i in idx],
             embeddings=v,
             documents=[texts[b] for b in base],
@@ -82,37 +87,46 @@ def fill(chroma: str, home: Path, target: int, have: int) -> int:
     return target
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", default="10000,100000")
-    ap.add_argument("--queries", type=int, default=200)
-    a = ap.parse_args()
-    sizes = [int(x) for x in a.sizes.split(",")]
-    questions = xquad_questions("en")[: a.queries]
+def measure(
+    engine: str, url: str, sizes: list[int], questions: list[str]
+) -> list[tuple[str, int, str, float, float, float, float]]:
+    """Fill a store of `engine` at `url` up to each size and time the API on it."""
+    from services.common.settings import CommonSettings
+    from services.rag_api.store_engines import open_store
+
     rows = []
-    with tempfile.TemporaryDirectory() as home, chroma_server() as chroma:
+    with tempfile.TemporaryDirectory() as home:
         port = free_port()
         env = {
             **os.environ,
             "TUNESTACK_HOME": home,
-            "TUNESTACK_CHROMA_URL": chroma,
+            "TUNESTACK_VECTOR_STORE": engine,
+            "TUNESTACK_CHROMA_URL" if engine == "chroma" else "TUNESTACK_MILVUS_URI": url,
             "TUNESTACK_RAG_PORT": str(port),
         }
+        store = open_store(
+            CommonSettings.model_validate(
+                {"vector_store": engine, "chroma_url": url, "milvus_uri": url}
+            )
+        )
         api = subprocess.Popen(
             [sys.executable, "-m", "services.rag_api"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        url = f"http://127.0.0.1:{port}"
+        api_url = f"http://127.0.0.1:{port}"
         try:
-            wait_http(url + "/healthz")
+            wait_http(api_url + "/healthz")
             have = 0
             for n in sizes:
                 t = time.perf_counter()
-                have = fill(chroma, Path(home), n, have)
-                print(f"filled {n} chunks in {time.perf_counter() - t:.0f}s", file=sys.stderr)
-                with httpx.Client(base_url=url, timeout=120) as c:
+                have = fill(store, Path(home), n, have)
+                print(
+                    f"{engine}: filled {n} chunks in {time.perf_counter() - t:.0f}s",
+                    file=sys.stderr,
+                )
+                with httpx.Client(base_url=api_url, timeout=300) as c:
                     for mode in ("dense", "bm25", "hybrid"):
                         body = {"collection": "bench", "mode": mode, "top_k": 5}
                         t = time.perf_counter()
@@ -125,26 +139,38 @@ def main() -> None:
                             t = time.perf_counter()
                             c.post("/v1/retrieve", json={**body, "query": q}).raise_for_status()
                             lat.append((time.perf_counter() - t) * 1000)
-                        rows.append(
-                            (
-                                n,
-                                mode,
-                                percentile(lat, 50),
-                                percentile(lat, 95),
-                                first,
-                                vm_hwm_mb(api.pid),
-                            )
-                        )
+                        p50, p95 = percentile(lat, 50), percentile(lat, 95)
+                        rows.append((engine, n, mode, p50, p95, first, vm_hwm_mb(api.pid)))
         finally:
             api.terminate()
             api.wait(10)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--stores", default="chroma,milvus")
+    a = ap.parse_args()
+    sizes = [int(x) for x in a.sizes.split(",")]
+    questions = xquad_questions("en")[: a.queries]
+    servers = {"chroma": chroma_server, "milvus": milvus_server}
+    rows = []
+    for engine in a.stores.split(","):
+        with servers[engine]() as url:
+            rows += measure(engine, url, sizes, questions)
     print(f"\n/v1/retrieve latency, {len(questions)} sequential queries, top_k=5 (ms)")
-    print(f"{'chunks':>8s} {'mode':7s} {'p50':>7s} {'p95':>7s} {'first':>8s} {'API RSS MB':>11s}")
-    for n, mode, p50, p95, first, rss in rows:
-        print(f"{n:8d} {mode:7s} {p50:7.1f} {p95:7.1f} {first:8.0f} {rss:11.0f}")
-    dense100 = [r for r in rows if r[1] == "dense" and r[0] == max(sizes)]
-    if dense100:
-        print(f"dense p95 at {max(sizes)}: {dense100[0][3]:.1f} ms (target <= 50 ms)")
+    head = ("store", "chunks", "mode", "p50", "p95", "first", "API RSS MB")
+    print("{:7s} {:>8s} {:7s} {:>7s} {:>7s} {:>8s} {:>11s}".format(*head))
+    for engine, n, mode, p50, p95, first, rss in rows:
+        print(f"{engine:7s} {n:8d} {mode:7s} {p50:7.1f} {p95:7.1f} {first:8.0f} {rss:11.0f}")
+    top = max(sizes)
+    dense = {r[0]: r[4] for r in rows if r[2] == "dense" and r[1] == top}
+    for engine, p95 in dense.items():
+        print(f"{engine}: dense p95 at {top}: {p95:.1f} ms (target <= 50 ms)")
+    if len(dense) == 2:
+        print(f"milvus/chroma dense p95 at {top}: {dense['milvus'] / dense['chroma']:.2f}x")
 
 
 if __name__ == "__main__":

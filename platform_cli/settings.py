@@ -26,6 +26,9 @@ class StackSettings(CommonSettings):
     bind: str = "127.0.0.1"
     api_port: int = 8000
     chroma_port: int = 8001
+    milvus_port: int = Field(
+        default=19530, description="Local mode with TUNESTACK_VECTOR_STORE=milvus: milvus-lite."
+    )
     llm_port: int = Field(default=8080, description="llama.cpp server (TUNESTACK_LLM_PORT).")
     ui_port: int = 8501
     embed_server_port: int = Field(
@@ -60,9 +63,10 @@ class StackSettings(CommonSettings):
     @model_validator(mode="after")
     def _derive_urls(self) -> Self:
         """Client URLs not set explicitly point at this machine's ports: the API on the bind
-        address, Chroma and Ollama on loopback (they are never published beyond it)."""
+        address, the vector store and Ollama on loopback (they are never published beyond it)."""
         derived = {
             "chroma_url": f"http://127.0.0.1:{self.chroma_port}",
+            "milvus_uri": f"http://127.0.0.1:{self.milvus_port}",
             "api_url": self.url(self.api_port),
             "ollama_host": f"http://127.0.0.1:{self.ollama_port}",
         }

@@ -39,7 +39,7 @@ HEAVY = frozenset(
         *("torch", "transformers", "sentence_transformers", "peft", "datasets", "accelerate"),
         *("safetensors", "bitsandbytes", "trl", "flash_attn", "huggingface_hub", "gguf"),
         *("chromadb", "llama_cpp", "llama_index", "ollama", "openai", "tensorboard"),
-        *("langchain", "langchain_core", "langchain_openai", "langchain_chroma"),
+        *("langchain", "langchain_core", "langchain_openai", "pymilvus"),
         *("fastapi", "uvicorn", "streamlit", "docker", "selenium", "dotenv"),
         *("bm25s", "jieba", "nltk", "rouge_chinese", "pypdf", "bs4", "charset_normalizer"),
         *("matplotlib", "numpy", "pandas", "PIL"),

@@ -54,17 +54,24 @@ LOOPBACK = "127.0.0.1"
 PUBLISHED = ("rag-api", "ui")  # the only services TUNESTACK_BIND applies to
 
 
-def chroma_binary() -> str:
-    cand = Path(sys.executable).parent / "chroma"
+MILVUS = "milvus"  # the process that replaces chroma with TUNESTACK_VECTOR_STORE=milvus
+
+
+def _binary(name: str, package: str) -> str:
+    cand = Path(sys.executable).parent / name
     if cand.exists():
         return str(cand)
-    found = shutil.which("chroma")
+    found = shutil.which(name)
     if not found:
         raise TunestackError(
-            "The `chroma` server command is not installed.",
-            hint="Run `make setup` (installs chromadb into .venv).",
+            f"The `{name}` server command is not installed.",
+            hint=f"Run `make setup` (installs {package} into .venv).",
         )
     return found
+
+
+def chroma_binary() -> str:
+    return _binary("chroma", "chromadb")
 
 
 def prepare_models(s: StackSettings, on_event: OnEvent) -> tuple[Path, str]:
@@ -110,6 +117,8 @@ class LocalStack:
             {
                 "TUNESTACK_HOME": str(self.home),
                 "TUNESTACK_CHROMA_URL": s.chroma_url,
+                "TUNESTACK_VECTOR_STORE": s.vector_store,
+                "TUNESTACK_MILVUS_URI": s.milvus_uri,
                 "TUNESTACK_API_URL": s.api_url,
                 "TUNESTACK_DEFAULT_LLM": s.default_llm,
                 "TUNESTACK_RAG_HOST": s.bind,
@@ -125,7 +134,16 @@ class LocalStack:
     def spec(
         self, name: str, llm_model_path: Path | None = None, llm_alias: str | None = None
     ) -> ProcSpec:
-        s, d = self.s, service_def(name)
+        s = self.s
+        if name == MILVUS:  # milvus-lite's gRPC server: health is its port accepting
+            port = s.milvus_port
+            argv = [_binary("milvus-lite", "milvus-lite"), "server", "--data-dir"]
+            argv += [str(self.home / "milvus"), "--host", LOOPBACK, "--port", str(port)]
+            health = f"tcp://{LOOPBACK}:{port}"
+            return ProcSpec(
+                name, argv, port, s.milvus_uri, health, port_env="TUNESTACK_MILVUS_PORT"
+            )
+        d = service_def(name)
         py = sys.executable
         if name == "chroma":
             argv = [chroma_binary(), "run", "--path", str(self.home / "chroma")]
@@ -171,8 +189,18 @@ class LocalStack:
         return self.log_dir / f"{name}.log"
 
     # ---- state --------------------------------------------------------------------
+    def store_process(self) -> str:
+        """The vector store's process: chroma, or milvus with TUNESTACK_VECTOR_STORE=milvus."""
+        return MILVUS if self.s.vector_store == "milvus" else "chroma"
+
     def status(self) -> list[ServiceStatus]:
-        out = [self._status(d.name, d.url(self.s), d.health_url(self.s)) for d in SERVICES]
+        out = []
+        for d in SERVICES:
+            if d.name == "chroma" and self.store_process() == MILVUS:
+                spec = self.spec(MILVUS)
+                out.append(self._status(MILVUS, spec.url, spec.health_url))
+            else:
+                out.append(self._status(d.name, d.url(self.s), d.health_url(self.s)))
         name = embed_server.NAME  # listed once `embed deploy --to llamacpp` has run
         if self.pid(name) is not None or embed_server.served(self.run_dir):
             out.append(self._status(name, *embed_server.spec_urls(self.s)))
@@ -186,7 +214,7 @@ class LocalStack:
         return ServiceStatus(name, url, state, ok, pid is not None, details)
 
     def is_running(self) -> bool:
-        return any(self.pid(name) is not None for name in SERVICE_NAMES)
+        return any(self.pid(name) is not None for name in (*SERVICE_NAMES, MILVUS))
 
     def log_tail(self, name: str, n: int) -> str:
         try:
@@ -291,6 +319,13 @@ class LocalStack:
             )
         gguf, alias = prepare_models(self.s, on_event)
         names = [n for n in SERVICE_NAMES if options.ui or n != "ui"]
+        if self.store_process() == MILVUS:
+            names.remove("chroma")
+            spec = self.spec(MILVUS)
+            was = self.pid(MILVUS)
+            self.start(spec)
+            self.wait_healthy(spec, self.s.start_timeout_s)
+            on_event(f"{MILVUS}: {'already running' if was else 'healthy'} at {spec.url}")
         self.start_services(names, on_event, gguf, alias)
         if embedders := embed_server.served(self.run_dir):  # `embed deploy --to llamacpp`
             was = self.pid(embed_server.NAME)
@@ -300,11 +335,11 @@ class LocalStack:
     def down(self, volumes: bool = False) -> list[str]:
         """Stop every process; `volumes` has nothing to delete here (the data in
         TUNESTACK_HOME is never deleted by `down`)."""
-        names = (embed_server.NAME, *reversed(SERVICE_NAMES))
+        names = (embed_server.NAME, *reversed(SERVICE_NAMES), MILVUS)
         return [n for n in names if self.stop(n)]
 
     def logs(self, service: str, follow: bool, lines: int) -> int:
-        if service != embed_server.NAME:
+        if service not in (embed_server.NAME, MILVUS):
             service_def(service)  # an unknown name is refused with the list of names
         path = self.log_path(service)
         if not path.exists():

@@ -85,6 +85,14 @@ def is_same_process(pid: int, record: dict[str, object]) -> bool:
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
+    """An HTTP URL answers below 500; a tcp://host:port (a gRPC server) accepts."""
+    if url.startswith("tcp://"):
+        host, _, port = url.removeprefix("tcp://").rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout):
+                return True
+        except OSError:
+            return False
     try:
         return httpx.get(url, timeout=timeout).status_code < 500
     except httpx.HTTPError:

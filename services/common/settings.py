@@ -20,7 +20,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
@@ -124,6 +124,22 @@ class CommonSettings(BaseSettings):
         default="http://127.0.0.1:8001",
         validation_alias=AliasChoices("TUNESTACK_CHROMA_URL"),
         description="The Chroma server (the CLI derives it from TUNESTACK_CHROMA_PORT).",
+    )
+    vector_store: Literal["chroma", "milvus"] = Field(
+        default="chroma",
+        validation_alias=AliasChoices("TUNESTACK_VECTOR_STORE"),
+        description="Where collections live: chroma (one node, the default) or milvus "
+        "(a Milvus cluster, standalone or milvus-lite at TUNESTACK_MILVUS_URI).",
+    )
+    milvus_uri: str = Field(
+        default="http://127.0.0.1:19530",
+        validation_alias=AliasChoices("TUNESTACK_MILVUS_URI"),
+        description="The Milvus server (the CLI derives it from TUNESTACK_MILVUS_PORT).",
+    )
+    milvus_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TUNESTACK_MILVUS_TOKEN"),
+        description="Milvus credentials (`user:password` or an API key), if it asks.",
     )
     ollama_host: str = Field(
         default="http://127.0.0.1:11434",

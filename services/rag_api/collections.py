@@ -82,8 +82,8 @@ def ingest(
     validate_collection_name(req.collection)
     if not ctx.store.heartbeat():
         raise ServiceUnavailable(
-            "chroma",
-            f"Chroma is not running at {ctx.store.url}.",
+            ctx.store.engine,
+            f"{ctx.store.engine.capitalize()} is not running at {ctx.store.url}.",
             hint="Start the stack first: tunestack up",
         )
     ingestor = _ingestor(ctx, req)

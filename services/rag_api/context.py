@@ -21,6 +21,7 @@ from services.rag_api.llm import LlmHolder, LlmTarget
 from services.rag_api.retrieval import Retriever
 from services.rag_api.settings import RagSettings
 from services.rag_api.store import VectorStore
+from services.rag_api.store_engines import open_store
 
 DEPLOYMENT_FILE = ("run", "llm-deployment.json")
 
@@ -38,7 +39,7 @@ class RagContext:
     @classmethod
     def from_settings(cls, s: RagSettings, *, pool_capacity: int = 3) -> RagContext:
         registry = Registry(s.home_dir)
-        store = VectorStore(s.chroma_url)
+        store = open_store(s)
         pool = EmbedderPool(registry, precision=s.embed_precision, capacity=pool_capacity)
         base_url, model = deployed_target(s) or (s.llm_base_url, s.default_llm)
         return cls(

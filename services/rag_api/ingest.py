@@ -1,4 +1,4 @@
-"""Idempotent, crash-safe ingestion of files into a Chroma build.
+"""Idempotent, crash-safe ingestion of files into a collection build (Chroma or Milvus).
 
 Idempotency: chunk ids are derived from (source path, content hash, chunk index), and a
 file counts as done only when every chunk of its current hash is present and no chunk of
@@ -169,9 +169,9 @@ class Ingestor:
         manifest = self._manifest(build)
         changed = False
         pending: list[_Pending] = []
-        # Writes go to Chroma on one background thread while the next batch is read,
+        # Writes go to the store on one background thread while the next batch is read,
         # chunked and embedded; at most one write is in flight, so memory stays bounded.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chroma-write") as writer:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-write") as writer:
             inflight: Future[list[FileResult]] | None = None
 
             def flush() -> None:
@@ -293,24 +293,19 @@ class Ingestor:
         pending: list[_Pending],
         manifest: dict[str, Any],
     ) -> list[FileResult]:
-        """Upsert a batch in as few calls as Chroma allows (one per file cost a round trip
-        and a WAL write each: 27 ms), then delete stale chunks of changed files."""
-        col = self.store.collection(build)
-        step = max(1, min(self.store.max_batch, 5000))
-        for s in range(0, len(batch["ids"]), step):
-            self.store.call(col.upsert, **{k: v[s : s + step] for k, v in batch.items()})
+        """Upsert a batch (the store batches it), then delete stale chunks of changed files."""
+        self.store.upsert(build, **batch)
         results = []
         for p in pending:
             if any(h != p.content_hash for h in manifest.get(p.source, {})):
                 stale = {"$and": [{"source": p.source}, {"content_hash": {"$ne": p.content_hash}}]}
-                self.store.call(col.delete, where=stale)
+                self.store.delete_where(build, stale)
             manifest[p.source] = {p.content_hash: (len(p.texts), len(p.texts))}
             results.append(FileResult(p.source, "ok", len(p.texts), reason=p.note))
         return results
 
     def _prune(self, build: Build, manifest: dict[str, Any], roots: list[Path]) -> list[FileResult]:
         """Remove chunks of files that no longer exist under the given roots."""
-        col = self.store.collection(build)
         resolved = [r.expanduser().resolve() for r in roots]
         out = []
         for source in sorted(manifest):
@@ -318,7 +313,7 @@ class Ingestor:
             under = any(src == r or r in src.parents for r in resolved)
             if under and not src.exists():
                 n = sum(c for c, _ in manifest[source].values())
-                self.store.call(col.delete, where={"source": source})
+                self.store.delete_where(build, {"source": source})
                 out.append(FileResult(source, "removed", n, reason="file no longer exists"))
         for r in out:
             manifest.pop(r.path, None)

@@ -61,8 +61,8 @@ def reindex(
         done = _copy(store, source, target, embedder, batch, total, progress)
         return store.publish(target), done
     except BaseException:
-        with contextlib.suppress(Exception):  # Chroma down: the next writer's sweep does it
-            store.call(store.client.delete_collection, target.physical)
+        with contextlib.suppress(Exception):  # store down: the next writer's sweep does it
+            store.drop(target.physical)
         raise
 
 
@@ -75,7 +75,6 @@ def _copy(
     total: int,
     progress: Callable[[int, int], None] | None,
 ) -> int:
-    col = store.collection(target)
     done = 0
     ids: list[str] = []
     docs: list[str] = []
@@ -84,7 +83,7 @@ def _copy(
     def flush() -> None:
         nonlocal done
         vecs = embedder.encode(docs)
-        store.call(lambda: col.upsert(ids=ids, embeddings=vecs, documents=docs, metadatas=metas))
+        store.upsert(target, ids, vecs, docs, metas)
         done += len(ids)
         if progress:
             progress(done, total)

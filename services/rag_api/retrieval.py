@@ -1,13 +1,12 @@
 """Dense, BM25 and hybrid retrieval over a collection build.
 
-Dense search goes through langchain-chroma's vector store (the object users extend
-chains with); BM25 is bm25s over tokens stored at ingest; hybrid fuses both rankings
-with reciprocal rank fusion, which needs no score calibration between the two.
+Dense search is the store's cosine search (Chroma or Milvus); BM25 is bm25s over tokens
+stored at ingest, the same for both engines; hybrid fuses both rankings with reciprocal
+rank fusion, which needs no score calibration between the two.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -19,21 +18,6 @@ from services.rag_api.store import SEP, Build, VectorStore
 
 Mode = Literal["dense", "bm25", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
-
-
-def langchain_embeddings(embedder: Embedder) -> Any:
-    """Our registry embedder behind LangChain's Embeddings interface (langchain is
-    imported here, on first retrieval, not when the CLI merely loads this module)."""
-    from langchain_core.embeddings import Embeddings
-
-    class RegistryEmbeddings(Embeddings):
-        def embed_documents(self, texts: list[str]) -> list[list[float]]:
-            return embedder.encode(texts).tolist()
-
-        def embed_query(self, text: str) -> list[float]:
-            return embedder.encode([text], kind="query")[0].tolist()
-
-    return RegistryEmbeddings()
 
 
 @dataclass
@@ -90,19 +74,10 @@ class Retriever:
         self.pool = pool
         self.default_embedder = default_embedder
         self.bm25 = Bm25Cache()
-        # langchain vector stores per logical build, with the Chroma collection id they
-        # hold: a build deleted and made again (or reindexed) has a new id, so its handle
-        # is made again instead of querying a collection that no longer exists
-        self._vs: dict[str, tuple[str, Any]] = {}
-        self._lock = threading.Lock()
 
     def forget(self, collection: str) -> None:
         """Drop what is cached for `collection`'s builds (it was deleted)."""
-        prefix = f"{collection}{SEP}"
-        with self._lock:
-            for key in [k for k in self._vs if k.startswith(prefix)]:
-                del self._vs[key]
-        self.bm25.drop(prefix)
+        self.bm25.drop(f"{collection}{SEP}")
 
     def resolve(self, collection: str, embedder: str | None) -> tuple[Build, Embedder]:
         if embedder is not None:
@@ -118,25 +93,6 @@ class Retriever:
                 hint=f"Run `tunestack reindex {collection} --embedder {build.embedder}`.",
             )
         return build, emb
-
-    def vectorstore(self, build: Build, emb: Embedder) -> Any:
-        from langchain_chroma import Chroma
-
-        key = build.key
-        with self._lock:
-            held = self._vs.get(key)
-            if held is not None and held[0] == build.id:
-                return held[1]
-            vs = self.store.call(
-                lambda: Chroma(
-                    client=self.store.client,
-                    collection_name=build.physical,
-                    embedding_function=langchain_embeddings(emb),
-                    create_collection_if_not_exists=False,
-                )
-            )
-            self._vs[key] = (build.id, vs)
-            return vs
 
     def retrieve(
         self,
@@ -187,14 +143,9 @@ class Retriever:
         return hits
 
     def _dense(self, build: Build, emb: Embedder, query: str, k: int) -> list[Hit]:
-        vs = self.vectorstore(build, emb)
         vec = emb.encode([query], kind="query")[0].tolist()
-        pairs = self.store.call(
-            lambda: vs.similarity_search_by_vector_with_relevance_scores(vec, k=k)
-        )
         return [
-            _hit(str(doc.id), doc.page_content, doc.metadata, 1.0 - float(dist))
-            for doc, dist in pairs
+            _hit(r.id, r.document, r.metadata, r.score) for r in self.store.search(build, vec, k)
         ]
 
     def _bm25(self, build: Build, query: str, k: int) -> list[Hit]:
@@ -202,25 +153,20 @@ class Retriever:
         ranked = index.search(query, k)
         if not ranked:
             return []
-        col = self.store.collection(build)
-        ids = [i for i, _ in ranked]
-        res = self.store.call(lambda: col.get(ids=ids, include=["documents", "metadatas"]))
-        docs = {
-            i: (d, m)
-            for i, d, m in zip(res["ids"], res["documents"], res["metadatas"], strict=True)
-        }
-        return [_hit(i, docs[i][0], dict(docs[i][1] or {}), s) for i, s in ranked if i in docs]
+        docs = {r.id: r for r in self.store.get(build, [i for i, _ in ranked])}
+        return [_hit(i, docs[i].document, docs[i].metadata, s) for i, s in ranked if i in docs]
 
     def bm25_index(self, build: Build) -> Bm25Index:
         version = self.store.version(build)
         cached = self.bm25.get(build.key, version)
         if cached is not None:
             return cached
-        ids: list[str] = []
-        toks: list[list[str]] = []
-        for rec in self.store.iter_records(build, include=["metadatas"]):
-            ids.append(rec["id"])
-            toks.append(str((rec["metadatas"] or {}).get("bm25", "")).split())
-        index = Bm25Index.build(ids, toks)
+        # in id order, not the engine's storage order: bm25s breaks score ties by position,
+        # so Chroma and Milvus (and a rebuilt index) rank tied chunks alike
+        rows = sorted(
+            (rec["id"], str((rec["metadatas"] or {}).get("bm25", "")).split())
+            for rec in self.store.iter_records(build, include=["metadatas"])
+        )
+        index = Bm25Index.build([i for i, _ in rows], [t for _, t in rows])
         self.bm25.put(build.key, version, index)
         return index

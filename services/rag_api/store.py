@@ -1,46 +1,42 @@
-"""Chroma access: one physical collection per (collection name, embedder fingerprint).
+"""The vector store behind retrieval: one physical collection per (collection name,
+embedder fingerprint), on Chroma (the default) or Milvus (`TUNESTACK_VECTOR_STORE`).
 
 Vectors from different embedders are not comparable, so a collection is bound to the
-embedder that built it. The physical name is `<name>__<fingerprint>` (a reindexed build:
-`<name>__<fingerprint>__r<hex>`); its metadata records the collection name and the
-embedder's registry name, so builds are found by metadata, never by name.
+embedder that built it. Each physical collection carries metadata naming the collection
+and the embedder's registry name, so builds are found by metadata, never by name.
 
 A build made from scratch (reindex) is first a staging collection (metadata
 `tunestack: "building"`, invisible to `builds`), and is published by one metadata change
 once complete: a half-built or crashed build is never served, and the build it replaces
-is deleted only after the new one is visible. Chroma's own errors leave `call` as our
-error types (404, 409, 422, 429, 503), never as a bare 500.
+is deleted only after the new one is visible.
+
+This module holds that bookkeeping once; an engine (store_chroma, store_milvus) supplies
+the few primitives it rests on (list, make, drop and re-label physical collections; upsert,
+delete, get, page through and search records) and maps its own errors to ours (404, 409,
+422, 429, 503), never a bare 500.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlparse
 
-import httpx
-
-from services.common.errors import (
-    BadInput,
-    Busy,
-    Conflict,
-    EmbedderMismatch,
-    NotFound,
-    ServiceUnavailable,
-    TunestackError,
-)
+from services.common.errors import BadInput, EmbedderMismatch, NotFound
 
 SEP = "__"
 READY = "1"  # metadata `tunestack` of a build that is served
 BUILDING = "building"  # ... of a staging build (reindex in progress, or crashed)
 _NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,60}[A-Za-z0-9])?$")
 T = TypeVar("T")
+# the filter language every engine understands: {"key": value}, {"key": {"$ne": value}}
+# and {"$and": [filter, ...]} (Chroma's own syntax; Milvus translates it)
+Where = dict[str, Any]
 
 
 def validate_collection_name(name: str) -> str:
@@ -55,14 +51,14 @@ def validate_collection_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class Build:
-    """One physical Chroma collection: a logical collection embedded by one embedder."""
+    """One physical collection: a logical collection embedded by one embedder."""
 
     name: str
     embedder: str
     embedder_fp: str
     physical: str
     metadata: dict[str, Any]
-    id: str = ""  # Chroma's collection id: a build deleted and made again gets a new one
+    id: str = ""  # the engine's collection id: a build deleted and made again gets a new one
 
     @property
     def version(self) -> str:
@@ -79,62 +75,90 @@ class Build:
         return str(self.metadata["stale"]) if self.metadata.get("stale") else None
 
 
-class VectorStore:
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-        self._client: Any = None
+@dataclass(frozen=True)
+class Physical:
+    """A physical collection as the engine lists it."""
 
-    # ---- connection -------------------------------------------------------------
-    def _down(self, e: Exception) -> ServiceUnavailable:
-        return ServiceUnavailable(
-            "chroma",
-            f"Chroma is not reachable at {self.url} ({type(e).__name__}).",
-            hint="Start the stack with `tunestack up` (or check TUNESTACK_RAG_CHROMA_URL).",
-        )
+    name: str
+    id: str
+    metadata: dict[str, Any]
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import chromadb
 
-            u = urlparse(self.url)
-            try:
-                self._client = chromadb.HttpClient(
-                    host=u.hostname or "127.0.0.1",
-                    port=u.port or (443 if u.scheme == "https" else 8000),
-                    ssl=u.scheme == "https",
-                )
-            except Exception as e:
-                raise self._down(e) from e
-        return self._client
+@dataclass(frozen=True)
+class Record:
+    """A stored chunk as search returns it; `score` is the cosine similarity."""
 
+    id: str
+    document: str
+    metadata: dict[str, Any]
+    score: float = 0.0
+
+
+class VectorStore(ABC):
+    """Build bookkeeping over an engine's primitives (the abstract methods)."""
+
+    engine = ""  # "chroma" | "milvus": health reports and error messages name it
+    url = ""
+
+    # ---- engine primitives ----------------------------------------------------------
+    @abstractmethod
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a Chroma call: connection failures become a 503 naming Chroma, Chroma's own
-        errors our types (see `chroma_error`)."""
-        try:
-            return fn(*args, **kwargs)
-        except TunestackError:
-            raise
-        except Exception as e:
-            if _is_connection_error(e):
-                self._client = None
-                raise self._down(e) from e
-            mapped = chroma_error(e)
-            if mapped is not None:
-                raise mapped from e
-            raise
+        """Run an engine call, mapping its failures to our errors (503 when it is down)."""
 
-    def heartbeat(self) -> bool:
-        try:
-            self.call(lambda: self.client.heartbeat())
-            return True
-        except ServiceUnavailable:
-            return False
+    @abstractmethod
+    def heartbeat(self) -> bool: ...
 
-    # ---- builds -----------------------------------------------------------------
-    def _physical(self) -> list[Any]:
-        return list(self.call(lambda: self.client.list_collections()))
+    @abstractmethod
+    def _list(self) -> list[Physical]: ...
 
+    @abstractmethod
+    def _make(self, physical: str, metadata: dict[str, Any]) -> Physical:
+        """Create `physical` (cosine space) unless it exists (then: as it is)."""
+
+    @abstractmethod
+    def _relabel(self, build: Build, metadata: dict[str, Any]) -> None:
+        """Replace the collection's metadata (one atomic change: it is how builds publish)."""
+
+    @abstractmethod
+    def _metadata_of(self, build: Build) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def drop(self, physical: str) -> None: ...
+
+    @abstractmethod
+    def count(self, build: Build) -> int: ...
+
+    @abstractmethod
+    def upsert(
+        self,
+        build: Build,
+        ids: Sequence[str],
+        embeddings: Any,
+        documents: Sequence[str],
+        metadatas: Sequence[dict[str, Any]],
+    ) -> None:
+        """Write records, replacing those with the same ids (in as few calls as allowed)."""
+
+    @abstractmethod
+    def delete_where(self, build: Build, where: Where) -> None: ...
+
+    @abstractmethod
+    def get(self, build: Build, ids: Sequence[str]) -> list[Record]:
+        """The records with these ids that exist (any order)."""
+
+    @abstractmethod
+    def iter_records(self, build: Build, include: list[str]) -> Iterator[dict[str, Any]]:
+        """Every record as {"id", and each of include: "documents", "metadatas"}."""
+
+    @abstractmethod
+    def search(self, build: Build, vector: list[float], k: int) -> list[Record]:
+        """The k records nearest to `vector` by cosine, best first."""
+
+    def physical_name(self, name: str, embedder_fp: str, staged: str = "") -> str:
+        """The engine's name for a build (an engine with a narrower alphabet overrides)."""
+        return f"{name}{SEP}{embedder_fp}" + (f"{SEP}{staged}" if staged else "")
+
+    # ---- builds -------------------------------------------------------------------
     def builds(self, name: str | None = None) -> list[Build]:
         """Published builds (one per collection and embedder fingerprint)."""
         return [b for b in self._builds(name) if b.metadata.get("tunestack") == READY]
@@ -144,12 +168,11 @@ class VectorStore:
         (name, fingerprint) (a publish cut off before the old one was deleted) the newer,
         unless `duplicates`."""
         out: list[Build] = []
-        for c in self._physical():
-            md = dict(c.metadata or {})
+        for c in self._list():
+            md = c.metadata
             if md.get("tunestack") not in (READY, BUILDING) or (name and md.get("name") != name):
                 continue
-            b = Build(md["name"], md["embedder"], md["embedder_fp"], c.name, md, str(c.id))
-            out.append(b)
+            out.append(Build(md["name"], md["embedder"], md["embedder_fp"], c.name, md, c.id))
         if not duplicates:
             newest: dict[str, Build] = {}
             for b in out:
@@ -209,18 +232,10 @@ class VectorStore:
         for b in self.builds(name):
             if b.embedder_fp == embedder_fp:
                 return b
-        physical = f"{name}{SEP}{embedder_fp}"
+        physical = self.physical_name(name, embedder_fp)
         md = _metadata(name, embedder, embedder_fp, dimension, extra, READY)
-        col = self.call(lambda: self._make(physical, md))
-        return Build(name, embedder, embedder_fp, physical, dict(col.metadata or md), str(col.id))
-
-    def _make(self, physical: str, md: dict[str, Any]) -> Any:
-        return self.client.get_or_create_collection(
-            physical,
-            metadata=md,
-            configuration={"hnsw": {"space": "cosine"}},
-            embedding_function=None,
-        )
+        made = self._make(physical, md)
+        return Build(name, embedder, embedder_fp, physical, made.metadata or md, made.id)
 
     def stage(
         self,
@@ -233,11 +248,10 @@ class VectorStore:
         """A new, unpublished build: `builds` and `resolve` do not see it until `publish`.
         Its name carries this process's pid (a leftover names who left it)."""
         validate_collection_name(name)
-        physical = f"{name}{SEP}{embedder_fp}{SEP}r{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        physical = self.physical_name(name, embedder_fp, f"r{os.getpid()}-{uuid.uuid4().hex[:8]}")
         md = _metadata(name, embedder, embedder_fp, dimension, extra, BUILDING)
         md["pid"] = os.getpid()
-        col = self.call(lambda: self._make(physical, md))
-        return Build(name, embedder, embedder_fp, physical, md, str(col.id))
+        return Build(name, embedder, embedder_fp, physical, md, self._make(physical, md).id)
 
     def publish(self, staged: Build) -> Build:
         """Make a complete staged build the served one for its (name, embedder), then delete
@@ -246,11 +260,10 @@ class VectorStore:
         old = [b for b in self.builds(staged.name) if b.embedder_fp == staged.embedder_fp]
         md = {k: v for k, v in staged.metadata.items() if k != "pid"}
         md |= {"tunestack": READY, "version": uuid.uuid4().hex, "published": time.time()}
-        col = self.collection(staged)
-        self.call(lambda: col.modify(metadata=md))
+        self._relabel(staged, md)
         for b in old:
             if b.physical != staged.physical:
-                self.call(self.client.delete_collection, b.physical)
+                self.drop(b.physical)
         s = staged
         return Build(s.name, s.embedder, s.embedder_fp, s.physical, md, s.id)
 
@@ -261,77 +274,32 @@ class VectorStore:
         keep = {b.physical for b in self.builds(name)}
         gone = [b.physical for b in self._builds(name, duplicates=True) if b.physical not in keep]
         for physical in gone:
-            self.call(self.client.delete_collection, physical)
+            self.drop(physical)
         return gone
 
     def mark_stale(self, build: Build, reason: str) -> None:
         """Record that `build` lacks changes made to another build of its collection
         (shown by `collections list`; a reindex from the changed build clears it)."""
-        col = self.collection(build)
-        md = dict(col.metadata or build.metadata)
+        md = self._metadata_of(build)
         if md.get("stale"):
             return
-        md["stale"] = reason
-        self.call(lambda: col.modify(metadata=md))
-
-    def collection(self, build: Build) -> Any:
-        return self.call(
-            lambda: self.client.get_collection(build.physical, embedding_function=None)
-        )
+        self._relabel(build, {**md, "stale": reason})
 
     def touch(self, build: Build) -> str:
         """Bump the build's version so caches derived from it (BM25) are rebuilt."""
         md = {**build.metadata, "version": uuid.uuid4().hex}
-        col = self.collection(build)
-        self.call(lambda: col.modify(metadata=md))
+        self._relabel(build, md)
         return str(md["version"])
 
     def version(self, build: Build) -> str:
-        col = self.collection(build)
-        return str((col.metadata or {}).get("version", ""))
-
-    def count(self, build: Build) -> int:
-        col = self.collection(build)
-        return int(self.call(col.count))
+        return str(self._metadata_of(build).get("version", ""))
 
     def delete(self, name: str) -> int:
         """Delete every build of `name` (staging ones too); the number of published ones."""
         builds = self._builds(name, duplicates=True)
         for b in builds:
-            self.call(self.client.delete_collection, b.physical)
+            self.drop(b.physical)
         return len({b.key for b in builds if b.metadata.get("tunestack") == READY})
-
-    def iter_records(
-        self,
-        build: Build,
-        include: list[str],
-        where: dict[str, Any] | None = None,
-        page: int = 5000,
-    ) -> Iterator[dict[str, Any]]:
-        """Page through a collection: Chroma caps how much one `get` returns."""
-        col = self.collection(build)
-        offset = 0
-        while True:
-            res = self.call(col.get, where=where, include=include, limit=page, offset=offset)
-            ids = res["ids"]
-            if not ids:
-                return
-            for i, id_ in enumerate(ids):
-                rec: dict[str, Any] = {"id": id_}
-                for key in include:
-                    vals = res.get(key)
-                    rec[key] = vals[i] if vals is not None else None
-                yield rec
-            if len(ids) < page:
-                return
-            offset += page
-
-    @property
-    def max_batch(self) -> int:
-        try:
-            return int(self.call(lambda: self.client.get_max_batch_size()))
-        except Exception:
-            return 1000
 
 
 def _metadata(
@@ -358,85 +326,3 @@ def _published(b: Build) -> float:
         return float(b.metadata.get("published", 0.0))
     except (TypeError, ValueError):
         return 0.0
-
-
-_CHROMA_HINT = "Check Chroma's log (`tunestack logs chroma`) and send the request again."
-
-
-def chroma_error(e: BaseException) -> TunestackError | None:
-    """One of our errors for an error Chroma answered with (None: not Chroma's).
-
-    A collection gone meanwhile is 404, a name clash 409, Chroma's rate limit 429, a
-    request Chroma refuses (a bad argument, a wrong dimension, a batch too large) 422,
-    and Chroma failing or refusing our credentials 503 naming Chroma.
-    """
-    status: int | None = None
-    message = str(e).strip() or type(e).__name__
-    if type(e).__module__.startswith("chromadb") and callable(getattr(e, "code", None)):
-        try:
-            status = int(e.code())  # type: ignore[attr-defined]
-        except Exception:
-            status = 500
-        if status == 400 and "already exists" in message:  # sent as a plain ChromaError
-            status = 409
-    elif isinstance(e, httpx.HTTPStatusError):
-        status = e.response.status_code
-    elif type(e) is Exception and _raised_in_chromadb(e):
-        # an error kind the client does not know: it raises the response body as is
-        try:
-            body = json.loads(message.split(" (trace ID:")[0])
-            kind, message = str(body.get("error", "")), str(body.get("message", message))
-        except (ValueError, AttributeError):
-            kind = ""
-        status = 404 if "NotFound" in kind else 409 if "Unique" in kind else 503
-    if status is None:
-        return None
-    if status == 404:
-        return NotFound(
-            f"Chroma no longer has it: {message}",
-            hint="It was deleted or rebuilt meanwhile; `tunestack collections list` shows "
-            "what exists. Send the request again.",
-        )
-    if status == 409:
-        return Conflict(f"Chroma refused a duplicate: {message}", hint=_CHROMA_HINT)
-    if status == 429:
-        return Busy(f"Chroma is rate-limiting requests: {message}", hint="Retry shortly.")
-    if status in (401, 403):
-        return ServiceUnavailable(
-            "chroma",
-            f"Chroma refused this service's credentials ({status}): {message}",
-            hint="Check the Chroma settings (TUNESTACK_RAG_CHROMA_URL and its auth).",
-        )
-    if 400 <= status < 500:
-        return BadInput(f"Chroma refused the request: {message}", hint=_CHROMA_HINT)
-    return ServiceUnavailable("chroma", f"Chroma failed: {message}", hint=_CHROMA_HINT)
-
-
-def _raised_in_chromadb(e: BaseException) -> bool:
-    tb = e.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).startswith("chromadb")
-
-
-def _is_connection_error(e: BaseException) -> bool:
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(
-            cur,
-            (
-                httpx.ConnectError,
-                httpx.ConnectTimeout,
-                httpx.ReadTimeout,
-                httpx.RemoteProtocolError,
-                ConnectionError,
-            ),
-        ):
-            return True
-        text = str(cur)
-        if "Could not connect" in text or "Connection refused" in text:
-            return True
-        cur = cur.__cause__ or cur.__context__
-    return False

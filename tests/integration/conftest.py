@@ -22,6 +22,7 @@ from platform_cli.stack.local import LocalStack
 from services.common.embedders import Embedder, EmbedderPool
 from services.common.registry import Registry
 from services.rag_api.store import VectorStore
+from services.rag_api.store_chroma import ChromaStore
 from tests.conftest import free_port
 
 
@@ -50,6 +51,7 @@ class Stack:
             "TUNESTACK_LLM_PORT": str(s.llm_port),
             "TUNESTACK_UI_PORT": str(s.ui_port),
             "TUNESTACK_EMBED_SERVER_PORT": str(s.embed_server_port),
+            "TUNESTACK_MILVUS_PORT": str(s.milvus_port),
         }
 
     def cli(
@@ -76,6 +78,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         llm_port=free_port(),
         ui_port=free_port(),
         embed_server_port=free_port(),
+        milvus_port=free_port(),
     )
     local = LocalStack(s)
     try:
@@ -86,8 +89,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
-def store(stack: Stack) -> VectorStore:
-    return VectorStore(stack.settings.chroma_url)
+def milvus_store(stack: Stack) -> VectorStore:
+    """Milvus (milvus-lite's gRPC server) started as local mode starts it for
+    TUNESTACK_VECTOR_STORE=milvus; the stack's `down` stops it."""
+    from platform_cli.stack.local import MILVUS
+    from services.rag_api.store_milvus import MilvusStore
+
+    spec = stack.local.spec(MILVUS)
+    stack.local.start(spec)
+    stack.local.wait_healthy(spec, 60)
+    return MilvusStore(stack.settings.milvus_uri)
+
+
+@pytest.fixture(scope="session")
+def store(stack: Stack, request: pytest.FixtureRequest) -> VectorStore:
+    """The stack's Chroma; a test parametrized with `BOTH_STORES` runs on Milvus too."""
+    if getattr(request, "param", "chroma") == "milvus":
+        return request.getfixturevalue("milvus_store")  # type: ignore[no-any-return]
+    return ChromaStore(stack.settings.chroma_url)
+
+
+BOTH_STORES = pytest.mark.parametrize("store", ["chroma", "milvus"], indirect=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Ingest against a real Chroma server: idempotency, changes, prune, bad files, kill -9."""
+"""Ingest against a real Chroma server: idempotency, changes, prune, bad files, kill -9;
+the first two on Milvus (milvus-lite's gRPC server) too."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from services.common.embedders import Embedder
 from services.rag_api.ingest import Ingestor
 from services.rag_api.store import VectorStore
 from tests.conftest import SAMPLES
-from tests.integration.conftest import Stack
+from tests.integration.conftest import BOTH_STORES, Stack
 
 MB = 2**20
 
@@ -31,6 +32,7 @@ def records(store: VectorStore, collection: str, embedder: Embedder) -> list[dic
     return list(store.iter_records(build, include=["metadatas"]))
 
 
+@BOTH_STORES
 def test_sample_corpus_is_idempotent(store: VectorStore, embedder: Embedder) -> None:
     ing = ingestor(store, embedder)
     first = ing.ingest([SAMPLES / "corpus"], "idem")
@@ -47,6 +49,7 @@ def test_sample_corpus_is_idempotent(store: VectorStore, embedder: Embedder) -> 
     assert len(records(store, "idem", embedder)) == n
 
 
+@BOTH_STORES
 def test_changed_file_replaces_and_prune_removes(
     tmp_path: Path, store: VectorStore, embedder: Embedder
 ) -> None:

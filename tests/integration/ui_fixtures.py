@@ -204,10 +204,10 @@ def fill_synthetic(chroma_url: str, reg: Registry, name: str, n: int) -> None:
     does): sample-corpus texts repeated, random unit vectors, BM25 tokens. Embedding 10k
     chunks would take minutes and measure the embedder, not the pages."""
     from services.rag_api.bm25 import tokenize
-    from services.rag_api.store import VectorStore
+    from services.rag_api.store_chroma import ChromaStore
 
     emb = reg.ensure("embedder", "all-minilm-l6-v2")
-    store = VectorStore(chroma_url)
+    store = ChromaStore(chroma_url)
     if any(b.name == name for b in store.builds(name)):
         return
     paras = [
@@ -218,14 +218,14 @@ def fill_synthetic(chroma_url: str, reg: Registry, name: str, n: int) -> None:
     ]
     toks = [" ".join(tokenize(p)) for p in paras]
     build = store.create(name, emb.name, emb.fingerprint, 384)
-    col = store.collection(build)
     rng = np.random.default_rng(0)
     step = 2500
     for start in range(0, n, step):
         idx = range(start, min(n, start + step))
         vecs = rng.normal(size=(len(idx), 384)).astype(np.float32)
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-        col.upsert(
+        store.upsert(
+            build,
             ids=[f"s{i:07d}" for i in idx],
             embeddings=vecs,
             documents=[paras[i % len(paras)] for i in idx],

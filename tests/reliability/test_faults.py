@@ -28,7 +28,7 @@ import pytest
 
 from platform_cli.stack import UpOptions
 from services.common.registry import Registry
-from services.rag_api.store import VectorStore
+from services.rag_api.store_chroma import ChromaStore
 from tests.conftest import SAMPLES, unavailable
 from tests.integration.conftest import Stack, register_embedder_copy
 from tests.integration.converter_fixtures import make_lora_run
@@ -81,7 +81,7 @@ def restart_services(stack: Stack) -> float:
 def chunk_census(stack: Stack, collection: str) -> tuple[int, dict[str, Counter[int]], set[str]]:
     """(chunks, source -> chunk_index counts, sources with a missing or extra chunk) of the
     collection's default-embedder build, read from Chroma itself."""
-    store = VectorStore(stack.settings.chroma_url)
+    store = ChromaStore(stack.settings.chroma_url)
     (build,) = [b for b in store.builds(collection) if b.embedder == "all-minilm-l6-v2"]
     per: dict[str, Counter[int]] = {}
     expected: dict[str, int] = {}
@@ -100,7 +100,7 @@ def chunk_census(stack: Stack, collection: str) -> tuple[int, dict[str, Counter[
 
 def test_chroma_killed_mid_ingest_then_rerun_completes(stack: Stack, figures: Figures) -> None:
     files = bulk_files()
-    store = VectorStore(stack.settings.chroma_url)
+    store = ChromaStore(stack.settings.chroma_url)
     url = f"{stack.api}/v1/ingest"
 
     def ingest() -> httpx.Response:
@@ -193,7 +193,7 @@ def stream_until_killed(stack: Stack, body: dict[str, Any], timeout: float = 60)
 def test_llm_killed_mid_stream_ends_with_error_event(
     stack: Stack, model: str, figures: Figures
 ) -> None:
-    if model.startswith("rag/") and not VectorStore(stack.settings.chroma_url).builds(BULK):
+    if model.startswith("rag/") and not ChromaStore(stack.settings.chroma_url).builds(BULK):
         httpx.post(
             f"{stack.api}/v1/ingest", data={"collection": BULK}, files=bulk_files(8), timeout=300
         )

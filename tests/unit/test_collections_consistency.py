@@ -41,7 +41,8 @@ from services.rag_api.context import RagContext
 from services.rag_api.reindex import reindex
 from services.rag_api.retrieval import Retriever
 from services.rag_api.settings import RagSettings
-from services.rag_api.store import BUILDING, Build, VectorStore, chroma_error
+from services.rag_api.store import BUILDING, Build, VectorStore
+from services.rag_api.store_chroma import ChromaStore, chroma_error
 from tests.conftest import free_port
 
 LOCAL = "http://127.0.0.1:8000"
@@ -218,7 +219,7 @@ def test_a_collection_made_again_by_another_process_is_followed(
     docs = tmp_path / "docs"
     svc.ingest(ctx, svc.IngestRequest([write(docs, "a.md", "Cherries are dark red.")], kb))
     assert ctx.retriever.retrieve(kb, "cherries").hits
-    other = VectorStore(ctx.settings.chroma_url)  # what `tunestack collections delete` does
+    other = ChromaStore(ctx.settings.chroma_url)  # what `tunestack collections delete` does
     assert other.delete(kb) == 1
     (docs / "a.md").unlink()
     svc.ingest(ctx, svc.IngestRequest([write(docs, "b.md", "Plums are purple.")], kb))

@@ -23,7 +23,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Readiness: Chroma, the LLM and (when jobs are queued) Redis answer",
+    summary="Readiness: the vector store, the LLM and (when jobs are queued) Redis answer",
     responses={
         200: {"model": Readiness, "description": "Both answer."},
         503: {"model": Readiness, "description": "One is down; `checks` says which."},
@@ -33,7 +33,7 @@ async def readyz(request: Request) -> JSONResponse:
     ctx: RagContext = request.app.state.tunestack
     target = ctx.llm.target
     checks: dict[str, dict[str, Any]] = {
-        "chroma": {"url": ctx.store.url, "ok": ctx.store.heartbeat()},
+        ctx.store.engine: {"url": ctx.store.url, "ok": ctx.store.heartbeat()},
     }
     try:
         await llm_mod.list_models(target)
