@@ -40,6 +40,7 @@ VARIANTS = {
     ],
     "vllm-gpu-job": GPU_JOB,
     "fixed-replicas": ["--set=api.autoscaling.enabled=false", "--set=ui.enabled=false"],
+    "milvus": ["--set=vectorStore.engine=milvus", "--set=vectorStore.milvus.tokenSecret=mv"],
 }
 
 
@@ -199,7 +200,28 @@ def test_vllm_and_gpu_jobs_ask_for_gpus(rendered: dict[str, Path]) -> None:
     assert "nvidia.com/gpu" not in str(docs(rendered["llamacpp"]))
 
 
+def test_milvus_replaces_chroma(rendered: dict[str, Path]) -> None:
+    """vectorStore.engine=milvus: no Chroma in the release, every process pointed at the
+    Milvus URI (token from its Secret), and egress to Milvus's port allowed."""
+    items = docs(rendered["milvus"])
+    assert not [d for d in items if "chroma" in d["metadata"]["name"]]
+    (api,) = find(items, "Deployment", "t-api")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in api["env"]}
+    assert env["TUNESTACK_VECTOR_STORE"]["value"] == "milvus"
+    assert env["TUNESTACK_MILVUS_URI"]["value"].endswith(":19530")
+    assert env["TUNESTACK_MILVUS_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mv",
+        "key": "token",
+    }
+    assert "TUNESTACK_CHROMA_URL" not in env
+    egress = find(items, "NetworkPolicy", "t-default-deny")["spec"]["egress"]
+    assert {"protocol": "TCP", "port": 19530} in [p for r in egress for p in r.get("ports", [])]
+    assert find(docs(rendered["llamacpp"]), "StatefulSet", "t-chroma")
+
+
 def test_refusals_name_the_fix() -> None:
+    r = helm("--set=vectorStore.engine=qdrant")
+    assert r.returncode != 0 and "choose chroma or milvus" in r.stderr
     r = helm("--set=llm.engine=tgi")
     assert r.returncode != 0 and "choose llamacpp, ollama or vllm" in r.stderr
     r = helm("--set=jobs[0].name=big", "--set=jobs[0].command={llm,train}", "--set=jobs[0].nodes=2")

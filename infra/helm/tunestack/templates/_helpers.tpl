@@ -71,8 +71,24 @@ securityContext:
   value: {{ .Values.models.defaultLlm | quote }}
 - name: TUNESTACK_DEFAULT_EMBEDDER
   value: {{ .Values.models.defaultEmbedder | quote }}
+{{- if eq .Values.vectorStore.engine "milvus" }}
+- name: TUNESTACK_VECTOR_STORE
+  value: milvus
+- name: TUNESTACK_MILVUS_URI
+  value: {{ .Values.vectorStore.milvus.uri | quote }}
+{{- with .Values.vectorStore.milvus.tokenSecret }}
+- name: TUNESTACK_MILVUS_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: token
+{{- end }}
+{{- else if eq .Values.vectorStore.engine "chroma" }}
 - name: TUNESTACK_CHROMA_URL
   value: http://{{ $name }}-chroma:8000
+{{- else }}
+{{- fail (printf "vectorStore.engine %q: choose chroma or milvus" .Values.vectorStore.engine) }}
+{{- end }}
 - name: TUNESTACK_API_URL
   value: http://{{ $name }}-api:{{ .Values.api.service.port }}
 - name: TUNESTACK_RAG_LLM_BASE_URL
