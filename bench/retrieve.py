@@ -140,7 +140,9 @@ def measure(
                             c.post("/v1/retrieve", json={**body, "query": q}).raise_for_status()
                             lat.append((time.perf_counter() - t) * 1000)
                         p50, p95 = percentile(lat, 50), percentile(lat, 95)
-                        rows.append((engine, n, mode, p50, p95, first, vm_hwm_mb(api.pid)))
+                        row = (engine, n, mode, p50, p95, first, vm_hwm_mb(api.pid))
+                        print("  " + " ".join(map(str, row)), file=sys.stderr, flush=True)
+                        rows.append(row)
         finally:
             api.terminate()
             api.wait(10)

@@ -109,7 +109,8 @@ class VectorStore(ABC):
     def heartbeat(self) -> bool: ...
 
     @abstractmethod
-    def _list(self) -> list[Physical]: ...
+    def _list(self, name: str | None = None) -> list[Physical]:
+        """Physical collections (an engine may leave out those not of collection `name`)."""
 
     @abstractmethod
     def _make(self, physical: str, metadata: dict[str, Any]) -> Physical:
@@ -168,7 +169,7 @@ class VectorStore(ABC):
         (name, fingerprint) (a publish cut off before the old one was deleted) the newer,
         unless `duplicates`."""
         out: list[Build] = []
-        for c in self._list():
+        for c in self._list(name):
             md = c.metadata
             if md.get("tunestack") not in (READY, BUILDING) or (name and md.get("name") != name):
                 continue

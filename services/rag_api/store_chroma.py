@@ -87,7 +87,7 @@ class ChromaStore(VectorStore):
             return False
 
     # ---- physical collections ---------------------------------------------------
-    def _list(self) -> list[Physical]:
+    def _list(self, name: str | None = None) -> list[Physical]:
         cols = self.call(lambda: self.client.list_collections())
         return [Physical(c.name, str(c.id), dict(c.metadata or {})) for c in cols]
 

@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -82,7 +83,15 @@ class MilvusStore(VectorStore):
         """Run a Milvus call: a server that does not answer becomes a 503 naming Milvus,
         Milvus's own refusals our types (see `milvus_error`)."""
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                if not _is_connection_error(e):
+                    raise
+                # once more: gRPC drops an idle channel (a server's GOAWAY for too many
+                # keepalive pings) and the call in flight fails; the channel reconnects
+                time.sleep(0.2)
+                return fn(*args, **kwargs)
         except TunestackError:
             raise
         except Exception as e:
@@ -107,16 +116,18 @@ class MilvusStore(VectorStore):
         others replaced, and a hash of the exact name so that 'a.b' and 'a-b' differ."""
         exact = super().physical_name(name, embedder_fp, staged)
         digest = hashlib.sha1(exact.encode()).hexdigest()[:8]
-        return f"{PREFIX}{re.sub(r'[^A-Za-z0-9_]', '_', exact)}_{digest}"
+        return f"{PREFIX}{_readable(exact)}_{digest}"
 
     # ---- physical collections ---------------------------------------------------
-    def _list(self) -> list[Physical]:
+    def _list(self, name: str | None = None) -> list[Physical]:
+        """Our collections (those of `name` only: one describe call each, per query)."""
         out = []
-        for name in self.call(lambda: self.client.list_collections()):
-            if not name.startswith(PREFIX):
+        prefix = PREFIX + (_readable(name) + "__" if name else "")
+        for physical in self.call(lambda: self.client.list_collections()):
+            if not physical.startswith(prefix):
                 continue
             try:
-                desc = self.call(self.client.describe_collection, name)
+                desc = self.call(self.client.describe_collection, physical)
             except NotFound:  # dropped since it was listed
                 continue
             props = desc.get("properties") or {}
@@ -124,7 +135,7 @@ class MilvusStore(VectorStore):
                 md = json.loads(props.get(META) or "{}")
             except ValueError:
                 md = {}
-            out.append(Physical(name, str(props.get(UID, "")), md))
+            out.append(Physical(physical, str(props.get(UID, "")), md))
         return out
 
     def _make(self, physical: str, metadata: dict[str, Any]) -> Physical:
@@ -148,7 +159,7 @@ class MilvusStore(VectorStore):
                     consistency_level="Strong",
                     properties=props,
                 )
-        found = next((c for c in self._list() if c.name == physical), None)
+        found = next((c for c in self._list(metadata["name"]) if c.name == physical), None)
         if found is None:
             raise NotFound(f"Milvus lost collection {physical} as it was made.", hint=_HINT)
         return found
@@ -243,6 +254,10 @@ class MilvusStore(VectorStore):
             _record({"id": h["id"], **(h.get("entity") or {})}, float(h["distance"]))
             for h in res[0]
         ]
+
+
+def _readable(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
 def _record(row: dict[str, Any], score: float = 0.0) -> Record:

@@ -96,3 +96,36 @@ def test_milvus_failures_are_our_errors(milvus_store: VectorStore, embedder: Emb
     with pytest.raises(ServiceUnavailable) as e:
         down.builds()
     assert e.value.service == "milvus" and "TUNESTACK_MILVUS_URI" in (e.value.hint or "")
+
+
+def test_local_mode_runs_milvus_lite_instead_of_chroma(tmp_path: Path) -> None:
+    """TUNESTACK_VECTOR_STORE=milvus: the local stack's store process is `milvus-lite
+    server` on loopback with its data in TUNESTACK_HOME; status lists it where Chroma
+    was, the processes it starts are told the URI, and `down` stops it."""
+    from platform_cli.settings import StackSettings
+    from platform_cli.stack.local import MILVUS, LocalStack
+
+    port = free_port()
+    local = LocalStack(StackSettings(home=tmp_path, vector_store="milvus", milvus_port=port))
+    spec = local.spec(MILVUS)
+    assert spec.argv[1:] == [
+        "server",
+        "--data-dir",
+        str(tmp_path / "milvus"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    env = local.child_env()
+    assert env["TUNESTACK_VECTOR_STORE"] == "milvus"
+    assert env["TUNESTACK_MILVUS_URI"] == f"http://127.0.0.1:{port}"
+    try:
+        local.start(spec)
+        local.wait_healthy(spec, 60)
+        rows = {r.name: r for r in local.status()}
+        assert "chroma" not in rows and rows[MILVUS].healthy
+        assert MilvusStore(env["TUNESTACK_MILVUS_URI"]).heartbeat()
+    finally:
+        assert MILVUS in local.down()
+    assert local.pid(MILVUS) is None
