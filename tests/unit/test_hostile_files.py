@@ -386,7 +386,7 @@ def test_ingest_report_names_the_refusal_and_the_truncation(tmp_path: Path) -> N
     from services.rag_api.ingest import FileResult, Ingestor, _Pending
 
     embedder = SimpleNamespace(name="e", fingerprint="f", dimension=3, tokens=char_tokens)
-    store = SimpleNamespace(max_batch=100, collection=lambda b: None, call=lambda *a, **k: None)
+    store = SimpleNamespace(upsert=lambda *a, **k: None, delete_where=lambda *a, **k: None)
     ing = Ingestor(
         store,  # type: ignore[arg-type]
         embedder,  # type: ignore[arg-type]
