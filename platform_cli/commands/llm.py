@@ -183,7 +183,12 @@ def train(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Fine-tune (sft, pt, or preferences: dpo, kto; LoRA, QLoRA, freeze, full); resumable."""
+    """Fine-tune (sft, pt, or preferences: dpo, kto; LoRA, QLoRA, freeze, full); resumable.
+
+    Data-parallel over several processes, GPUs or nodes with LLaMA-Factory's launcher
+    variables: NPROC_PER_NODE=2 (or FORCE_TORCHRUN=1), and NNODES, NODE_RANK, MASTER_ADDR,
+    MASTER_PORT for several nodes; `deepspeed:` and `fsdp:` keys as in LLaMA-Factory.
+    """
     s = _train_settings()
     try:
         res = run(lambda: trainer.train(s, trainer.TrainRequest(config, overrides or []), _say))
@@ -196,6 +201,9 @@ def train(
             ),
             code=130,
         )
+    if res is None:  # a node other than 0 of a multi-node run
+        console.print("This node's share of the training is done; node 0 wrote the outputs.")
+        return
     if as_json:
         out = {"run": res.run_name, "output_dir": str(res.output_dir), **res.metrics}
         console.print_json(json.dumps(out, default=str))

@@ -218,6 +218,32 @@ class CommonSettings(BaseSettings):
         return self.api_key.get_secret_value() if self.api_key is not None else None
 
 
+class DataParallelSettings(BaseSettings):
+    """How many training processes, on how many nodes, under LLaMA-Factory's variable
+    names (NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT, FORCE_TORCHRUN),
+    so its multi-node recipes carry over; plus what torchrun tells each worker it starts
+    (WORLD_SIZE, RANK, LOCAL_RANK). Mixed into the settings of the services that train."""
+
+    nproc_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        validation_alias=AliasChoices("NPROC_PER_NODE"),
+        description="Training processes on this node; default: one per CUDA GPU (1 on CPU).",
+    )
+    nnodes: int = Field(default=1, ge=1, validation_alias=AliasChoices("NNODES"))
+    node_rank: int = Field(default=0, ge=0, validation_alias=AliasChoices("NODE_RANK"))
+    master_addr: str = Field(default="127.0.0.1", validation_alias=AliasChoices("MASTER_ADDR"))
+    master_port: int | None = Field(default=None, validation_alias=AliasChoices("MASTER_PORT"))
+    force_torchrun: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("FORCE_TORCHRUN"),
+        description="Launch through torchrun even for one process (as LLaMA-Factory does).",
+    )
+    world_size: int = Field(default=1, validation_alias=AliasChoices("WORLD_SIZE"))
+    rank: int = Field(default=0, validation_alias=AliasChoices("RANK"))
+    local_rank: int = Field(default=0, validation_alias=AliasChoices("LOCAL_RANK"))
+
+
 def process_environ(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment plus `extra`: what a child process we start inherits
     (a child must see the same registry, offline flags and proxies as its parent)."""

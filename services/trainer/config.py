@@ -39,7 +39,6 @@ IGNORED_KEYS = frozenset(
     {
         "overwrite_cache",
         "preprocessing_num_workers",
-        "ddp_timeout",
         "use_fast_tokenizer",
         "cache_dir",
         "tokenized_path",
@@ -52,8 +51,6 @@ IGNORED_KEYS = frozenset(
         "print_param_status",
         "include_num_input_tokens_seen",
         "include_effective_tokens_per_second",
-        "deepspeed",
-        "ddp_find_unused_parameters",
         "dataloader_pin_memory",
         "low_cpu_mem_usage",
         "enable_thinking",
@@ -134,6 +131,13 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool | None = None
     resume_from_checkpoint: bool | str | None = None
     dataloader_num_workers: int = 0
+
+    # ---- several processes (launched with NPROC_PER_NODE / NNODES, as LLaMA-Factory) ----
+    deepspeed: str | None = None  # a DeepSpeed JSON config (ZeRO-2/3): examples/deepspeed/
+    fsdp: str = ""  # e.g. "full_shard auto_wrap", passed to TrainingArguments as is
+    fsdp_config: str | None = None  # an FSDP JSON config: examples/fsdp/
+    ddp_timeout: int = 180000000  # seconds; LLaMA-Factory's default (collectives wait long)
+    ddp_find_unused_parameters: bool | None = None
 
     # ---- preference training (stage dpo / kto), LLaMA-Factory's names and defaults ----
     pref_beta: float = 0.1

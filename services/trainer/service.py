@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from services.common.distributed import plan_launch
 from services.common.logs import quiet_libraries
 from services.common.registry import Registry
 from services.trainer.chat import ChatSession
 from services.trainer.config import load_config, parse_overrides
 from services.trainer.evaluate import EvalResult, Progress, evaluate
 from services.trainer.inference import load_llm
+from services.trainer.launch import train_data_parallel
 from services.trainer.prefs_from_eval import PrefsResult, build_prefs
 from services.trainer.settings import TrainSettings
 
@@ -64,14 +66,22 @@ class PrefsRequest:
     name: str = "rag_prefs"
 
 
-def train(settings: TrainSettings, req: TrainRequest, say: Say) -> TrainResult:
+def train(settings: TrainSettings, req: TrainRequest, say: Say) -> TrainResult | None:
     """Validate the config and train; an interrupted run resumes from its last checkpoint
-    when the same request is made again."""
+    when the same request is made again.
+
+    With several processes wanted (NPROC_PER_NODE, NNODES, FORCE_TORCHRUN: LLaMA-Factory's
+    launcher variables) the run goes through torchrun; on a multi-node run only node 0
+    gets a result (None elsewhere: node 0 writes the outputs).
+    """
+    cfg, ignored = load_config(req.config, parse_overrides(req.overrides))
+    launch = plan_launch(settings)
+    if launch is not None:
+        return train_data_parallel(settings, cfg, req.config, req.overrides, launch, say)
     # train imports torch and transformers at module level (seconds); the CLI imports this
     # module for every `llm` command, so only `llm train` pays for them.
     from services.trainer.train import run_training  # heavy: torch + transformers
 
-    cfg, ignored = load_config(req.config, parse_overrides(req.overrides))
     return run_training(
         cfg,
         settings,

@@ -1,17 +1,19 @@
 """Trainer settings (env prefix TUNESTACK_TRAIN_).
 
 Training hyperparameters live in the LLaMA-Factory YAML, not here; these are the knobs of
-the machine and of evaluation that a YAML file should not have to carry.
+the machine and of evaluation that a YAML file should not have to carry. How many
+processes train together comes from LLaMA-Factory's launcher variables (NPROC_PER_NODE,
+NNODES, ...; see DataParallelSettings).
 """
 
 from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import CommonSettings
+from services.common.settings import CommonSettings, DataParallelSettings
 
 
-class TrainSettings(CommonSettings):
+class TrainSettings(CommonSettings, DataParallelSettings):
     model_config = SettingsConfigDict(
         env_prefix="TUNESTACK_TRAIN_", env_file=".env", extra="ignore", populate_by_name=True
     )

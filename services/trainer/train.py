@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.common import atomic
+from services.common import atomic, distributed
 from services.common.errors import BadInput
 from services.common.logs import quiet_libraries
 from services.common.records import LlmRecord, now
@@ -193,6 +193,36 @@ def preflight(cfg: TrainConfig) -> None:
         raise BadInput(
             "report_to: tensorboard needs the tensorboard package.",
             hint="pip install tensorboard, or report_to: none.",
+        )
+    _check_sharding(cfg)
+
+
+def _check_sharding(cfg: TrainConfig) -> None:
+    """deepspeed: and fsdp: as LLaMA-Factory takes them; both shard over CUDA GPUs."""
+    for key, value in (("deepspeed", cfg.deepspeed), ("fsdp_config", cfg.fsdp_config)):
+        if value is None:
+            continue
+        path = Path(value).expanduser()
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise BadInput(
+                f"{key}: {value} cannot be read ({e.strerror}).",
+                hint="Point it at a JSON config, e.g. examples/deepspeed/ds_z3_config.json.",
+            ) from e
+        except ValueError as e:
+            raise BadInput(f"{key}: {value} is not valid JSON ({e}).") from e
+    if cfg.deepspeed and importlib.util.find_spec("deepspeed") is None:
+        raise BadInput(
+            "deepspeed: needs the deepspeed package (and CUDA GPUs).",
+            hint="pip install deepspeed on the GPU machine, or remove the key for plain "
+            "data-parallel training.",
+        )
+    if (cfg.deepspeed or cfg.fsdp) and not has_cuda():
+        raise BadInput(
+            ("deepspeed" if cfg.deepspeed else "fsdp") + ": shards over CUDA GPUs; this "
+            "machine has none.",
+            hint="Remove the key: plain data-parallel (NPROC_PER_NODE=2) runs on CPUs.",
         )
 
 
@@ -371,8 +401,12 @@ def make_trainer_class() -> Any:
             if mask is not None:
                 self.real_tokens += int(mask.sum())
                 self.padded_tokens += int(mask.numel())
-            if sample_ids is not None and self.data_order_path is not None:
+            if sample_ids is not None:
                 ids = [int(i) for i in sample_ids.flatten().tolist() if i >= 0]
+                # every rank's micro-batch, rank 0's first: the batch one process with
+                # the combined batch size would have drawn
+                ids = distributed.gather_lists(ids)
+            if sample_ids is not None and self.data_order_path is not None:
                 with self.data_order_path.open("a", encoding="utf-8") as f:
                     f.write(json.dumps({"step": self.state.global_step + 1, "samples": ids}))
                     f.write("\n")
@@ -428,6 +462,11 @@ def _training_arguments(cfg: TrainConfig, output_dir: Path, has_val: bool) -> An
         dataloader_num_workers=cfg.dataloader_num_workers,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         use_cpu=not has_cuda(),
+        deepspeed=cfg.deepspeed,
+        fsdp=cfg.fsdp,
+        fsdp_config=cfg.fsdp_config,
+        ddp_timeout=cfg.ddp_timeout,
+        ddp_find_unused_parameters=cfg.ddp_find_unused_parameters,
     )
 
 
@@ -447,19 +486,26 @@ def run_training(
     LLaMA-Factory's outputs, then register the run (last, so only a complete run is seen).
     """
     _setup_process(settings)
+    if not distributed.is_main():  # rank 0 speaks for the run
+        say = _silent
     registry = Registry(settings.home_dir)
     paths = _run_paths(cfg, registry, config_path)
     preflight(cfg)
     if ignored_keys:
         say("Ignored (no effect here): " + ", ".join(ignored_keys))
     resume = _resume_point(cfg, paths, say)
+    distributed.barrier()  # every rank has chosen before rank 0 touches output_dir
 
-    base = resolve_base(cfg.model_name_or_path, registry)
+    with distributed.main_first():  # a bundled base is provisioned into the registry once
+        base = resolve_base(cfg.model_name_or_path, registry)
     tokenizer = load_tokenizer(base.hf_dir, cfg.trust_remote_code)
     data = prepare_data(cfg, tokenizer, paths.dataset_dir, say)
     if data.template.jinja is not None:  # keep the template used in training with the adapter
         tokenizer.chat_template = data.template.jinja
-    order_path = _prepare_output_dir(cfg, paths.output_dir, resume)
+    if distributed.is_main():
+        _prepare_output_dir(cfg, paths.output_dir, resume)
+    distributed.barrier()
+    order_path = paths.output_dir / DATA_ORDER_NAME
     model = _load_model(cfg, base, say)
     ref_model = load_reference(cfg, base, registry, model, say)
 
@@ -468,8 +514,9 @@ def run_training(
     )
     metrics = _train(trainer, resume)
     eval_metrics = _save_outputs(trainer, cfg, paths.output_dir, metrics, data.val is not None)
-    record = _run_record(cfg, paths, base, data, metrics, eval_metrics, resume)
-    registry.write(record, replace=True)
+    if distributed.is_main():
+        record = _run_record(cfg, paths, base, data, metrics, eval_metrics, resume)
+        registry.write(record, replace=True)
     return TrainResult(
         paths.run, paths.output_dir, paths.reg_dir, metrics, data.stats, resume, ignored_keys or []
     )
@@ -486,8 +533,13 @@ class RunPaths:
     dataset_dir: Path
 
 
+def _silent(message: str) -> None:
+    """What ranks other than 0 say: nothing (rank 0 reports for all)."""
+
+
 def _setup_process(settings: TrainSettings) -> None:
-    """Quiet libraries and size torch's thread pool before anything heavy is loaded."""
+    """Quiet libraries, size torch's thread pool before anything heavy is loaded, and join
+    the process group when torchrun started this process."""
     quiet_libraries()
     configure_torch()
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers v6 renames
@@ -495,6 +547,7 @@ def _setup_process(settings: TrainSettings) -> None:
         import torch
 
         torch.set_num_threads(settings.threads)
+    distributed.start(settings)
 
 
 def _run_paths(cfg: TrainConfig, registry: Registry, config_path: Path | None) -> RunPaths:
@@ -518,9 +571,9 @@ def _resume_point(cfg: TrainConfig, paths: RunPaths, say: Say) -> str | None:
     return resume
 
 
-def _prepare_output_dir(cfg: TrainConfig, output_dir: Path, resume: str | None) -> Path:
+def _prepare_output_dir(cfg: TrainConfig, output_dir: Path, resume: str | None) -> None:
     """Create (or clear) output_dir, write training_args.yaml, and cut data_order.jsonl
-    back to the resumed checkpoint. Returns data_order.jsonl's path."""
+    back to the resumed checkpoint (rank 0's work)."""
     if resume is None and output_dir.exists() and cfg.overwrite_output_dir:
         shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -531,7 +584,6 @@ def _prepare_output_dir(cfg: TrainConfig, output_dir: Path, resume: str | None) 
     else:
         step = int(Path(resume).name[len(CHECKPOINT_PREFIX) :])
         truncate_jsonl(order_path, "step", step)
-    return order_path
 
 
 def _load_model(cfg: TrainConfig, base: BaseRef, say: Say) -> Any:
@@ -580,6 +632,7 @@ def _build_trainer(
             "ref_model": ref_model,
         }
     args = _training_arguments(cfg, output_dir, data.val is not None)
+    main = distributed.is_main()
     trainer = trainer_cls(
         model=model,
         args=args,
@@ -587,9 +640,11 @@ def _build_trainer(
         eval_dataset=data.val,
         data_collator=collator,
         processing_class=tokenizer,
-        callbacks=[LogCallback(output_dir), ProgressCallback(progress)],
-        data_order_path=order_path,
-        label_only_logits=settings.label_only_logits,
+        callbacks=[LogCallback(output_dir), ProgressCallback(progress)] if main else [],
+        data_order_path=order_path if main else None,
+        # The label-only head calls the decoder inside the DDP wrapper, which would skip
+        # DDP's gradient sync: with several processes the stock forward runs instead.
+        label_only_logits=settings.label_only_logits and distributed.world_size() == 1,
         **extra,
     )
     trainer.remove_callback(PrinterCallback)
@@ -624,15 +679,18 @@ def _train_metrics(
     """The Trainer's metrics plus throughput, padding, memory and first/last loss."""
     metrics["global_step"] = trainer.state.global_step
     runtime = float(metrics.get("train_runtime") or wall)
-    metrics["train_tokens"] = trainer.real_tokens
-    metrics["train_tokens_per_second"] = round(trainer.real_tokens / runtime, 2) if runtime else 0
+    # every process's tokens (and CPU time): the run's throughput, not rank 0's share
+    real = distributed.sum_int(trainer.real_tokens)
+    padded = distributed.sum_int(trainer.padded_tokens)
+    cpu = distributed.sum_int(round(cpu * 1000)) / 1000
+    metrics["train_processes"] = distributed.world_size()
+    metrics["train_tokens"] = real
+    metrics["train_tokens_per_second"] = round(real / runtime, 2) if runtime else 0
     # CPU seconds are what a shared machine cannot inflate: tokens per CPU-second compares
     # methods fairly even when other processes take the cores (wall-clock tokens/s cannot).
     metrics["train_cpu_seconds"] = round(cpu, 1)
-    metrics["train_tokens_per_cpu_second"] = round(trainer.real_tokens / cpu, 2) if cpu else 0
-    metrics["train_padding_ratio"] = (
-        round(1 - trainer.real_tokens / trainer.padded_tokens, 4) if trainer.padded_tokens else 0
-    )
+    metrics["train_tokens_per_cpu_second"] = round(real / cpu, 2) if cpu else 0
+    metrics["train_padding_ratio"] = round(1 - real / padded, 4) if padded else 0
     metrics["peak_rss_mb"] = round(peak_rss_mb(), 1)
     metrics["label_only_logits"] = trainer.label_only
     if has_cuda():
@@ -657,7 +715,7 @@ def _save_outputs(
         eval_metrics = trainer.evaluate()
         trainer.save_metrics("eval", eval_metrics)
     trainer.save_state()
-    if cfg.plot_loss:
+    if cfg.plot_loss and distributed.is_main():
         plot_loss(
             output_dir, trainer.state.log_history, PLOTTED.get(cfg.stage, ("loss", "eval_loss"))
         )
@@ -707,13 +765,23 @@ def _run_record(
 
 
 def _save_final_model(trainer: Any, output_dir: Path) -> None:
-    """Write the adapter (or model) beside the logs, each file appearing atomically."""
-    with_tmp = output_dir / f".final-{os.getpid()}"
-    shutil.rmtree(with_tmp, ignore_errors=True)
-    with_tmp.mkdir()
+    """Write the adapter (or model) beside the logs, each file appearing atomically.
+
+    Every rank calls save_model (ZeRO-3 and FSDP gather the shards there); rank 0 alone
+    writes, into one staging folder whose name all ranks agree on.
+    """
+    with_tmp = output_dir / ".final"
+    main = distributed.is_main()
+    if main:
+        shutil.rmtree(with_tmp, ignore_errors=True)
+        with_tmp.mkdir()
+    distributed.barrier()
     try:
         trainer.save_model(str(with_tmp))
-        for f in sorted(with_tmp.iterdir()):
-            os.replace(f, output_dir / f.name)
+        distributed.barrier()
+        if main:
+            for f in sorted(with_tmp.iterdir()):
+                os.replace(f, output_dir / f.name)
     finally:
-        shutil.rmtree(with_tmp, ignore_errors=True)
+        if main:
+            shutil.rmtree(with_tmp, ignore_errors=True)

@@ -41,6 +41,12 @@ VARIANTS = {
     "vllm-gpu-job": GPU_JOB,
     "fixed-replicas": ["--set=api.autoscaling.enabled=false", "--set=ui.enabled=false"],
     "milvus": ["--set=vectorStore.engine=milvus", "--set=vectorStore.milvus.tokenSecret=mv"],
+    "multi-node-job": [
+        "--set=jobs[0].name=big",
+        "--set=jobs[0].command={llm,train,--config,/data/tunestack/configs/kb.yaml}",
+        "--set=jobs[0].nodes=2",
+        "--set=jobs[0].gpus=4",
+    ],
 }
 
 
@@ -200,6 +206,43 @@ def test_vllm_and_gpu_jobs_ask_for_gpus(rendered: dict[str, Path]) -> None:
     assert "nvidia.com/gpu" not in str(docs(rendered["llamacpp"]))
 
 
+def test_multi_node_training_is_an_indexed_job_with_launcher_variables(
+    rendered: dict[str, Path],
+) -> None:
+    """nodes: 2 -> an Indexed Job of 2 pods, each torchrun-launched with LLaMA-Factory's
+    variables: NODE_RANK from the completion index, MASTER_ADDR pod 0's stable name
+    (headless Service + subdomain), one process per GPU; peers may reach each other."""
+    items = docs(rendered["multi-node-job"])
+    job = find(items, "Job", "t-big")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] == spec["parallelism"] == 2
+    pod = spec["template"]["spec"]
+    assert pod["subdomain"] == "t-big"
+    (c,) = pod["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["NNODES"]["value"] == "2"
+    assert env["NODE_RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
+    assert env["MASTER_ADDR"]["value"] == "t-big-0.t-big"
+    assert env["MASTER_PORT"]["value"] == "29500"
+    assert env["NPROC_PER_NODE"]["value"] == "4"
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 4
+    svc = find(items, "Service", "t-big")
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["selector"] == {"batch.kubernetes.io/job-name": "t-big"}
+    peers = find(items, "NetworkPolicy", "t-big-peers")
+    assert peers["spec"]["podSelector"]["matchLabels"] == {"batch.kubernetes.io/job-name": "t-big"}
+    # the variables are the ones the trainer's settings read
+    assert {"NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "NPROC_PER_NODE"} <= (
+        known_variables()
+    )
+    # a one-node, one-GPU job stays a plain Job
+    single = find(docs(rendered["vllm-gpu-job"]), "Job", "t-train-kb")["spec"]
+    assert "completionMode" not in single
+
+
 def test_milvus_replaces_chroma(rendered: dict[str, Path]) -> None:
     """vectorStore.engine=milvus: no Chroma in the release, every process pointed at the
     Milvus URI (token from its Secret), and egress to Milvus's port allowed."""
@@ -224,8 +267,8 @@ def test_refusals_name_the_fix() -> None:
     assert r.returncode != 0 and "choose chroma or milvus" in r.stderr
     r = helm("--set=llm.engine=tgi")
     assert r.returncode != 0 and "choose llamacpp, ollama or vllm" in r.stderr
-    r = helm("--set=jobs[0].name=big", "--set=jobs[0].command={llm,train}", "--set=jobs[0].nodes=2")
-    assert r.returncode != 0 and "multi-node training is not built yet" in r.stderr
+    r = helm("--set=jobs[0].name=big", "--set=jobs[0].command={llm}", "--set=jobs[0].nodes=-1")
+    assert r.returncode != 0 and "jobs[big].nodes must be 1 or more" in r.stderr
 
 
 def known_variables() -> set[str]:
