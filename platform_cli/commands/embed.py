@@ -126,7 +126,11 @@ def tune(
     overwrite: bool = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Fine-tune an embedder (--docs/--corpus: synthesize queries first, then train)."""
+    """Fine-tune an embedder (--docs/--corpus: synthesize queries first, then train).
+
+    Data-parallel with NPROC_PER_NODE=2 (NNODES, NODE_RANK, MASTER_ADDR for several
+    nodes), as `llm train`; MNRL then scores each query against every rank's passages.
+    """
     s = _settings()
     try:
         dims = [int(d) for d in matryoshka.split(",")] if matryoshka else []

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from services.common import distributed
+from services.common.distributed import plan_launch
 from services.common.embedders import Embedder, EmbedderPool
 from services.common.errors import BadInput, disk_full_names
 from services.common.ir_eval import error_reduction, evaluate
@@ -23,6 +25,7 @@ from services.common.registry import Entry, Registry
 from services.common.reports import write_report
 from services.common.settings import CommonSettings
 from services.embed_tuner.corpus import load_corpus_file, load_docs
+from services.embed_tuner.launch import tune_data_parallel
 from services.embed_tuner.records import load_records
 from services.embed_tuner.settings import EmbedSettings
 from services.embed_tuner.synth import LlmConfig, synthesize
@@ -115,6 +118,28 @@ class TuneRequest:
     overwrite: bool = False
 
 
+def _training_data(
+    s: EmbedSettings, registry: Registry, req: TuneRequest, progress: Progress
+) -> tuple[TrainData, QADataset | None]:
+    """The request's training pairs (given, or synthesized from its documents) and its
+    validation set (given, or split from the synthesized queries)."""
+    validation = load_qa(req.val) if req.val else None
+    if req.pairs is not None:
+        data = (
+            TrainData.from_qa(load_qa(req.pairs))
+            if detect(req.pairs) in ("qa", "squad")
+            else TrainData.from_records(load_records(req.pairs))
+        )
+    else:
+        pool = EmbedderPool(registry, precision=s.embed_precision, capacity=1)
+        passages = load_passages(s, pool, req.synth.docs, req.synth.corpus, req.base)
+        cache = registry.kind_dir("embedder") / f".synth-{req.name}.partial.jsonl"
+        with disk_full_names(cache.parent, registry.home):
+            train_qa, validation = synthesize_pairs(s, passages, req.synth, cache, progress)
+        data = TrainData.from_qa(train_qa)
+    return data, validation
+
+
 def tune_embedder(
     s: EmbedSettings, registry: Registry, req: TuneRequest, progress: Progress = _quiet
 ) -> Entry[EmbedderRecord]:
@@ -131,20 +156,11 @@ def tune_embedder(
             "hub is reachable `tunestack models pull BAAI/bge-small-zh-v1.5` for Chinese); "
             f"'{req.base}' can still serve and be evaluated as it is.",
         )
-    validation = load_qa(req.val) if req.val else None
-    if req.pairs is not None:
-        data = (
-            TrainData.from_qa(load_qa(req.pairs))
-            if detect(req.pairs) in ("qa", "squad")
-            else TrainData.from_records(load_records(req.pairs))
-        )
-    else:
-        pool = EmbedderPool(registry, precision=s.embed_precision, capacity=1)
-        passages = load_passages(s, pool, req.synth.docs, req.synth.corpus, req.base)
-        cache = registry.kind_dir("embedder") / f".synth-{req.name}.partial.jsonl"
-        with disk_full_names(cache.parent, registry.home):
-            train_qa, validation = synthesize_pairs(s, passages, req.synth, cache, progress)
-        data = TrainData.from_qa(train_qa)
+    launch = plan_launch(s)
+    if launch is not None:
+        return tune_data_parallel(s, registry, req, launch, progress)
+    with distributed.main_first():  # rank 0 synthesizes; the others read its cache
+        data, validation = _training_data(s, registry, req, progress)
     params = TuneParams(
         base=req.base,
         name=req.name,

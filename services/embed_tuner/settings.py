@@ -1,13 +1,15 @@
-"""Embedding tuner settings (env prefix TUNESTACK_EMBED_)."""
+"""Embedding tuner settings (env prefix TUNESTACK_EMBED_); how many processes tune together
+comes from LLaMA-Factory's launcher variables (NPROC_PER_NODE, NNODES, ...), as for
+`llm train`."""
 
 from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import CommonSettings
+from services.common.settings import CommonSettings, DataParallelSettings
 
 
-class EmbedSettings(CommonSettings):
+class EmbedSettings(CommonSettings, DataParallelSettings):
     model_config = SettingsConfigDict(
         env_prefix="TUNESTACK_EMBED_", env_file=".env", extra="ignore", populate_by_name=True
     )

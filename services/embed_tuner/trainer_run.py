@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.common import distributed
 from services.common.qa import QADataset
 from services.common.registry import Entry
 from services.common.torch_setup import resolve_precision
@@ -65,11 +66,16 @@ def describe_loss(loss: Any) -> str:
 def _loss(model: Any, name: str, matryoshka: list[int]) -> Any:
     from sentence_transformers.sentence_transformer import losses
 
+    # With several processes each query is scored against every rank's passages (the
+    # global batch), as one process with the whole batch would; gradients flow back.
+    gather = distributed.world_size() > 1
     loss: Any
     if name == "mnrl":
-        loss = losses.MultipleNegativesRankingLoss(model)
+        loss = losses.MultipleNegativesRankingLoss(model, gather_across_devices=gather)
     elif name == "cached-mnrl":
-        loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=16)
+        loss = losses.CachedMultipleNegativesRankingLoss(
+            model, mini_batch_size=16, gather_across_devices=gather
+        )
     elif name == "triplet":
         loss = losses.TripletLoss(model)
     else:

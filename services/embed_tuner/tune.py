@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.common import atomic
+from services.common import atomic, distributed
 from services.common.errors import BadInput, DiskFull, TunestackError, disk_full_names
 from services.common.hashing import dir_fingerprint
 from services.common.logs import quiet_libraries
@@ -168,18 +168,25 @@ def tune(
     ).hexdigest()[:16]
     wd = work_dir(registry, params.name)
     stamp = wd / "run_key"
-    if wd.exists() and (not stamp.exists() or stamp.read_text() != run_key):
+    main = distributed.is_main()  # with several processes, rank 0 alone writes files
+    if main and wd.exists() and (not stamp.exists() or stamp.read_text() != run_key):
         shutil.rmtree(wd)  # a different run: its checkpoints cannot be resumed
     t0 = time.perf_counter()
     try:
         with disk_full_names(wd, registry.home):
-            wd.mkdir(parents=True, exist_ok=True)
-            stamp.write_text(run_key)
+            if main:
+                wd.mkdir(parents=True, exist_ok=True)
+                stamp.write_text(run_key)
+            distributed.barrier()
             run = run_trainer(base, params, data, val, loss_name, wd, progress)
     except DiskFull:
-        drop_incomplete_checkpoints(wd)
+        if main:
+            drop_incomplete_checkpoints(wd)
         raise
     seconds = time.perf_counter() - t0
+    if not main:
+        distributed.barrier()  # rank 0 registers the result
+        return registry.embedder(params.name)
 
     # disk_full_names inside staged_dir: it looks at the disk before the staged folder goes
     with atomic.staged_dir(final, replace=overwrite) as tmp, disk_full_names(final, registry.home):
@@ -219,4 +226,5 @@ def tune(
         )
         atomic.write_json(tmp / "meta.json", dump(record))
     shutil.rmtree(wd, ignore_errors=True)
+    distributed.barrier()
     return registry.embedder(params.name)
