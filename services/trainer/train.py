@@ -692,6 +692,8 @@ def _train_metrics(
     metrics["train_tokens_per_cpu_second"] = round(real / cpu, 2) if cpu else 0
     metrics["train_padding_ratio"] = round(1 - real / padded, 4) if padded else 0
     metrics["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    if distributed.world_size() > 1:  # the machine's cost: every process's peak, summed
+        metrics["peak_rss_mb_all_processes"] = distributed.sum_int(round(peak_rss_mb()))
     metrics["label_only_logits"] = trainer.label_only
     if has_cuda():
         import torch
