@@ -208,7 +208,7 @@ def _check_sharding(cfg: TrainConfig) -> None:
         except OSError as e:
             raise BadInput(
                 f"{key}: {value} cannot be read ({e.strerror}).",
-                hint="Point it at a JSON config, e.g. examples/deepspeed/ds_z3_config.json.",
+                hint="Point it at a JSON config, e.g. samples/distributed/ds_z3_config.json.",
             ) from e
         except ValueError as e:
             raise BadInput(f"{key}: {value} is not valid JSON ({e}).") from e

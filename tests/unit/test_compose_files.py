@@ -19,7 +19,7 @@ from tests.conftest import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose"
-FILES = (COMPOSE / "compose.yml", COMPOSE / "compose.gpu.yml")
+FILES = (COMPOSE / "compose.yml", COMPOSE / "compose.gpu.yml", COMPOSE / "compose.scale.yml")
 LONG_RUNNING = ("chroma", "ollama", "llamacpp", "vllm", "rag-api", "ui")
 JOBS = ("trainer", "converter", "embed-tuner")
 
@@ -145,11 +145,12 @@ def test_role_requirements_keep_torch_out_of_the_ui() -> None:
 def test_dockerfile_targets_and_non_root_user() -> None:
     text = (COMPOSE / "Dockerfile").read_text()
     targets = set(re.findall(r"^FROM \S+ AS (\S+)$", text, re.M))
-    assert {"base", "ui", "llamacpp", "rag-api", "jobs", "chroma"} <= targets
+    finals_ = ("ui", "llamacpp", "rag-api", "jobs", "chroma", "redis", "haproxy")
+    assert {"base", *finals_} <= targets
     finals = re.split(r"^FROM ", text, flags=re.M)
     for block in finals:
         name = block.split("\n", 1)[0].split(" AS ")[-1]
-        if name in ("ui", "llamacpp", "rag-api", "jobs", "chroma"):
+        if name in finals_:
             assert "USER tunestack" in block, name
     assert "ARG BASE_IMAGE=python:3.11-slim" in text
     # docker-compose v1 builds with the classic builder: no BuildKit-only syntax
@@ -242,3 +243,54 @@ def test_docker_compose_names_a_missing_required_value(tmp_path: Path) -> None:
         env={"PATH": "/usr/bin:/bin:/usr/local/bin"},
     )
     assert r.returncode != 0 and "TUNESTACK_VERSION" in r.stderr
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_scale_profile_renders_two_replicas_behind_the_balancer(
+    version: str, tmp_path: Path
+) -> None:
+    """compose.scale.yml: 2 API replicas and 2 workers on one registry volume, Redis with
+    a password and Milvus inside the network only, the balancer and the UI the only
+    published ports; without a Redis password it refuses to render, naming it."""
+    cmd, env = _compose_cmd(version)
+    dotenv = tmp_path / "scale.env"
+    dotenv.write_text(
+        (COMPOSE / ".env.example").read_text() + "\nTUNESTACK_REDIS_PASSWORD=s3cret-long-pass\n"
+    )
+    argv = [*cmd, "--env-file", str(dotenv), "-f", str(COMPOSE / "compose.scale.yml")]
+    r = subprocess.run([*argv, "config"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    services = yaml.safe_load(r.stdout)["services"]
+    assert set(services) == {
+        "redis", "milvus", "llm", "api-1", "api-2", "worker-1", "worker-2", "lb", "ui"
+    }  # fmt: skip
+    published = {n for n, svc in services.items() if svc.get("ports")}
+    assert published == {"lb", "ui"}
+    for name in ("lb", "ui"):
+        (port,) = services[name]["ports"]
+        assert "127.0.0.1" in str(port), port  # TUNESTACK_BIND's default: loopback
+    for name in ("api-1", "api-2", "worker-1", "worker-2"):
+        e = services[name]["environment"]
+        assert e["TUNESTACK_QUEUE_URL"] == "redis://:s3cret-long-pass@redis:6379/0"
+        assert e["TUNESTACK_VECTOR_STORE"] == "milvus"
+        assert e["TUNESTACK_MILVUS_URI"] == "http://milvus:19530"
+        (vol,) = services[name]["volumes"]  # v1 writes "home:/data/tunestack:rw", v2 a dict
+        assert vol.startswith("home:/data/tunestack") if isinstance(vol, str) else (
+            vol["source"], vol["target"]) == ("home", "/data/tunestack")  # fmt: skip
+    assert services["worker-1"]["command"] == ["python", "-m", "services.rag_api.job_worker"]
+    assert "s3cret-long-pass" in services["redis"]["command"]
+    assert services["ui"]["environment"]["TUNESTACK_API_URL"] == "http://lb:8000"
+    assert services["redis"]["build"]["target"] == "redis"
+    assert services["lb"]["build"]["target"] == "haproxy"
+    cfg = (COMPOSE / "haproxy.cfg").read_text()
+    assert "server api-1 api-1:8000 check" in cfg and "server api-2 api-2:8000 check" in cfg
+    # no password, no stack
+    example = str(COMPOSE / ".env.example")
+    r = subprocess.run(
+        [*cmd, "--env-file", example, "-f", str(COMPOSE / "compose.scale.yml"), "config"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert r.returncode != 0 and "TUNESTACK_REDIS_PASSWORD" in r.stderr
