@@ -55,21 +55,64 @@ backend replicas
 """
 
 
-def haproxy_stat(sock: Path, server: str) -> int:
-    """Sessions haproxy has open on `server` right now (scur of `show stat`)."""
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(str(sock))
-        s.sendall(b"show stat\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    lines = data.decode().splitlines()
+def parse_scur(show_stat: str, server: str) -> int:
+    """Sessions haproxy has open on `server` (scur), from its `show stat` CSV."""
+    lines = show_stat.splitlines()
     header = lines[0].lstrip("# ").split(",")
     for line in lines[1:]:
         row = dict(zip(header, line.split(","), strict=False))
         if row.get("svname") == server:
             return int(row["scur"] or 0)
     raise KeyError(server)
+
+
+def haproxy_stat(sock: Path, server: str) -> int:
+    """Sessions haproxy has open on `server` right now, asked on its stats socket."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(sock))
+        s.sendall(b"show stat\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return parse_scur(data.decode(), server)
+
+
+async def wait_for_load_collection(c: httpx.AsyncClient) -> None:
+    """The load's seed ingest into "load" comes first; reindex jobs need it."""
+    while True:
+        cols = (await c.get("/v1/collections")).json()["collections"]
+        if any(col["name"] == "load" for col in cols):
+            return
+        await asyncio.sleep(0.5)
+
+
+async def queue_reindex(c: httpx.AsyncClient, jobs: int) -> list[str]:
+    """`jobs` reindex jobs of "load", each into its own embedder copy (minilm-i)."""
+    ids = []
+    for i in range(jobs):
+        r = await c.post("/v1/jobs/reindex", json={"collection": "load", "embedder": f"minilm-{i}"})
+        r.raise_for_status()
+        ids.append(r.json()["id"])
+    return ids
+
+
+def settle_jobs(url: str, ids: list[str], timeout: float = 300) -> list[dict]:
+    """Wait for every job to end; print each one's end and attempts, and the totals."""
+    deadline = time.monotonic() + timeout
+    jobs: list[dict] = []
+    while time.monotonic() < deadline:
+        jobs = [httpx.get(f"{url}/v1/jobs/{i}", timeout=10).json() for i in ids]
+        if all(j["status"] not in ("queued", "running") for j in jobs):
+            break
+        time.sleep(1)
+    for j in jobs:
+        print(f"job {j['id']} {j['params']['embedder']}: {j['status']}, attempts {j['attempts']}")
+    done = sum(j["status"] == "done" for j in jobs)
+    print(
+        f"jobs done: {done}/{len(jobs)}; re-run after a worker died: "
+        f"{sum(j['attempts'] > 1 for j in jobs)}"
+    )
+    return jobs
 
 
 def main() -> None:
@@ -158,19 +201,8 @@ def main() -> None:
         async def chaos() -> None:
             started = time.monotonic()
             async with httpx.AsyncClient(base_url=url, timeout=30) as c:
-                while True:  # the load's seed ingest into "load" comes first
-                    cols = (await c.get("/v1/collections")).json()["collections"]
-                    if any(col["name"] == "load" for col in cols):
-                        break
-                    await asyncio.sleep(0.5)
-                ids = []
-                for i in range(args.jobs):
-                    r = await c.post(
-                        "/v1/jobs/reindex", json={"collection": "load", "embedder": f"minilm-{i}"}
-                    )
-                    r.raise_for_status()
-                    ids.append(r.json()["id"])
-                killed["ids"] = ids  # type: ignore[assignment]
+                await wait_for_load_collection(c)
+                killed["ids"] = await queue_reindex(c, args.jobs)  # type: ignore[assignment]
             await asyncio.sleep(max(0.0, args.seconds / 3 - (time.monotonic() - started)))
             killed["in_flight_api1"] = haproxy_stat(sock, "api1")
             os.kill(api1, signal.SIGKILL)
@@ -192,25 +224,7 @@ def main() -> None:
             f"in flight on API #1 when it was killed (haproxy scur): {killed['in_flight_api1']}; "
             f"load errors: {result.errors}"  # type: ignore[attr-defined]
         )
-        deadline = time.monotonic() + 300
-        jobs: list[dict] = []
-        while time.monotonic() < deadline:
-            jobs = [
-                httpx.get(f"{url}/v1/jobs/{i}", timeout=10).json()
-                for i in killed["ids"]  # type: ignore[attr-defined]
-            ]
-            if all(j["status"] not in ("queued", "running") for j in jobs):
-                break
-            time.sleep(1)
-        for j in jobs:
-            print(
-                f"job {j['id']} {j['params']['embedder']}: {j['status']}, attempts {j['attempts']}"
-            )
-        done = sum(j["status"] == "done" for j in jobs)
-        print(
-            f"jobs done: {done}/{len(jobs)}; re-run after a worker died: "
-            f"{sum(j['attempts'] > 1 for j in jobs)}"
-        )
+        settle_jobs(url, killed["ids"])  # type: ignore[arg-type]
     except BaseException:
         print(f"failed; the logs are in {work}", file=sys.stderr)
         raise

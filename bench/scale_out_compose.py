@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 from _harness import ROOT, free_port, wait_http
 from load import run_load
+from scale_out import parse_scur, queue_reindex, settle_jobs, wait_for_load_collection
 
 PROJECT = "tunestack-scale"
 FILE = ROOT / "compose" / "compose.scale.yml"
@@ -53,17 +54,11 @@ for i in range(int(sys.argv[1])):
         replace=True)
 """
 
-SCUR = """
-import socket, sys
+SHOW_STAT = """
+import socket
 s = socket.socket(socket.AF_UNIX); s.connect("/tmp/haproxy.sock"); s.sendall(b"show stat\\n")
-data = b""
 while chunk := s.recv(65536):
-    data += chunk
-lines = data.decode().splitlines(); head = lines[0].lstrip("# ").split(",")
-for line in lines[1:]:
-    row = dict(zip(head, line.split(",")))
-    if row.get("svname") == sys.argv[1]:
-        print(row["scur"] or 0)
+    print(chunk.decode(), end="")
 """
 
 
@@ -151,20 +146,10 @@ def main() -> None:
         async def chaos() -> None:
             started = time.monotonic()
             async with httpx.AsyncClient(base_url=url, timeout=30) as c:
-                while True:  # the load's seed ingest into "load" comes first
-                    cols = (await c.get("/v1/collections")).json()["collections"]
-                    if any(col["name"] == "load" for col in cols):
-                        break
-                    await asyncio.sleep(0.5)
+                await wait_for_load_collection(c)
                 # queued just before the kill, so that both workers are running one
                 await asyncio.sleep(max(0.0, args.seconds / 3 - 5 - (time.monotonic() - started)))
-                ids = []
-                for i in range(args.jobs):
-                    r = await c.post(
-                        "/v1/jobs/reindex", json={"collection": "load", "embedder": f"minilm-{i}"}
-                    )
-                    r.raise_for_status()
-                    ids.append(r.json()["id"])
+                ids = await queue_reindex(c, args.jobs)
                 killed["ids"] = ids
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:
@@ -173,8 +158,8 @@ def main() -> None:
                         break
                     await asyncio.sleep(0.2)
                 killed["running_at_kill"] = states.count("running")
-            scur = dc("exec", "-T", "lb", "python", "-c", SCUR, "api-1", capture_output=True)
-            killed["in_flight_api1"] = int(scur.stdout.strip() or 0)
+            stat = dc("exec", "-T", "lb", "python", "-c", SHOW_STAT, capture_output=True)
+            killed["in_flight_api1"] = parse_scur(stat.stdout, "api-1")
             for name in ("api-1", "worker-1"):
                 dc("kill", "-s", "SIGKILL", name, capture_output=True)
             killed["at"] = time.monotonic()
@@ -192,22 +177,7 @@ def main() -> None:
             f"load errors: {result.errors}; jobs running on the 2 workers at the kill: "  # type: ignore[attr-defined]
             f"{killed['running_at_kill']}"
         )
-        deadline = time.monotonic() + 300
-        jobs: list[dict] = []
-        while time.monotonic() < deadline:
-            jobs = [httpx.get(f"{url}/v1/jobs/{i}", timeout=10).json() for i in killed["ids"]]  # type: ignore[attr-defined]
-            if all(j["status"] not in ("queued", "running") for j in jobs):
-                break
-            time.sleep(1)
-        for j in jobs:
-            print(
-                f"job {j['id']} {j['params']['embedder']}: {j['status']}, attempts {j['attempts']}"
-            )
-        done = sum(j["status"] == "done" for j in jobs)
-        print(
-            f"jobs done: {done}/{len(jobs)}; re-run after a worker died: "
-            f"{sum(j['attempts'] > 1 for j in jobs)}"
-        )
+        jobs = settle_jobs(url, killed["ids"])  # type: ignore[arg-type]
         if args.json:
             args.json.write_text(
                 json.dumps(

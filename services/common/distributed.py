@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from services.common import atomic
+from services.common.errors import BadInput, TunestackError
 from services.common.settings import DataParallelSettings
 
 
@@ -101,6 +106,52 @@ def die_with_parent() -> None:
         return
     with contextlib.suppress(OSError):  # no glibc: nothing to ask
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+# ---- rank 0 -> the command: one JSON file -------------------------------------------------
+
+
+@contextlib.contextmanager
+def handoff_dir(home: Path) -> Iterator[Path]:
+    """A private folder under the registry home (shared by every node's processes) for the
+    files the command and its workers pass each other; removed afterwards."""
+    home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".parallel-", dir=home) as tmp:
+        yield Path(tmp)
+
+
+def read_outcome(result: Path) -> dict[str, Any] | None:
+    """What rank 0 handed back (None if it wrote nothing); its error is raised here, as
+    the same kind, so the command fails with the worker's message and hint."""
+    if not result.is_file():
+        return None
+    outcome: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
+    if "error" in outcome:
+        cls = BadInput if outcome.get("bad_input") else TunestackError
+        raise cls(outcome["error"], hint=outcome.get("hint"))
+    return outcome
+
+
+def run_worker(result: Path, rank: int, work: Callable[[], dict[str, Any]]) -> int:
+    """This rank's share of the run (`work`); rank 0 writes its outcome, or its error, to
+    `result` for the command. The exit code for torchrun.
+
+    On an error there is no barrier on the way out: the other ranks may be waiting in a
+    collective this rank will never reach, and torchrun stops them when this one exits.
+    """
+    try:
+        outcome = work()
+    except TunestackError as e:
+        if is_main():
+            error = {"error": e.message, "hint": e.hint, "bad_input": isinstance(e, BadInput)}
+            atomic.write_json(result, error)
+        else:
+            print(f"rank {rank}: {e}", file=sys.stderr, flush=True)
+        return 1
+    if is_main():
+        atomic.write_json(result, outcome)
+    finish()
+    return 0
 
 
 # ---- inside a worker ----------------------------------------------------------------------

@@ -14,12 +14,12 @@ import dataclasses
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from services.common import distributed
 from services.common.distributed import Launch, die_with_parent, torchrun_command
-from services.common.errors import BadInput, TunestackError
+from services.common.errors import TunestackError
 from services.common.records import EmbedderRecord
 from services.common.registry import Entry, Registry
 from services.common.settings import process_environ
@@ -45,12 +45,10 @@ def tune_data_parallel(
 ) -> Entry[EmbedderRecord]:
     """Run the workers on this node; return the tuned embedder's registry entry."""
     progress(0, 1, f"data-parallel: {launch.world_size} processes on {launch.nnodes} node(s)")
-    home = Path(s.home).expanduser()
-    home.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".tune-result-", dir=home) as tmp:
-        result = Path(tmp) / "result.json"
-        (Path(tmp) / "request.json").write_text(json.dumps(request_to_json(req)))
-        args = ["--request", str(Path(tmp) / "request.json"), "--result", str(result)]
+    with distributed.handoff_dir(Path(s.home).expanduser()) as tmp:
+        result = tmp / "result.json"
+        (tmp / "request.json").write_text(json.dumps(request_to_json(req)))
+        args = ["--request", str(tmp / "request.json"), "--result", str(result)]
         proc = subprocess.Popen(
             torchrun_command(launch, WORKER, args),
             env=process_environ(),
@@ -66,10 +64,7 @@ def tune_data_parallel(
             else:
                 sys.stderr.write(line)
         code = proc.wait()
-        outcome = json.loads(result.read_text(encoding="utf-8")) if result.is_file() else None
-    if outcome is not None and "error" in outcome:
-        cls = BadInput if outcome.get("bad_input") else TunestackError
-        raise cls(outcome["error"], hint=outcome.get("hint"))
+        outcome = distributed.read_outcome(result)
     if code != 0 or (outcome is None and launch.node_rank == 0):
         raise TunestackError(
             f"Tuning stopped before it finished (torchrun exit code {code}).",

@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from services.common import atomic, distributed
-from services.common.errors import BadInput, TunestackError
+from services.common import distributed
 from services.common.registry import Registry
 from services.embed_tuner.launch import PROGRESS, WORKER
 from services.embed_tuner.service import SynthRequest, TuneRequest, tune_embedder
@@ -43,22 +42,13 @@ def worker(argv: list[str]) -> int:
     a = p.parse_args(argv)
     s = EmbedSettings()
     req = request_from_json(json.loads(a.request.read_text(encoding="utf-8")))
-    try:
+
+    def tune() -> dict[str, Any]:
         distributed.start(s)
         tune_embedder(s, Registry(s.home_dir), req, _report)
-    except TunestackError as e:
-        # no barrier on the way out: torchrun stops the other ranks when this one exits
-        if distributed.is_main():
-            atomic.write_json(
-                a.result, {"error": e.message, "hint": e.hint, "bad_input": isinstance(e, BadInput)}
-            )
-        else:
-            print(f"rank {s.rank}: {e}", file=sys.stderr, flush=True)
-        return 1
-    if distributed.is_main():
-        atomic.write_json(a.result, {"name": req.name})
-    distributed.finish()
-    return 0
+        return {"name": req.name}
+
+    return distributed.run_worker(a.result, s.rank, tune)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,13 @@ own lines, and, on a crash, the failing rank's traceback from torchrun's error s
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from services.common import atomic, distributed
+from services.common import distributed
 from services.common.distributed import Launch, die_with_parent, torchrun_command
 from services.common.errors import BadInput, TunestackError
 from services.common.settings import process_environ
@@ -64,18 +62,17 @@ def train_data_parallel(
         f"of {launch.nnodes} ({launch.world_size} in all, "
         f"rendezvous {launch.master_addr}:{launch.master_port})."
     )
-    home = Path(settings.home).expanduser()
-    home.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".train-result-", dir=home) as tmp:
-        result = Path(tmp) / "result.json"
+    with distributed.handoff_dir(Path(settings.home).expanduser()) as tmp:
+        result = tmp / "result.json"
         args = ["--config", str(config), "--result", str(result), *overrides]
         code = subprocess.call(
             torchrun_command(launch, WORKER, args),
             env=process_environ(),
             preexec_fn=die_with_parent,  # only a prctl: safe between fork and exec
         )
-        if result.is_file():
-            return _result_from_json(json.loads(result.read_text(encoding="utf-8")))
+        outcome = distributed.read_outcome(result)
+    if outcome is not None:
+        return _result_from_json(outcome)
     if launch.node_rank != 0:
         if code == 0:
             return None
@@ -110,9 +107,6 @@ def _result_from_json(d: dict[str, Any]) -> TrainResult:
     from services.trainer.preprocess import PrepStats  # heavy: torch
     from services.trainer.train import TrainResult  # heavy: torch + transformers
 
-    if "error" in d:
-        cls = BadInput if d.get("bad_input") else TunestackError
-        raise cls(d["error"], hint=d.get("hint"))
     return TrainResult(
         run_name=d["run_name"],
         output_dir=Path(d["output_dir"]),
@@ -134,7 +128,8 @@ def worker(argv: list[str]) -> int:
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
     settings = TrainSettings()
-    try:
+
+    def train() -> dict[str, Any]:
         cfg, ignored = load_config(a.config, parse_overrides(a.overrides))
         res = run_training(
             cfg,
@@ -144,22 +139,9 @@ def worker(argv: list[str]) -> int:
             say=lambda m: print(m, file=sys.stderr, flush=True),  # as the CLI says it
             progress=settings.progress,
         )
-        out = _result_to_json(res)
-    except TunestackError as e:
-        # Rank 0 hands the message to the parent; no barrier on the way out, since the
-        # other ranks may be waiting in a collective this rank will never reach (torchrun
-        # stops them when this one exits).
-        if distributed.is_main():
-            atomic.write_json(
-                a.result, {"error": e.message, "hint": e.hint, "bad_input": isinstance(e, BadInput)}
-            )
-        else:
-            print(f"rank {settings.rank}: {e}", file=sys.stderr, flush=True)
-        return 1
-    if distributed.is_main():
-        atomic.write_json(a.result, out)
-    distributed.finish()
-    return 0
+        return _result_to_json(res)
+
+    return distributed.run_worker(a.result, settings.rank, train)
 
 
 if __name__ == "__main__":
