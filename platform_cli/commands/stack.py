@@ -112,16 +112,26 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
-def worker() -> None:
-    """Run the API's queued jobs (eval, rag-eval, reindex, deploy) from TUNESTACK_QUEUE_URL.
+def worker(
+    queues: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queues",
+            help="jobs (eval, rag-eval, ingest, reindex, deploy) and/or train (embed tune, "
+            "llm train); default: every queue this install can run",
+        ),
+    ] = None,
+) -> None:
+    """Run the API's queued jobs from TUNESTACK_QUEUE_URL.
 
     Start one or more beside an API that has TUNESTACK_QUEUE_URL set (same TUNESTACK_HOME,
     Chroma and LLM server). Without that variable the API runs its jobs itself and no
-    worker is needed. Ctrl-C lets the running job finish; a second Ctrl-C stops it (the
-    queue runs it again on another worker)."""
+    worker is needed. Tuning and training jobs wait on a queue of their own for a worker
+    with the training libraries (`make setup`, or the jobs image). Ctrl-C lets the running
+    job finish; a second Ctrl-C stops it (the queue runs it again on another worker)."""
     from services.rag_api.job_worker import main as work  # torch, rq: only for this command
 
-    raise typer.Exit(work())
+    raise typer.Exit(work(queues))
 
 
 def register(app: typer.Typer) -> None:

@@ -47,6 +47,7 @@ from services.common.api_schemas import (
     RetrieveResponse,
     Source,
     SwitchResponse,
+    TuneJobRequest,
     WhoAmI,
 )
 from services.common.errors import TunestackError
@@ -291,6 +292,9 @@ class RagClient:
 
     def start_reindex(self, req: ReindexJobRequest) -> JobInfo:
         return self._post(JobInfo, "/v1/jobs/reindex", req)
+
+    def start_tune(self, req: TuneJobRequest) -> JobInfo:
+        return self._post(JobInfo, "/v1/jobs/tune", req)
 
     def deploy(self, run: str, req: DeployRequest) -> JobInfo:
         return self._post(JobInfo, f"/v1/registry/models/llm/{run}/deploy", req)

@@ -477,6 +477,59 @@ class ReindexJobRequest(BaseModel):
     embedder: str
 
 
+# a registry name: what `tunestack` accepts for a new embedder or run (services.common.registry)
+RegistryName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+
+
+class TuneJobRequest(BaseModel):
+    """`tunestack embed tune` as a job, on a collection's own chunks or on a QA dataset."""
+
+    model_config = STRICT
+    name: RegistryName = Field(description="The tuned embedder's registry name.")
+    base: str = Field(default="all-minilm-l6-v2", description="A registered embedder to tune.")
+    collection: str | None = Field(
+        default=None,
+        json_schema_extra=COLLECTION_NAME,
+        description="Tune on this collection's stored chunks, with pseudo-queries made "
+        "offline from them (as `embed tune --corpus`). Give this or `dataset`.",
+    )
+    dataset: str | None = Field(
+        default=None,
+        description="Or a name from GET /v1/datasets: EmbeddingQA/SQuAD JSON with the "
+        "queries to train on (as `embed tune --pairs`).",
+    )
+    validation: str | None = Field(
+        default=None,
+        description="A name from GET /v1/datasets to measure MRR@10 on before and after "
+        "(default: queries split from the training data).",
+    )
+    epochs: float | None = Field(default=None, gt=0, le=50)
+    batch_size: int | None = Field(default=None, ge=2, le=1024)
+    lr: float | None = Field(default=None, ge=0, le=1e-2)
+    loss: Literal["mnrl", "cached-mnrl", "triplet", "cosent"] | None = None
+    hard_negatives: int = Field(default=0, ge=0, le=10)
+    reindex: bool = Field(
+        default=True,
+        description="With `collection`: build that collection for the tuned embedder when "
+        "tuning ends, so it can be compared with the base at once.",
+    )
+    overwrite: bool = Field(default=False, description="Replace an embedder of that name.")
+
+
+class TrainJobRequest(BaseModel):
+    """`tunestack llm train` as a job: LLaMA-Factory's keys as a JSON object."""
+
+    model_config = STRICT
+    run_name: RegistryName = Field(description="The run's registry name.")
+    config: dict[str, Any] = Field(
+        description="LLaMA-Factory training keys, as in a YAML file for `tunestack llm "
+        "train` (model_name_or_path: a registered or bundled base; dataset: names in "
+        "TUNESTACK_HOME/llm-data/dataset_info.json). Keys that name server files or run "
+        "code (dataset_dir, output_dir, logging_dir, deepspeed, fsdp_config, ref_model, "
+        "a resume_from_checkpoint path, trust_remote_code) are refused: use the CLI for those."
+    )
+
+
 class DeployRequest(BaseModel):
     model_config = STRICT
     to: Literal["ollama", "llamacpp"] = Field(
@@ -501,7 +554,7 @@ class DeployRequest(BaseModel):
 
 class JobInfo(BaseModel):
     id: str
-    kind: Literal["eval", "reindex", "deploy", "rag-eval", "ingest"]
+    kind: Literal["eval", "reindex", "deploy", "rag-eval", "ingest", "tune", "train"]
     status: JobStatus
     done: int
     total: int

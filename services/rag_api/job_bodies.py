@@ -1,5 +1,6 @@
 """The bodies of the API's background jobs: an embedding evaluation, a RAG evaluation, an
-ingest of uploaded files, a collection reindex and an LLM deploy to Ollama.
+ingest of uploaded files, a collection reindex, an LLM deploy to Ollama, and (in
+services.rag_api.training_jobs) an embedder tune and an LLM training run.
 
 Each is an adapter over the service function the CLI calls (embed_tuner.service,
 rag_api.collections, converter.deploy): a report made from the UI is `tunestack embed
@@ -29,6 +30,7 @@ from services.rag_api.jobs import Progress
 from services.rag_api.llm_switch import switch_llm
 from services.rag_api.rag_eval.records import RagEvalRequest
 from services.rag_api.rag_eval.runner import RagBackend, run_rag_eval
+from services.rag_api.training_jobs import run_train, run_tune
 
 
 def run_eval(
@@ -183,7 +185,11 @@ def run_job(
         return run_reindex(ctx, args["collection"], args["embedder"], progress)
     if kind == "deploy":
         return run_deploy(ctx, args["run"], args["quant"], args["model"], progress)
+    if kind == "tune":
+        return run_tune(ctx, args, progress)
+    if kind == "train":
+        return run_train(ctx, args, progress)
     raise BadInput(f"Unknown job kind '{kind}'.", hint="Kinds: " + ", ".join(JOB_KINDS))
 
 
-JOB_KINDS = ("eval", "rag-eval", "ingest", "reindex", "deploy")
+JOB_KINDS = ("eval", "rag-eval", "ingest", "reindex", "deploy", "tune", "train")

@@ -43,6 +43,12 @@ from services.rag_api.settings import RagSettings
 log = logging.getLogger("tunestack.rag_api.job_queue")
 
 QUEUE = "tunestack"
+# Tuning and training take the training libraries (peft, trl) and hours, not minutes: they
+# have a queue of their own, which only workers that can run them listen on, so a
+# worker of the API's image never picks one up, and a long training run never holds up
+# the evaluations and reindexes behind it.
+TRAIN_QUEUE = "tunestack-train"
+TRAINING_KINDS = ("tune", "train")
 PREFIX = "tunestack:"
 INDEX = PREFIX + "jobs"  # sorted set: job id -> created
 EXECUTE = "services.rag_api.job_worker.execute"
@@ -114,6 +120,7 @@ class RedisJobs:
         self.url = url
         self.store = JobStore(connect(url), keep)
         self.queue = Queue(QUEUE, connection=self.store.redis)
+        self.train_queue = Queue(TRAIN_QUEUE, connection=self.store.redis)
         self.max_active = max_active
         self.retries = retries
         self.timeout_s = timeout_s
@@ -158,8 +165,16 @@ class RedisJobs:
                 args=spec.args,
                 message="waiting for a worker",
             )
+            queue = self.queue
+            if spec.kind in TRAINING_KINDS:
+                queue = self.train_queue
+                if not Worker.all(queue=queue):
+                    job.message = (
+                        "waiting for a worker that can train (none is running: start "
+                        "`tunestack worker --queues train` where the training libraries are)"
+                    )
             self.store.add(job)
-            self.queue.enqueue(
+            queue.enqueue(
                 EXECUTE,
                 job.id,
                 job_id=job.id,
@@ -193,9 +208,10 @@ class RedisJobs:
         try:
             self.store.redis.ping()
             workers = len(Worker.all(queue=self.queue))
+            trainers = len(Worker.all(queue=self.train_queue))
         except Exception as e:
             return {"url": where(self.url), "ok": False, "error": type(e).__name__}
-        return {"url": where(self.url), "ok": True, "workers": workers}
+        return {"url": where(self.url), "ok": True, "workers": workers, "train_workers": trainers}
 
     def _settled(self, job: Job) -> Job:
         """An active record whose RQ job is gone or failed is interrupted, not "running"

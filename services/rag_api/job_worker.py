@@ -13,6 +13,7 @@ embedding evaluation writes a new report, and a deploy re-checks its export and 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import socket
@@ -24,11 +25,13 @@ from redis.exceptions import ConnectionError as RedisDown
 from redis.exceptions import TimeoutError as RedisTimeout
 from rq import Queue, Worker, get_current_job
 
+from services.common.errors import BadInput
 from services.common.logs import quiet_libraries
 from services.rag_api.context import RagContext
 from services.rag_api.job_bodies import run_job
 from services.rag_api.job_queue import (
     QUEUE,
+    TRAIN_QUEUE,
     JobStore,
     StoreProgress,
     connect,
@@ -84,7 +87,34 @@ class GraceWorker(Worker):
         return int(super().get_heartbeat_ttl(job, working_time)) - 60 + self.grace_s
 
 
-def main() -> int:
+QUEUES = {"jobs": QUEUE, "train": TRAIN_QUEUE}
+
+
+def can_train() -> bool:
+    """Whether this install has what `llm train` and `embed tune` need (the jobs image and
+    `make setup` do; the API's image does not)."""
+    return importlib.util.find_spec("peft") is not None  # the train extra's own library
+
+
+def pick_queues(names: list[str] | None) -> list[str]:
+    """The RQ queues to take jobs from, short jobs first: the ones named, or by default
+    every queue this install can run."""
+    if not names:
+        names = ["jobs", "train"] if can_train() else ["jobs"]
+    unknown = [n for n in names if n not in QUEUES]
+    if unknown:
+        raise BadInput(
+            f"Unknown queue(s): {', '.join(unknown)}.", hint="Queues: " + ", ".join(QUEUES)
+        )
+    if "train" in names and not can_train():
+        raise BadInput(
+            "This install cannot run training jobs (the train extra, peft, is missing).",
+            hint="Run the train queue's workers from the jobs image (or after `make setup`).",
+        )
+    return [QUEUES[n] for n in dict.fromkeys(names)]
+
+
+def main(queues: list[str] | None = None) -> int:
     """Work until stopped (SIGTERM: the running job ends first; a second one stops it)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     quiet_libraries()
@@ -95,6 +125,11 @@ def main() -> int:
             "hint: set it to the Redis the API uses (redis://host:6379/0) and start again.",
             file=sys.stderr,
         )
+        return 2
+    try:
+        names = pick_queues(queues)
+    except BadInput as e:
+        print(f"error: {e.message}\nhint: {e.hint}", file=sys.stderr)
         return 2
     url = s.queue_url.get_secret_value()
     redis = connect(url)
@@ -111,7 +146,7 @@ def main() -> int:
     import torch  # noqa: F401
 
     worker = GraceWorker(
-        [Queue(QUEUE, connection=redis)],
+        [Queue(n, connection=redis) for n in names],
         connection=redis,
         name=f"tunestack-{socket.gethostname()}-{os.getpid()}",
         job_monitoring_interval=s.worker_heartbeat_s,
@@ -121,7 +156,7 @@ def main() -> int:
         worker_ttl=s.worker_maintenance_s + 15,
     )
     worker.grace_s = s.worker_grace_s
-    log.info("worker %s on %s, queue %s", worker.name, where(url), QUEUE)
+    log.info("worker %s on %s, queues %s", worker.name, where(url), ", ".join(names))
     worker.work(with_scheduler=False)
     return 0
 

@@ -74,6 +74,8 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("POST", "/v1/jobs/ingest"): "admin",
     ("POST", "/v1/jobs/reindex"): "admin",
     ("POST", "/v1/jobs/rag-eval"): "admin",
+    ("POST", "/v1/jobs/tune"): "admin",
+    ("POST", "/v1/jobs/train"): "admin",
     ("GET", "/v1/jobs"): "admin",
     ("GET", "/v1/jobs/{job_id}"): "admin",
 }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -179,3 +180,34 @@ class ProgressCallback(TrainerCallback):
             self.progress.update(self.task, completed=state.global_step)
             self.progress.stop()
             self.progress = None
+
+
+class StepReport(TrainerCallback):
+    """Each step as (step, max_steps, message) to a job's progress: a queued `llm train`
+    shows its step, loss and ETA in GET /v1/jobs/{id} as the terminal shows them."""
+
+    def __init__(self, report: Callable[[int, int, str], None]) -> None:
+        self.report = report
+        self.loss: float | None = None
+        self.start = time.monotonic()
+        self.start_step = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.start, self.start_step = time.monotonic(), state.global_step
+        resumed = f" (resumed at step {state.global_step})" if state.global_step else ""
+        self.report(state.global_step, state.max_steps, "training" + resumed)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+        if logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        done = state.global_step - self.start_step
+        elapsed = time.monotonic() - self.start
+        eta = elapsed / done * (state.max_steps - state.global_step) if done else 0.0
+        loss = f"  loss {self.loss:.4f}" if self.loss is not None else ""
+        self.report(
+            state.global_step,
+            state.max_steps,
+            f"step {state.global_step}/{state.max_steps}{loss}  ETA {_hms(eta)}",
+        )

@@ -66,9 +66,15 @@ class PrefsRequest:
     name: str = "rag_prefs"
 
 
-def train(settings: TrainSettings, req: TrainRequest, say: Say) -> TrainResult | None:
+def train(
+    settings: TrainSettings,
+    req: TrainRequest,
+    say: Say,
+    on_step: Callable[[int, int, str], None] | None = None,
+) -> TrainResult | None:
     """Validate the config and train; an interrupted run resumes from its last checkpoint
-    when the same request is made again.
+    when the same request is made again. `on_step(step, max_steps, message)` follows the
+    steps (a queued job's progress) in a one-process run.
 
     With several processes wanted (NPROC_PER_NODE, NNODES, FORCE_TORCHRUN: LLaMA-Factory's
     launcher variables) the run goes through torchrun; on a multi-node run only node 0
@@ -89,6 +95,7 @@ def train(settings: TrainSettings, req: TrainRequest, say: Say) -> TrainResult |
         ignored_keys=ignored,
         say=say,
         progress=settings.progress,
+        on_step=on_step,
     )
 
 

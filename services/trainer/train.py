@@ -34,6 +34,7 @@ from services.trainer.callbacks import (
     DATA_ORDER_NAME,
     LogCallback,
     ProgressCallback,
+    StepReport,
     truncate_jsonl,
 )
 from services.trainer.config import PREFERENCE_STAGES, TrainConfig
@@ -74,6 +75,7 @@ from services.trainer.templates import ChatTemplate, chat_format, resolve_templa
 
 CHECKPOINT_PREFIX = "checkpoint-"
 Say = Callable[[str], None]
+StepProgress = Callable[[int, int, str], None]  # (step, max_steps, message)
 # The curves LLaMA-Factory's workflows plot for each stage (plus eval_loss when validating).
 PLOTTED = {
     "dpo": ("loss", "rewards/accuracies", "eval_loss"),
@@ -481,6 +483,7 @@ def run_training(
     ignored_keys: list[str] | None = None,
     say: Say = print,
     progress: bool | None = None,
+    on_step: StepProgress | None = None,
 ) -> TrainResult:
     """Validate, tokenize, train (resuming where a killed run stopped), write
     LLaMA-Factory's outputs, then register the run (last, so only a complete run is seen).
@@ -512,6 +515,8 @@ def run_training(
     trainer = _build_trainer(
         cfg, settings, model, tokenizer, data, paths.output_dir, order_path, progress, ref_model
     )
+    if on_step is not None and distributed.is_main():
+        trainer.add_callback(StepReport(on_step))
     metrics = _train(trainer, resume)
     eval_metrics = _save_outputs(trainer, cfg, paths.output_dir, metrics, data.val is not None)
     if distributed.is_main():

@@ -27,6 +27,7 @@ from tests.conftest import SAMPLES, free_port, unavailable
 from tests.integration.conftest import Stack, register_embedder_copy, start_api
 
 COLLECTION = "queued"
+TUNE_DOCS = ("product_faq.md", "expense_policy.md")
 
 
 @dataclass
@@ -91,14 +92,25 @@ def collection(stack: Stack) -> str:
     return COLLECTION
 
 
-def start_worker(q: Queue, name: str) -> subprocess.Popen[bytes]:
+def start_worker(q: Queue, name: str, *queues: str) -> subprocess.Popen[bytes]:
     log = (q.home / f"worker-{name}.log").open("wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "platform_cli.main", "worker"],
+        [sys.executable, "-m", "platform_cli.main", "worker", *(f"--queues={n}" for n in queues)],
         env=q.env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a warm shutdown); rarely RQ's idle worker hangs joining its pubsub thread
+    after it, so a worker still there after 30 s is killed (it holds no job then)."""
+    worker.terminate()
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(10)
 
 
 def job(api: str, job_id: str) -> dict[str, Any]:
@@ -167,8 +179,7 @@ def test_replicas_share_jobs_and_a_worker_runs_them(
         ingested = wait_for(a, r.json()["id"], {"done", "failed"}, timeout=300)
         assert ingested["status"] == "done" and ingested["result"]["counts"]["ok"] == 1, ingested
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stop_worker(worker)
 
 
 def test_a_killed_worker_loses_no_job(stack: Stack, queue: Queue, collection: str) -> None:
@@ -203,8 +214,102 @@ def test_a_killed_worker_loses_no_job(stack: Stack, queue: Queue, collection: st
         done = wait_for(b, info["id"], {"done", "failed", "interrupted"}, timeout=240)
         assert done["status"] == "done" and done["attempts"] == 2, done
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stop_worker(worker)
+
+
+def test_tune_and_train_jobs_wait_for_a_worker_that_can_train(stack: Stack, queue: Queue) -> None:
+    """POST /v1/jobs/tune and /v1/jobs/train go to the train queue: a worker of the other
+    queue leaves them alone, a worker that can train runs them as `embed tune` and
+    `llm train` would (a registered embedder with the collection built for it; a
+    registered LoRA run and the config it trained). Unsafe or wrong configs are refused
+    before anything is queued."""
+    a, b = queue.apis
+    llm_data = queue.home / "llm-data"
+    shutil.copytree(SAMPLES / "llm_sft", llm_data, dirs_exist_ok=True)
+    config = {
+        "model_name_or_path": "smollm2-135m-instruct",
+        "dataset": "lumen_identity",
+        "max_steps": 2,
+        "per_device_train_batch_size": 2,
+        "cutoff_len": 96,
+        "lora_rank": 4,
+        "save_steps": 1,
+        "logging_steps": 1,
+    }
+    refusals = [
+        ({"output_dir": "/tmp/x"}, 422, "'output_dir'"),
+        ({"deepspeed": "/etc/passwd"}, 422, "'deepspeed'"),
+        ({"trust_remote_code": True}, 422, "'trust_remote_code'"),
+        ({"resume_from_checkpoint": "/tmp/ckpt"}, 422, "'resume_from_checkpoint'"),
+        ({"model_name_or_path": "/etc"}, 422, "no paths"),
+        ({"model_name_or_path": "../models/llm/x"}, 422, "no paths"),
+        ({"model_name_or_path": "org/not-pulled"}, 404, "No base LLM named"),
+        ({"dataset": "nope"}, 422, "Defined: lumen_chat"),
+        ({"learning_rat": 1e-4}, 422, "did you mean 'learning_rate'"),
+    ]
+    for change, status, words in refusals:
+        r = httpx.post(
+            f"{a}/v1/jobs/train",
+            json={"run_name": "refused", "config": {**config, **change}},
+            timeout=30,
+        )
+        assert r.status_code == status and words in r.text, (change, r.text)
+        assert "/tmp/pytest" not in r.text and str(queue.home) not in r.text
+
+    only_jobs = start_worker(queue, "jobs-only", "jobs")
+    trainer = None
+    try:
+        # a small collection of its own: two documents, so tuning takes seconds
+        small = [("files", (n, (SAMPLES / "corpus" / n).read_bytes())) for n in TUNE_DOCS]
+        r = httpx.post(f"{a}/v1/ingest", data={"collection": "tune-kb"}, files=small, timeout=300)
+        assert r.status_code == 200, r.text
+        body = {"name": "minilm-kb-tuned", "collection": "tune-kb", "epochs": 1, "batch_size": 16}
+        r = httpx.post(f"{a}/v1/jobs/tune", json=body, timeout=30)
+        assert r.status_code == 202, r.text
+        tune = r.json()
+        assert "waiting for a worker that can train" in tune["message"], tune
+        r = httpx.post(f"{b}/v1/jobs/train", json={"run_name": "queued-lora", "config": config})
+        assert r.status_code == 202, r.text
+        train = r.json()
+        deadline = time.monotonic() + 120
+        while (ready := httpx.get(f"{b}/readyz", timeout=30).json()["checks"]["queue"])[
+            "workers"
+        ] < 1:
+            assert time.monotonic() < deadline, ready
+            time.sleep(0.5)
+        assert ready["train_workers"] == 0, ready
+        time.sleep(3)  # the jobs-only worker is listening, and leaves both alone
+        assert job(b, tune["id"])["status"] == "queued"
+        assert job(a, train["id"])["status"] == "queued"
+
+        trainer = start_worker(queue, "trainer")  # default queues: this install can train
+        done = wait_for(a, tune["id"], {"done", "failed"}, timeout=600)
+        assert done["status"] == "done", done
+        result = done["result"]
+        assert result["embedder"] == "minilm-kb-tuned" and result["metrics"], result
+        assert result["collection"]["embedder"] == "minilm-kb-tuned"
+        assert result["collection"]["chunks"] > 0
+        r = httpx.post(
+            f"{b}/v1/retrieve",
+            json={"collection": "tune-kb", "embedder": "minilm-kb-tuned", "query": "refund"},
+            timeout=60,
+        )
+        assert r.status_code == 200 and r.json()["hits"], r.text
+
+        done = wait_for(b, train["id"], {"done", "failed"}, timeout=600)
+        assert done["status"] == "done", done
+        assert done["total"] == 2 and done["done"] == 2, done
+        result = done["result"]
+        assert result["run"] == "queued-lora" and result["metrics"]["train_loss"] > 0
+        assert (queue.home / "jobs" / "train" / "queued-lora.yaml").is_file()
+        rec = stack.registry.llm("queued-lora").record
+        assert rec.base_model and rec.finetuning_type == "lora"
+        again = httpx.post(f"{a}/v1/jobs/train", json={"run_name": "queued-lora", "config": config})
+        assert again.status_code == 409 and "overwrite_output_dir" in again.text
+    finally:
+        for w in (only_jobs, trainer):
+            if w is not None:
+                stop_worker(w)
 
 
 def test_collection_writers_on_two_machines_exclude_each_other(

@@ -1,5 +1,5 @@
-"""Job endpoints: start an evaluation (embedders, or the RAG answers), an ingest or a
-reindex, then poll its progress (a deploy job is started by
+"""Job endpoints: start an evaluation (embedders, or the RAG answers), an ingest, a
+reindex, an embedder tune or an LLM training run, then poll its progress (a deploy job is started by
 POST /v1/registry/models/llm/{name}/deploy in routes.admin).
 
 Inputs are checked before a job is queued (dataset exists, models are registered,
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -22,6 +23,8 @@ from services.common.api_schemas import (
     JobsResponse,
     RagEvalJobRequest,
     ReindexJobRequest,
+    TrainJobRequest,
+    TuneJobRequest,
     error_responses,
 )
 from services.common.errors import disk_full_names
@@ -37,6 +40,7 @@ from services.rag_api.jobs import JobQueue, JobSpec, app_jobs
 from services.rag_api.rag_eval.llms import resolve_llms
 from services.rag_api.rag_eval.records import RagEvalRequest
 from services.rag_api.registry_views import resolve_dataset
+from services.rag_api.training_jobs import check_train, check_tune
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 
@@ -162,6 +166,64 @@ def start_ingest(
     args = {**params, "staged": staged, "chunk_size": chunk_size, "chunk_overlap": chunk_overlap}
     again = f"tunestack ingest TUNESTACK_HOME/uploads/{collection} --collection {collection}"
     return JobInfo(**queue(request).enqueue(JobSpec("ingest", params, args, resume=again)))
+
+
+@router.post(
+    "/tune",
+    summary="Start tuning an embedder on a collection's chunks or a dataset's queries",
+    response_model=JobInfo,
+    status_code=202,
+    responses=error_responses(409),
+)
+def start_tune(request: Request, body: TuneJobRequest) -> JobInfo:
+    """What `tunestack embed tune` does, as a job: on a collection, pseudo-queries are made
+    from its chunks offline and, when tuning ends, the collection is built for the tuned
+    embedder (reindex: false skips that). The result has the validation MRR@10 before and
+    after. A second request for the same name while one runs is the same job."""
+    ctx = context(request)
+
+    def resolve(name: str) -> Path:
+        return resolve_dataset(ctx, name, suffixes=(".json", ".jsonl"))
+
+    check_tune(ctx, body, resolve)
+    params = body.model_dump(exclude_defaults=True) | {"name": body.name, "base": body.base}
+    args = body.model_dump() | {
+        k: str(resolve(v)) for k in ("dataset", "validation") if (v := getattr(body, k))
+    }
+    source = (
+        f"--pairs TUNESTACK_HOME/datasets/{body.dataset}"
+        if body.dataset
+        else f"--corpus <chunks of {body.collection}>"
+    )
+    again = f"tunestack embed tune --base {body.base} --name {body.name} {source}"
+    spec = JobSpec("tune", params, args, key=f"tune:{body.name}", resume=again)
+    return JobInfo(**queue(request).enqueue(spec))
+
+
+@router.post(
+    "/train",
+    summary="Start training an LLM (LoRA, full, DPO/KTO) from LLaMA-Factory keys",
+    response_model=JobInfo,
+    status_code=202,
+    responses=error_responses(409),
+)
+def start_train(request: Request, body: TrainJobRequest) -> JobInfo:
+    """What `tunestack llm train` does, as a job, on the LLaMA-Factory datasets in
+    TUNESTACK_HOME/llm-data. The config is checked as the CLI checks it before anything is
+    queued (unknown keys with the closest known one, datasets, base model). Progress is
+    the training step, loss and ETA; a job run again after its worker died resumes from
+    the last checkpoint (save_steps)."""
+    ctx = context(request)
+    config = check_train(ctx, body)
+    again = f"tunestack llm train TUNESTACK_HOME/jobs/train/{body.run_name}.yaml"
+    spec = JobSpec(
+        "train",
+        {"run_name": body.run_name, "config": config},
+        {"config": config},
+        key=f"train:{body.run_name}",
+        resume=again,
+    )
+    return JobInfo(**queue(request).enqueue(spec))
 
 
 @router.get(
