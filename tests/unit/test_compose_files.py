@@ -258,18 +258,20 @@ def test_scale_profile_renders_two_replicas_behind_the_balancer(
         (COMPOSE / ".env.example").read_text() + "\nTUNESTACK_REDIS_PASSWORD=s3cret-long-pass\n"
     )
     argv = [*cmd, "--env-file", str(dotenv), "-f", str(COMPOSE / "compose.scale.yml")]
+    argv += ["--profile", "train"]  # worker-train is opt-in
     r = subprocess.run([*argv, "config"], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     services = yaml.safe_load(r.stdout)["services"]
     assert set(services) == {
-        "redis", "milvus", "llm", "api-1", "api-2", "worker-1", "worker-2", "lb", "ui"
+        "redis", "milvus", "llm", "api-1", "api-2", "worker-1", "worker-2", "worker-train",
+        "lb", "ui",
     }  # fmt: skip
     published = {n for n, svc in services.items() if svc.get("ports")}
     assert published == {"lb", "ui"}
     for name in ("lb", "ui"):
         (port,) = services[name]["ports"]
         assert "127.0.0.1" in str(port), port  # TUNESTACK_BIND's default: loopback
-    for name in ("api-1", "api-2", "worker-1", "worker-2"):
+    for name in ("api-1", "api-2", "worker-1", "worker-2", "worker-train"):
         e = services[name]["environment"]
         assert e["TUNESTACK_QUEUE_URL"] == "redis://:s3cret-long-pass@redis:6379/0"
         assert e["TUNESTACK_VECTOR_STORE"] == "milvus"
@@ -278,6 +280,10 @@ def test_scale_profile_renders_two_replicas_behind_the_balancer(
         assert vol.startswith("home:/data/tunestack") if isinstance(vol, str) else (
             vol["source"], vol["target"]) == ("home", "/data/tunestack")  # fmt: skip
     assert services["worker-1"]["command"] == ["python", "-m", "services.rag_api.job_worker"]
+    # tune/train jobs: the jobs image (its entrypoint is the CLI), opt-in profile
+    train = services["worker-train"]
+    assert train["command"] == ["worker", "--queues", "train"] and train["profiles"] == ["train"]
+    assert "/jobs:" in train["image"] and train["build"]["target"] == "jobs"
     assert "s3cret-long-pass" in services["redis"]["command"]
     assert services["ui"]["environment"]["TUNESTACK_API_URL"] == "http://lb:8000"
     assert services["redis"]["build"]["target"] == "redis"

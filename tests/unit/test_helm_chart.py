@@ -188,7 +188,12 @@ def test_only_the_api_and_the_ui_are_reachable(rendered: dict[str, Path]) -> Non
             p = find(items, "NetworkPolicy", f"t-{internal}-ingress")
             (source,) = p["spec"]["ingress"][0]["from"]
             allowed = source["podSelector"]["matchExpressions"][1]["values"]
-            assert set(allowed) <= {"api", "worker", "job"}
+            assert set(allowed) <= {"api", "worker", "train-worker", "job"}
+        # tune/train jobs: the jobs image on the train queue, no port
+        tw = find(items, "Deployment", "t-train-worker")["spec"]["template"]["spec"]
+        (c,) = tw["containers"]
+        assert c["args"] == ["worker", "--queues", "train"] and "/jobs:" in c["image"]
+        assert "ports" not in c and "nvidia.com/gpu" not in c["resources"]["limits"]
 
 
 def test_vllm_and_gpu_jobs_ask_for_gpus(rendered: dict[str, Path]) -> None:
