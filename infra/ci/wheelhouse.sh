@@ -18,6 +18,11 @@ py=${PYTHON:-.venv/bin/python}
 roles=(ui llm rag jobs chroma)
 
 mkdir -p "$out"
+# llama.cpp's llama-server from `make llama-server` (the same pinned source), so the
+# llamacpp image need not build it again
+if [ -x .cache/llama-server/bin/llama-server ]; then
+  install -D .cache/llama-server/bin/llama-server "$out/bin/llama-server"
+fi
 stamp="$out/.inputs.sha256"
 digest=$(cat pyproject.toml constraints.txt compose/role_requirements.py | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then

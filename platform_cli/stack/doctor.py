@@ -75,7 +75,7 @@ def _llm_engine() -> Check:
     """Which server local mode runs the LLM with, and whether llama-server is there."""
     s = LlmServerSettings()
     built = s.server_binary.expanduser().is_file()
-    if s.engine == "llama-server":
+    if s.serving_engine == "llama-server":
         detail = (
             f"llama-server, {s.parallel} slots"
             if built
@@ -89,9 +89,10 @@ def _llm_engine() -> Check:
         None,
         "llama-cpp-python (one request at a time); "
         + (
-            "llama-server is built: TUNESTACK_LLM_ENGINE=llama-server serves chats in parallel"
+            "TUNESTACK_LLM_ENGINE=auto or llama-server serves chats in parallel"
             if built
-            else "`make llama-server` builds llama.cpp's server, which serves chats in parallel"
+            else "`make llama-server` builds llama.cpp's server, which serves chats in "
+            "parallel and is then used by default"
         ),
     )
 

@@ -33,7 +33,7 @@ def main() -> None:
     except TunestackError as e:
         log.error("%s", e)
         raise SystemExit(1) from e
-    log.info("serving %s from %s on %s:%s (%s)", entry.name, gguf, s.host, s.port, s.engine)
+    log.info("serving %s from %s on %s:%s (%s)", entry.name, gguf, s.host, s.port, s.serving_engine)
     os.execv(argv[0], argv)
 
 

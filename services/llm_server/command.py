@@ -19,9 +19,9 @@ from services.llm_server.settings import LlmServerSettings
 def server_argv(
     s: LlmServerSettings, model_path: Path | str, alias: str | None = None
 ) -> list[str]:
-    """The OpenAI-compatible server of `s.engine` on `model_path`, answering to `alias`
-    (default: the default LLM's name, which is what the RAG API asks for)."""
-    if s.engine == "llama-server":
+    """The OpenAI-compatible server of `s.serving_engine` on `model_path`, answering to
+    `alias` (default: the default LLM's name, which is what the RAG API asks for)."""
+    if s.serving_engine == "llama-server":
         return llama_server_argv(s, model_path, alias)
     return [
         sys.executable,

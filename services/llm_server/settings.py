@@ -26,11 +26,12 @@ class LlmServerSettings(CommonSettings):
     ctx: int = Field(default=4096, description="Context window (n_ctx).")
     threads: int | None = Field(default=None, description="CPU threads; default all cores.")
     gpu_layers: int = Field(default=0, description="Layers offloaded to a GPU (CUDA builds).")
-    engine: Literal["llama-cpp-python", "llama-server"] = Field(
-        default="llama-cpp-python",
-        description="llama-cpp-python's server (one request at a time) or llama.cpp's own "
-        "llama-server (parallel slots, continuous batching; `make llama-server` builds it "
-        "from the same pinned source; bench/llm_serving.py compares them).",
+    engine: Literal["auto", "llama-cpp-python", "llama-server"] = Field(
+        default="auto",
+        description="auto: llama.cpp's own llama-server where it is built (parallel slots, "
+        "continuous batching; `make llama-server` builds it from the same pinned source), "
+        "else llama-cpp-python's server (one request at a time); bench/llm_serving.py "
+        "compares them.",
     )
     server_binary: Path = Field(
         default=Path(".cache/llama-server/bin/llama-server"),
@@ -42,3 +43,12 @@ class LlmServerSettings(CommonSettings):
         description="llama-server slots: requests decoded together, each with `ctx` tokens "
         "(the KV cache holds parallel x ctx tokens).",
     )
+
+    @property
+    def serving_engine(self) -> Literal["llama-cpp-python", "llama-server"]:
+        """The engine that serves: `engine`, with auto resolved by whether llama-server is
+        built (where it is, it is the better server from one chat up: bench/README.md)."""
+        if self.engine != "auto":
+            return self.engine
+        built = Path(self.server_binary).expanduser().is_file()
+        return "llama-server" if built else "llama-cpp-python"

@@ -354,7 +354,8 @@ def test_llamacpp_deploy_restarts_the_previous_server_when_the_new_one_fails(
     before = httpx.get(f"{api}/v1/admin/llm", timeout=10).json()
     argv = stack.local.running_argv("llm")
     assert argv is not None
-    alias = argv[argv.index("--model_alias") + 1]
+    flag = "--alias" if "--alias" in argv else "--model_alias"  # llama-server, or the Python one
+    alias = argv[argv.index(flag) + 1]
     n_deployed = len(stack.registry.llm(RUN).record.deployments)
     served = served_path(stack.home).read_bytes() if served_path(stack.home).is_file() else None
     try:

@@ -335,6 +335,7 @@ def test_local_processes_use_the_single_setting_names(
 ) -> None:
     monkeypatch.setenv("TUNESTACK_LLM_CTX", "1024")
     monkeypatch.setenv("TUNESTACK_LLM_THREADS", "3")
+    monkeypatch.setenv("TUNESTACK_LLM_ENGINE", "llama-cpp-python")
     s = settings(tmp_path, chroma_port=9001, api_port=9000, llm_port=9080)
     stack = LocalStack(s)
     env = stack.child_env()
@@ -355,6 +356,20 @@ def test_local_processes_use_the_single_setting_names(
     flags = dict(zip(argv[3::2], argv[4::2], strict=True))
     assert flags["--model"] == str(tmp_path / "m.gguf") and flags["--model_alias"] == "tuned"
     assert (flags["--port"], flags["--n_ctx"], flags["--n_threads"]) == ("9080", "1024", "3")
+
+
+def test_llm_engine_auto_is_llama_server_where_it_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    binary = tmp_path / "bin" / "llama-server"
+    monkeypatch.setenv("TUNESTACK_LLM_SERVER_BINARY", str(binary))
+    stack = LocalStack(settings(tmp_path, llm_port=9080))
+    assert stack.llm_settings.engine == "auto"
+    assert stack.spec("llm", tmp_path / "m.gguf", "tuned").argv[1:3] == ["-m", "llama_cpp.server"]
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\n")
+    argv = stack.spec("llm", tmp_path / "m.gguf", "tuned").argv
+    assert argv[0] == str(binary) and "--parallel" in argv and "--alias" in argv
 
 
 def test_local_up_refuses_docker_only_options(tmp_path: Path) -> None:
