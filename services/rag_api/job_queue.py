@@ -43,7 +43,7 @@ from services.rag_api.settings import RagSettings
 log = logging.getLogger("tunestack.rag_api.job_queue")
 
 QUEUE = "tunestack"
-# Tuning and training take the training libraries (peft, trl) and hours, not minutes: they
+# Tuning and training take the training library (peft) and hours, not minutes: they
 # have a queue of their own, which only workers that can run them listen on, so a
 # worker of the API's image never picks one up, and a long training run never holds up
 # the evaluations and reindexes behind it.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -131,7 +132,11 @@ def test_a_question_gets_an_answer_with_citations(stack: ComposeStack) -> None:
     answer = body["choices"][0]["message"]["content"]
     print(f"  answered in {time.monotonic() - t0:.1f}s: {answer[:120]!r}")
     assert answer.strip()
-    assert body["sources"] and "[1]" in answer
+    # which passage a 135M model cites differs between servers (llama-server, the Python
+    # one): the contract is that it cites, and only passages it was given
+    cited = {int(n) for n in re.findall(r"\[(\d+)\]", answer)}
+    assert body["sources"] and cited, answer
+    assert cited <= {src["index"] for src in body["sources"]}, (cited, body["sources"])
     assert q["source"] in {src["file_name"] for src in body["sources"]}
 
 

@@ -69,19 +69,39 @@ def test_dense_hit_at_5_on_xquad_en(
     assert rates["bm25"] >= 0.75
 
 
-def same_up_to_ties(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> bool:
+HYBRID_DEPTH = 40  # Retriever's hybrid: max(4 * top_k, 20) from each list, for top_k 10
+
+
+def same_up_to_ties(
+    a: list[tuple[str, float]], b: list[tuple[str, float]], tie: float = 1e-6
+) -> bool:
     """The same ranking: scores equal place by place (within float noise between the two
     engines' kernels), and the same id at each place unless its score ties with the other
     list's id there (two ids of one score may come in either order, or cross the cut)."""
     return len(a) == len(b) and all(
-        abs(sa - sb) <= 1e-4 and (ida == idb or abs(sa - sb) <= 1e-6)
+        abs(sa - sb) <= 1e-4 and (ida == idb or abs(sa - sb) <= tie)
         for (ida, sa), (idb, sb) in zip(a, b, strict=True)
     )
 
 
-def ranked(retriever: Retriever, query: str, mode: str) -> list[tuple[str, float]]:
-    hits = retriever.retrieve(COLLECTION, query, mode=mode, top_k=10).hits
+def ranked(retriever: Retriever, query: str, mode: str, top_k: int = 10) -> list[tuple[str, float]]:
+    hits = retriever.retrieve(COLLECTION, query, mode=mode, top_k=top_k).hits
     return [(h.id, h.score) for h in hits]
+
+
+def hybrid_inputs_tie(on: dict[str, Retriever], q: str) -> bool:
+    """Whether two hybrid rankings may differ because their inputs tie: the BM25 lists
+    (one index, one code) equal, and the dense lists at hybrid's depth (40) equal up to
+    near-ties (1e-5) that the two engines' kernels may order either way. Such a swap deep
+    in the dense list moves an id's fused rank, which no tie tolerance on fused scores
+    can see."""
+    dense = {e: ranked(r, q, "dense", HYBRID_DEPTH) for e, r in on.items()}
+    bm25 = {e: ranked(r, q, "bm25", HYBRID_DEPTH) for e, r in on.items()}
+    return (
+        same_up_to_ties(bm25["chroma"], bm25["milvus"])
+        and same_up_to_ties(dense["chroma"], dense["milvus"], tie=1e-5)
+        and dense["chroma"] != dense["milvus"]
+    )
 
 
 def test_milvus_ranks_as_chroma_does_and_serves_the_api(
@@ -100,12 +120,18 @@ def test_milvus_ranks_as_chroma_does_and_serves_the_api(
         "milvus": ingested(milvus_store, stack, folder),
     }
     differ: list[str] = []
+    tied: list[str] = []  # hybrid rankings apart only because their dense inputs near-tie
     for mode in MODES:
         for q, _ in questions[1::8]:  # 149 questions, none of them in the hit@5 sample
             top = {engine: ranked(r, q, mode) for engine, r in on.items()}
-            if not same_up_to_ties(top["chroma"], top["milvus"]):
-                differ.append(f"{mode}: {q}")
+            if same_up_to_ties(top["chroma"], top["milvus"]):
+                continue
+            if mode == "hybrid" and hybrid_inputs_tie(on, q):
+                tied.append(q)
+                continue
+            differ.append(f"{mode}: {q}")
     assert not differ, f"{len(differ)} rankings differ, e.g. {differ[:3]}"
+    assert len(tied) <= 2, f"{len(tied)} hybrid rankings differ by dense near-ties: {tied}"
 
     port = free_port()
     api = start_api(

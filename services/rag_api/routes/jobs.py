@@ -178,8 +178,8 @@ def start_ingest(
 def start_tune(request: Request, body: TuneJobRequest) -> JobInfo:
     """What `tunestack embed tune` does, as a job: on a collection, pseudo-queries are made
     from its chunks offline and, when tuning ends, the collection is built for the tuned
-    embedder (reindex: false skips that). The result has the validation MRR@10 before and
-    after. A second request for the same name while one runs is the same job."""
+    embedder (reindex: false skips that). The result has the tuned model's metrics on the
+    held-out queries. A second request for the same name while one runs is the same job."""
     ctx = context(request)
 
     def resolve(name: str) -> Path:
@@ -193,7 +193,7 @@ def start_tune(request: Request, body: TuneJobRequest) -> JobInfo:
     source = (
         f"--pairs TUNESTACK_HOME/datasets/{body.dataset}"
         if body.dataset
-        else f"--corpus <chunks of {body.collection}>"
+        else f"--corpus TUNESTACK_HOME/models/embedders/.corpus-{body.name}.jsonl"
     )
     again = f"tunestack embed tune --base {body.base} --name {body.name} {source}"
     spec = JobSpec("tune", params, args, key=f"tune:{body.name}", resume=again)

@@ -181,8 +181,8 @@ def tune_action(client: RagClient, model: ModelSummary) -> None:
         name = c2.text_input("New embedder name", value=f"{model.name}-{source}", key="tune_n")
         epochs = c3.number_input("Epochs", 0.5, 20.0, 2.0, 0.5, key="models_tune_e")
         st.caption(
-            "Queries are made from the chunks offline; a share is held out to measure "
-            "MRR@10 before and after. Runs as a job (minutes to hours on a CPU)."
+            "Queries are made from the chunks offline; a share is held out to measure the "
+            "tuned model's MRR@10. Runs as a job (minutes to hours on a CPU)."
         )
         if st.button("Tune", key="models_tune", icon=":material/model_training:"):
             job = start_job(
