@@ -26,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 from _harness import ROOT, children, free_port, redis_server, wait_http
@@ -94,6 +96,21 @@ async def queue_reindex(c: httpx.AsyncClient, jobs: int) -> list[str]:
         r.raise_for_status()
         ids.append(r.json()["id"])
     return ids
+
+
+def load_during_chaos(
+    url: str, users: int, seconds: float, chaos: Callable[[], Awaitable[None]]
+) -> Any:
+    """bench/load.py's users for `seconds` while `chaos` (queue jobs, kill a replica and a
+    worker) runs beside them; the load's result."""
+
+    async def run() -> Any:
+        chaos_task = asyncio.create_task(chaos())
+        result = await run_load(url, None, users, seconds, chat_slots=1)
+        await chaos_task
+        return result
+
+    return asyncio.run(run())
 
 
 def settle_jobs(url: str, ids: list[str], timeout: float = 300) -> list[dict]:
@@ -212,17 +229,11 @@ def main() -> None:
                 os.kill(pid, signal.SIGKILL)
             killed["at"] = time.monotonic()
 
-        async def run() -> object:
-            chaos_task = asyncio.create_task(chaos())
-            result = await run_load(url, None, args.users, args.seconds, chat_slots=1)
-            await chaos_task
-            return result
-
-        result = asyncio.run(run())
-        print(result.table())  # type: ignore[attr-defined]
+        result = load_during_chaos(url, args.users, args.seconds, chaos)
+        print(result.table())
         print(
             f"in flight on API #1 when it was killed (haproxy scur): {killed['in_flight_api1']}; "
-            f"load errors: {result.errors}"  # type: ignore[attr-defined]
+            f"load errors: {result.errors}"
         )
         settle_jobs(url, killed["ids"])  # type: ignore[arg-type]
     except BaseException:

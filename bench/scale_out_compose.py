@@ -30,8 +30,13 @@ from pathlib import Path
 
 import httpx
 from _harness import ROOT, free_port, wait_http
-from load import run_load
-from scale_out import parse_scur, queue_reindex, settle_jobs, wait_for_load_collection
+from scale_out import (
+    load_during_chaos,
+    parse_scur,
+    queue_reindex,
+    settle_jobs,
+    wait_for_load_collection,
+)
 
 PROJECT = "tunestack-scale"
 FILE = ROOT / "compose" / "compose.scale.yml"
@@ -164,17 +169,11 @@ def main() -> None:
                 dc("kill", "-s", "SIGKILL", name, capture_output=True)
             killed["at"] = time.monotonic()
 
-        async def run() -> object:
-            chaos_task = asyncio.create_task(chaos())
-            result = await run_load(url, None, args.users, args.seconds, chat_slots=1)
-            await chaos_task
-            return result
-
-        result = asyncio.run(run())
-        print(result.table())  # type: ignore[attr-defined]
+        result = load_during_chaos(url, args.users, args.seconds, chaos)
+        print(result.table())
         print(
             f"in flight on api-1 when it was killed (haproxy scur): {killed['in_flight_api1']}; "
-            f"load errors: {result.errors}; jobs running on the 2 workers at the kill: "  # type: ignore[attr-defined]
+            f"load errors: {result.errors}; jobs running on the 2 workers at the kill: "
             f"{killed['running_at_kill']}"
         )
         jobs = settle_jobs(url, killed["ids"])  # type: ignore[arg-type]
@@ -182,8 +181,8 @@ def main() -> None:
             args.json.write_text(
                 json.dumps(
                     {
-                        "requests": result.requests,  # type: ignore[attr-defined]
-                        "errors": result.errors,  # type: ignore[attr-defined]
+                        "requests": result.requests,
+                        "errors": result.errors,
                         "in_flight_api1_at_kill": killed["in_flight_api1"],
                         "jobs_running_at_kill": killed["running_at_kill"],
                         "jobs": [{k: j[k] for k in ("id", "status", "attempts")} for j in jobs],

@@ -68,9 +68,12 @@ def llm_data_dir(registry: Registry) -> Path:
 # ---- checks before a job is queued ---------------------------------------------------------
 
 
-def check_tune(ctx: RagContext, body: TuneJobRequest, resolve: Callable[[str], Path]) -> None:
+def check_tune(
+    ctx: RagContext, body: TuneJobRequest, resolve: Callable[[str], Path]
+) -> dict[str, str]:
     """What `embed tune` would refuse, said at once: exactly one source, a base that can
-    be tuned, a name that is free (or overwrite), an existing collection."""
+    be tuned, a name that is free (or overwrite), an existing collection. Returns the
+    server paths of the named datasets (`dataset`, `validation`) for the job."""
     if (body.collection is None) == (body.dataset is None):
         raise BadInput(
             "Give exactly one of 'collection' (tune on its chunks) or 'dataset' (its queries)."
@@ -90,9 +93,13 @@ def check_tune(ctx: RagContext, body: TuneJobRequest, resolve: Callable[[str], P
         )
     if body.collection is not None:
         source_build(ctx.store, body.collection, ctx.settings.default_embedder)
-    for name in (body.dataset, body.validation):
-        if name is not None:
-            resolve(name)
+    named = {"dataset": body.dataset, "validation": body.validation}
+    return {k: str(resolve(v)) for k, v in named.items() if v is not None}
+
+
+def corpus_file(registry: Registry, name: str) -> Path:
+    """Where a tune job on a collection writes its chunks (hidden from the registry)."""
+    return registry.kind_dir("embedder") / f".corpus-{name}.jsonl"
 
 
 def check_train(ctx: RagContext, body: TrainJobRequest) -> dict[str, Any]:
@@ -122,13 +129,13 @@ def check_train(ctx: RagContext, body: TrainJobRequest) -> dict[str, Any]:
     data_dir = llm_data_dir(ctx.registry)
     values = {**cfg, "run_name": body.run_name, "dataset_dir": str(data_dir)}
     parsed, _ = load_config(None, values)
+    if not (data_dir / "dataset_info.json").is_file():
+        raise NotFound(
+            f"No LLM training data: TUNESTACK_HOME/{LLM_DATA}/dataset_info.json is missing.",
+            hint=f"Write one with `tunestack llm synth --out TUNESTACK_HOME/{LLM_DATA}` or "
+            "copy a LLaMA-Factory data folder there.",
+        )
     for name in [*parsed.dataset, *parsed.eval_dataset]:
-        if not (data_dir / "dataset_info.json").is_file():
-            raise NotFound(
-                f"No LLM training data: TUNESTACK_HOME/{LLM_DATA}/dataset_info.json is missing.",
-                hint=f"Write one with `tunestack llm synth --out TUNESTACK_HOME/{LLM_DATA}` or "
-                "copy a LLaMA-Factory data folder there.",
-            )
         if dataset_attr(name, data_dir).hf_hub_url:
             raise BadInput(
                 f"Dataset '{name}' comes from the Hugging Face hub; the API trains on local "
@@ -218,7 +225,7 @@ def _export_chunks(ctx: RagContext, collection: str, name: str, progress: Progre
     ]
     if not rows:
         raise BadInput(f"Collection '{collection}' has no text to tune on.")
-    path = ctx.registry.kind_dir("embedder") / f".corpus-{name}.jsonl"
+    path = corpus_file(ctx.registry, name)
     atomic.write_text(path, "\n".join(rows) + "\n")
     return path
 

@@ -40,6 +40,13 @@ def _hms(seconds: float) -> str:
     return str(timedelta(seconds=int(max(seconds, 0))))
 
 
+def _elapsed_and_eta(start: float, start_step: int, state: Any) -> tuple[float, float]:
+    """Seconds since `start`, and the rest at this run's pace (steps since a resume only)."""
+    elapsed = time.monotonic() - start
+    done = state.global_step - start_step
+    return elapsed, elapsed / done * (state.max_steps - state.global_step) if done else 0.0
+
+
 def truncate_jsonl(path: Path, key: str, max_step: int) -> None:
     """Keep only lines whose `key` is <= max_step (and drop a torn last line)."""
     if not path.is_file():
@@ -161,9 +168,7 @@ class ProgressCallback(TrainerCallback):
             return
         if "loss" not in logs and "eval_loss" not in logs:
             return
-        elapsed = time.monotonic() - self.start
-        done = state.global_step - self.start_step
-        eta = elapsed / done * (state.max_steps - state.global_step) if done else 0.0
+        elapsed, eta = _elapsed_and_eta(self.start, self.start_step, state)
         what = (
             self._fields(logs.get("learning_rate"))
             if "loss" in logs
@@ -202,9 +207,7 @@ class StepReport(TrainerCallback):
             self.loss = float(logs["loss"])
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        done = state.global_step - self.start_step
-        elapsed = time.monotonic() - self.start
-        eta = elapsed / done * (state.max_steps - state.global_step) if done else 0.0
+        _, eta = _elapsed_and_eta(self.start, self.start_step, state)
         loss = f"  loss {self.loss:.4f}" if self.loss is not None else ""
         self.report(
             state.global_step,

@@ -40,7 +40,7 @@ from services.rag_api.jobs import JobQueue, JobSpec, app_jobs
 from services.rag_api.rag_eval.llms import resolve_llms
 from services.rag_api.rag_eval.records import RagEvalRequest
 from services.rag_api.registry_views import resolve_dataset
-from services.rag_api.training_jobs import check_train, check_tune
+from services.rag_api.training_jobs import check_train, check_tune, corpus_file
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 
@@ -185,15 +185,14 @@ def start_tune(request: Request, body: TuneJobRequest) -> JobInfo:
     def resolve(name: str) -> Path:
         return resolve_dataset(ctx, name, suffixes=(".json", ".jsonl"))
 
-    check_tune(ctx, body, resolve)
+    paths = check_tune(ctx, body, resolve)
     params = body.model_dump(exclude_defaults=True) | {"name": body.name, "base": body.base}
-    args = body.model_dump() | {
-        k: str(resolve(v)) for k in ("dataset", "validation") if (v := getattr(body, k))
-    }
+    args = body.model_dump() | paths
+    corpus = corpus_file(ctx.registry, body.name).relative_to(ctx.registry.home)
     source = (
         f"--pairs TUNESTACK_HOME/datasets/{body.dataset}"
         if body.dataset
-        else f"--corpus TUNESTACK_HOME/models/embedders/.corpus-{body.name}.jsonl"
+        else f"--corpus TUNESTACK_HOME/{corpus}"
     )
     again = f"tunestack embed tune --base {body.base} --name {body.name} {source}"
     spec = JobSpec("tune", params, args, key=f"tune:{body.name}", resume=again)
