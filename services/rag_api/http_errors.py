@@ -46,6 +46,16 @@ STATUS_HINTS = {
     404: "GET /docs (with a key) lists the endpoints.",
     405: "GET /docs (with a key) lists each endpoint's methods.",
 }
+# An error raised deep in a service may carry no hint (the CLI prints its message alone);
+# an API client still gets one, by status.
+FALLBACK_HINTS = {
+    404: "GET /v1/collections, /v1/registry/models and /v1/datasets list what exists.",
+    409: "The message says what is in the way; retry once it is resolved.",
+    422: "Correct the value the message names; GET /docs (with a key) shows each field.",
+    429: "Wait a moment and send it again.",
+    503: "GET /readyz shows which service is down.",
+    504: "GET /readyz shows which service is slow; send it again later.",
+}
 
 
 def redact(text: str, roots: tuple[Path, ...] = ()) -> str:
@@ -90,6 +100,7 @@ def install(app: FastAPI, roots: tuple[Path, ...]) -> None:
         if isinstance(e, DiskFull):
             e = e.reworded(**REQUEST)
         d = {k: redact(v, roots) if k in ("message", "hint") else v for k, v in e.to_dict().items()}
+        d.setdefault("hint", FALLBACK_HINTS.get(e.status_code, FALLBACK_HINTS[422]))
         wait = getattr(e, "retry_after", None)
         headers = {"Retry-After": str(wait)} if wait else None
         return JSONResponse(d, status_code=e.status_code, headers=headers)

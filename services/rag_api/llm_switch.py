@@ -17,7 +17,7 @@ import httpx
 
 from services.common import atomic
 from services.common.api_schemas import LlmSwitch, LlmTargetInfo, SwitchResponse
-from services.common.errors import BadInput, ServiceUnavailable
+from services.common.errors import BadInput, NotFound, ServiceUnavailable
 from services.common.locks import file_lock, lock_path
 from services.common.records import now
 from services.rag_api.context import RagContext, deployment_path, llm_target
@@ -49,9 +49,13 @@ def target_for(s: RagSettings, base_url: str, model: str) -> LlmTarget:
 
 
 async def verify_target(t: LlmTarget) -> None:
-    """The server lists the model, or (servers that list one alias) answers a 1-token chat."""
+    """The server lists the model, or (servers that list one alias) answers a 1-token chat.
+
+    A server that answers but does not serve the model is the caller's mistake (404, with
+    what it serves); one that does not answer is ours to report as down (503)."""
     headers = {"Authorization": f"Bearer {t.api_key}"}
     base = t.base_url.rstrip("/")
+    ids: list[str] = []
     try:
         async with httpx.AsyncClient(timeout=httpx.Timeout(t.timeout_s, connect=5.0)) as c:
             r = await c.get(f"{base}/models", headers=headers)
@@ -68,16 +72,23 @@ async def verify_target(t: LlmTarget) -> None:
                     "max_tokens": 1,
                 },
             )
-            r.raise_for_status()
-            if r.json().get("model") not in (t.model, None) and t.model not in ids:
-                raise ValueError("it answers as another model")
+            if r.status_code not in (400, 404):
+                r.raise_for_status()
+                if r.json().get("model") in (t.model, None):
+                    return
     except (httpx.HTTPError, ValueError) as e:
         raise ServiceUnavailable(
             "llm",
             f"Model '{t.model}' does not answer at {t.base_url} ({type(e).__name__}); "
             "the API keeps its current model.",
-            hint="Deploy the model to that server first (tunestack llm deploy RUN).",
+            hint="Start that server, or deploy the model to it (tunestack llm deploy RUN).",
         ) from e
+    raise NotFound(
+        f"The server at {t.base_url} does not serve '{t.model}'; the API keeps its current model.",
+        hint="It serves: "
+        + (", ".join(ids) or "(none listed)")
+        + ". Deploy the model there first (tunestack llm deploy RUN).",
+    )
 
 
 async def switch_llm(ctx: RagContext, req: LlmSwitch) -> SwitchResponse:

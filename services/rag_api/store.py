@@ -171,7 +171,9 @@ class VectorStore(ABC):
         out: list[Build] = []
         for c in self._list(name):
             md = c.metadata
-            if md.get("tunestack") not in (READY, BUILDING) or (name and md.get("name") != name):
+            if md.get("tunestack") not in (READY, BUILDING) or (
+                name is not None and md.get("name") != name
+            ):
                 continue
             out.append(Build(md["name"], md["embedder"], md["embedder_fp"], c.name, md, c.id))
         if not duplicates:

@@ -34,6 +34,7 @@ from services.embed_tuner.service import SynthRequest, TuneRequest, tune_embedde
 from services.embed_tuner.settings import EmbedSettings
 from services.rag_api.collections import reindex_collection
 from services.rag_api.context import RagContext
+from services.rag_api.job_checks import existing_collection
 from services.rag_api.jobs import Progress
 from services.rag_api.reindex import source_build
 from services.trainer.config import load_config
@@ -76,7 +77,8 @@ def check_tune(
     server paths of the named datasets (`dataset`, `validation`) for the job."""
     if (body.collection is None) == (body.dataset is None):
         raise BadInput(
-            "Give exactly one of 'collection' (tune on its chunks) or 'dataset' (its queries)."
+            "Give exactly one of 'collection' (tune on its chunks) or 'dataset' (its queries).",
+            hint="GET /v1/collections and GET /v1/datasets list the names.",
         )
     if body.name == body.base:
         raise BadInput(f"'{body.name}' is the base's own name.", hint="Name the tuned model.")
@@ -92,7 +94,7 @@ def check_tune(
             hint="Pick another name, or set overwrite: true to replace it.",
         )
     if body.collection is not None:
-        source_build(ctx.store, body.collection, ctx.settings.default_embedder)
+        existing_collection(ctx, body.collection)
     named = {"dataset": body.dataset, "validation": body.validation}
     return {k: str(resolve(v)) for k, v in named.items() if v is not None}
 
@@ -224,7 +226,10 @@ def _export_chunks(ctx: RagContext, collection: str, name: str, progress: Progre
         if (r["documents"] or "").strip()
     ]
     if not rows:
-        raise BadInput(f"Collection '{collection}' has no text to tune on.")
+        raise BadInput(
+            f"Collection '{collection}' has no text to tune on.",
+            hint="Ingest documents into it first (POST /v1/collections/{name}/documents).",
+        )
     path = corpus_file(ctx.registry, name)
     atomic.write_text(path, "\n".join(rows) + "\n")
     return path

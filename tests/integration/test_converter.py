@@ -336,6 +336,10 @@ def test_llamacpp_deploy_switches_rag_api_and_keeps_collections(
         )
         assert r.status_code == 422, r.text
         assert "not one of this API's LLM servers" in r.json()["message"]
+        # a model its own server does not serve: 404 naming what it serves, not "down"
+        r = httpx.post(f"{api}/v1/admin/llm", json={"model": "no-such-model"}, timeout=60)
+        assert r.status_code == 404, r.text
+        assert "lumen-tuned" in r.json()["hint"]
         assert httpx.get(f"{api}/v1/admin/llm", timeout=10).json()["model"] == "lumen-tuned"
         assert stack.registry.llm(RUN).record.deployments[-1].to == "llamacpp"
     finally:

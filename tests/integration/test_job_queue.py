@@ -263,6 +263,9 @@ def test_tune_and_train_jobs_wait_for_a_worker_that_can_train(stack: Stack, queu
         small = [("files", (n, (SAMPLES / "corpus" / n).read_bytes())) for n in TUNE_DOCS]
         r = httpx.post(f"{a}/v1/ingest", data={"collection": "tune-kb"}, files=small, timeout=300)
         assert r.status_code == 200, r.text
+        for wrong in ({"collection": ""}, {"collection": "tune-kb", "dataset": ""}):
+            r = httpx.post(f"{a}/v1/jobs/tune", json={"name": "x", **wrong}, timeout=30)
+            assert r.status_code == 422 and r.json()["hint"], (wrong, r.text)
         body = {"name": "minilm-kb-tuned", "collection": "tune-kb", "epochs": 1, "batch_size": 16}
         r = httpx.post(f"{a}/v1/jobs/tune", json=body, timeout=30)
         assert r.status_code == 202, r.text
