@@ -53,9 +53,10 @@ def test_dense_hit_at_5_on_xquad_en(
 ) -> None:
     folder, questions = paragraphs
     retriever = ingested(store, stack, folder)
-    # dense (the headline) on every 2nd question (595), BM25 and hybrid on every 4th: an
-    # even spread over all 240 paragraphs at half the time of asking all 1,190
-    samples = {"dense": questions[::2], "bm25": questions[::4], "hybrid": questions[::4]}
+    # dense (the headline) on every 3rd question (397), BM25 and hybrid on every 6th (199):
+    # an even spread over all 240 paragraphs (standard error of hit@5 near 0.9: 1.5 points
+    # for dense, 2.1 for the others) at a third of the time of asking all 1,190
+    samples = {"dense": questions[::3], "bm25": questions[::6], "hybrid": questions[::6]}
     rates = {}
     for mode, sample in samples.items():
         found = 0
@@ -63,7 +64,7 @@ def test_dense_hit_at_5_on_xquad_en(
             res = retriever.retrieve(COLLECTION, q, mode=mode, top_k=5)
             found += any(h.file_name == name for h in res.hits)
         rates[mode] = found / len(sample)
-    print(f"\nXQuAD-en hit@5 (every 2nd dense, 4th bm25/hybrid): {rates}")
+    print(f"\nXQuAD-en hit@5 (every 3rd dense, 6th bm25/hybrid): {rates}")
     assert rates["dense"] >= 0.90
     assert rates["hybrid"] >= 0.90
     assert rates["bm25"] >= 0.75
@@ -122,7 +123,7 @@ def test_milvus_ranks_as_chroma_does_and_serves_the_api(
     differ: list[str] = []
     tied: list[str] = []  # hybrid rankings apart only because their dense inputs near-tie
     for mode in MODES:
-        for q, _ in questions[1::8]:  # 149 questions, none of them in the hit@5 sample
+        for q, _ in questions[1::12]:  # 100 questions, none of them in the hit@5 sample
             top = {engine: ranked(r, q, mode) for engine, r in on.items()}
             if same_up_to_ties(top["chroma"], top["milvus"]):
                 continue

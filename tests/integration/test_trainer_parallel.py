@@ -4,6 +4,11 @@ The claim: 2 processes with per-device batch b train exactly what 1 process with
 trains (same samples per step, same losses, same adapter) and write one set of outputs,
 even when the 2-process run is killed mid-way and resumed from its checkpoint. Real
 SmolLM2-135M, real torchrun, 6 steps each.
+
+The three tests on those runs (2.5 min on two cores) are marked slow, for CI's time: CI
+keeps the launcher (torchrun, the gloo group, rank 0's outputs) through
+test_embed_tune_parallel.py's equivalence test and this file's refusals; `make test-slow`
+runs them.
 """
 
 from __future__ import annotations
@@ -112,6 +117,7 @@ def two_processes(home: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
     return out.parent, r
 
 
+@pytest.mark.slow
 def test_two_processes_train_what_one_process_with_twice_the_batch_trains(
     one_process: Path, two_processes: tuple[Path, subprocess.CompletedProcess[str]]
 ) -> None:
@@ -135,6 +141,7 @@ def test_two_processes_train_what_one_process_with_twice_the_batch_trains(
     assert meta["metrics"]["train"]["global_step"] == STEPS
 
 
+@pytest.mark.slow
 def test_one_set_of_outputs(two_processes: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
     two, r = two_processes
     out = two / "adapter"
@@ -150,6 +157,7 @@ def test_one_set_of_outputs(two_processes: tuple[Path, subprocess.CompletedProce
     assert printed["run"] == "two" and printed["train_processes"] == 2
 
 
+@pytest.mark.slow
 def test_the_killed_run_resumed_from_its_checkpoint(
     two_processes: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:
