@@ -117,7 +117,7 @@ def test_kill_9_mid_ingest_then_rerun_is_complete(
 ) -> None:
     docs = tmp_path / "many"
     docs.mkdir()
-    for i in range(30):  # ~700 chunks: the kill lands after the first batch
+    for i in range(60):  # 900 chunks: killed after the first of two 512-chunk batches
         (docs / f"doc{i:02d}.md").write_text(
             " ".join(f"Document {i} sentence {j} about topic {i * j % 17}." for j in range(120))
         )
