@@ -228,7 +228,7 @@ def _export_chunks(ctx: RagContext, collection: str, name: str, progress: Progre
     if not rows:
         raise BadInput(
             f"Collection '{collection}' has no text to tune on.",
-            hint="Ingest documents into it first (POST /v1/collections/{name}/documents).",
+            hint="Ingest documents into it first (POST /v1/ingest, or `tunestack ingest`).",
         )
     path = corpus_file(ctx.registry, name)
     atomic.write_text(path, "\n".join(rows) + "\n")
