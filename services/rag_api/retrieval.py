@@ -68,6 +68,12 @@ def _hit(id_: str, text: str, md: dict[str, Any], score: float) -> Hit:
     )
 
 
+def hybrid_depth(top_k: int) -> int:
+    """How deep hybrid reads each list (dense, BM25) before fusing them: a passage ranked
+    low in one list can still reach the top k on the strength of the other."""
+    return max(4 * top_k, 20)
+
+
 class Retriever:
     def __init__(self, store: VectorStore, pool: EmbedderPool, default_embedder: str) -> None:
         self.store = store
@@ -127,7 +133,7 @@ class Retriever:
         elif mode == "bm25":
             hits = self._bm25(build, query, top_k)
         else:
-            depth = max(4 * top_k, 20)
+            depth = hybrid_depth(top_k)
             dense = self._dense(build, emb, query, depth)
             sparse = self._bm25(build, query, depth)
             by_id = {h.id: h for h in sparse} | {h.id: h for h in dense}

@@ -12,7 +12,7 @@ import pytest
 
 from services.common.embedders import EmbedderPool
 from services.rag_api.ingest import Ingestor
-from services.rag_api.retrieval import MODES, Retriever
+from services.rag_api.retrieval import MODES, Retriever, hybrid_depth
 from services.rag_api.store import VectorStore
 from tests.conftest import free_port, shared_data
 from tests.integration.conftest import Stack, start_api
@@ -70,7 +70,7 @@ def test_dense_hit_at_5_on_xquad_en(
     assert rates["bm25"] >= 0.75
 
 
-HYBRID_DEPTH = 40  # Retriever's hybrid: max(4 * top_k, 20) from each list, for top_k 10
+HYBRID_DEPTH = hybrid_depth(10)  # what hybrid reads from each list for the top 10
 
 
 def same_up_to_ties(
