@@ -4,6 +4,7 @@ llama.cpp server, one shared registry volume) under bench/load.py's mixed load; 
 replica and one worker container are killed (`docker kill`, SIGKILL) mid-run.
 
     .venv/bin/python bench/scale_out_compose.py [--users 16] [--seconds 60] [--jobs 6]
+    .venv/bin/python bench/scale_out_compose.py --build-only    (the images only)
 
 The images are built offline as `make test-compose` builds them (a debootstrapped base,
 this machine's wheels and CA bundle; infra/ci/base_image.sh, infra/ci/wheelhouse.sh).
@@ -90,6 +91,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=6)
     ap.add_argument("--keep", action="store_true", help="leave the stack up at the end")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
+    ap.add_argument(
+        "--build-only", action="store_true", help="build the images, start nothing (CI's step)"
+    )
     args = ap.parse_args()
     if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         sys.exit("Docker does not answer: start dockerd (make test-compose shows how)")
@@ -136,6 +140,9 @@ def main() -> None:
     shutil.copy("/etc/ssl/certs/ca-certificates.crt", ROOT / ".cache/certs/host-ca-bundle.crt")
     dc("build")
     built = time.monotonic() - t0
+    if args.build_only:
+        print(f"built in {built:.0f} s", flush=True)
+        return
     try:
         dc("down", "--volumes", check=False, capture_output=True)
         t1 = time.monotonic()

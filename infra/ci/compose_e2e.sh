@@ -5,8 +5,21 @@
 # wheelhouse, then runs the desktop installer for the llamacpp profile (builds every
 # image, brings the stack up) and the e2e tests (ingest, answer with citations, a job
 # container, healthchecks, restart with volumes, down -v). Stops what it started.
+#
+#   infra/ci/compose_e2e.sh                 the whole run (`make test-compose`)
+#   infra/ci/compose_e2e.sh --images-only   only build every image the run uses, and leave
+#                                           dockerd up: .ci/run starts it beside `make test`
+#                                           (the builds are mostly one-core unpacking and
+#                                           disk, the suite leaves most of a core idle), so
+#                                           the whole run later finds every build cached
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+images_only=0
+case "${1:-}" in
+  "") ;;
+  --images-only) images_only=1 ;;
+  *) echo "usage: $0 [--images-only]" >&2; exit 2 ;;
+esac
 
 start=$SECONDS
 last=$SECONDS
@@ -65,9 +78,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 infra/ci/test_tools.sh
 
-phase "unit tests of compose files, installers and docker mode (no engine needed)"
-.venv/bin/pytest -q -p no:cacheprovider tests/unit/test_compose_files.py \
-  tests/unit/test_install_scripts.py tests/unit/test_docker_mode.py
+if [ "$images_only" = 0 ]; then
+  phase "unit tests of compose files, installers and docker mode (no engine needed)"
+  .venv/bin/pytest -q -p no:cacheprovider tests/unit/test_compose_files.py \
+    tests/unit/test_install_scripts.py tests/unit/test_docker_mode.py
+fi
 
 phase "docker host: engine"
 if ! docker info >/dev/null 2>&1; then
@@ -86,6 +101,16 @@ phase "wheelhouse"
 infra/ci/wheelhouse.sh "$WHEELHOUSE"
 mkdir -p .cache/certs
 cp /etc/ssl/certs/ca-certificates.crt .cache/certs/host-ca-bundle.crt
+
+if [ "$images_only" = 1 ]; then
+  phase "build the images (install.sh --no-up, then the scale profile's)"
+  [ -f .env ] || created_env=1
+  PIP_NO_INDEX=1 infra/desktop/install.sh --llm llamacpp --no-gpu --no-up
+  .venv/bin/python bench/scale_out_compose.py --build-only
+  started_dockerd=0 # the whole run, later, uses this engine and stops nothing it did not start
+  phase "images built"
+  exit 0
+fi
 
 phase "leftovers of an earlier run (its project's containers and volumes)"
 # A run killed before its cleanup leaves containers and volumes of this project behind;

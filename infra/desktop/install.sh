@@ -103,7 +103,7 @@ if [ "$ram_gb" -ge "$min_ram_gb" ]; then ok "RAM ${ram_gb} GB"; else
 fi
 disk_gb=$(($(df -Pk "$repo" | awk 'NR==2 {print $4}') / 1024 / 1024))
 if [ "$disk_gb" -ge "$min_disk_gb" ]; then ok "disk ${disk_gb} GB free"; else
-  bad "only ${disk_gb} GB free at $repo (images and models need >= ${min_disk_gb} GB)"
+  bad "disk: only ${disk_gb} GB free at $repo (images and models need >= ${min_disk_gb} GB)"
 fi
 
 have_gpu=no

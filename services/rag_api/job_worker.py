@@ -91,8 +91,8 @@ QUEUES = {"jobs": QUEUE, "train": TRAIN_QUEUE}
 
 
 def can_train() -> bool:
-    """Whether this install has what `llm train` and `embed tune` need (the jobs image and
-    `make setup` do; the API's image does not)."""
+    """Whether this install has what `llm train` and `embed tune` need (the jobs and
+    rag-api images and `make setup` do; a `pip install tunestack[rag]` does not)."""
     return importlib.util.find_spec("peft") is not None  # the train extra's own library
 
 
@@ -162,4 +162,6 @@ def main(queues: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m services.rag_api.job_worker [QUEUE ...]`, for images without the CLI: the
+    # compose and Helm workers name `jobs`, since their image could also train
+    sys.exit(main(sys.argv[1:] or None))

@@ -279,7 +279,8 @@ def test_scale_profile_renders_two_replicas_behind_the_balancer(
         (vol,) = services[name]["volumes"]  # v1 writes "home:/data/tunestack:rw", v2 a dict
         assert vol.startswith("home:/data/tunestack") if isinstance(vol, str) else (
             vol["source"], vol["target"]) == ("home", "/data/tunestack")  # fmt: skip
-    assert services["worker-1"]["command"] == ["python", "-m", "services.rag_api.job_worker"]
+    worker = ["python", "-m", "services.rag_api.job_worker", "jobs"]
+    assert services["worker-1"]["command"] == worker
     # tune/train jobs: the jobs image (its entrypoint is the CLI), opt-in profile
     train = services["worker-train"]
     assert train["command"] == ["worker", "--queues", "train"] and train["profiles"] == ["train"]

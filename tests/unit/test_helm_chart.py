@@ -147,7 +147,7 @@ def test_api_replicas_scale_and_survive_disruptions(rendered: dict[str, Path]) -
     worker = find(items, "Deployment", "t-worker")
     assert worker["spec"]["replicas"] == 2
     (w,) = worker["spec"]["template"]["spec"]["containers"]
-    assert w["command"] == ["python", "-m", "services.rag_api.job_worker"]
+    assert w["command"] == ["python", "-m", "services.rag_api.job_worker", "jobs"]
 
 
 def test_pods_are_non_root_read_only_and_bounded(rendered: dict[str, Path]) -> None:

@@ -9,6 +9,7 @@ the tree-sitter PowerShell grammar from PyPI: syntax only, not behaviour.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,6 +24,8 @@ SCRIPTS = [
     ROOT / "infra/ci/base_image.sh",
     ROOT / "infra/ci/wheelhouse.sh",
     ROOT / "infra/ci/compose_e2e.sh",
+    ROOT / ".ci/run",
+    ROOT / "bench/rag_finetune_xquad.sh",
 ]
 
 
@@ -60,7 +63,11 @@ def test_install_dry_run_prints_the_plan_and_changes_nothing(sandbox: Path) -> N
     r = run_install(sandbox, "--dry-run", "--llm", "llamacpp", "--no-gpu")
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
-    assert "Checking this machine" in out and "RAM" in out and "disk" in out
+    # the RAM and disk lines are printed whether this machine passes them or not (CI's
+    # disk can be under the 20 GB the check asks for once the compose images are built)
+    assert "Checking this machine" in out
+    assert re.search(r"^  \[(ok|note|problem)\] +RAM \d+ GB", out, re.M), out
+    assert re.search(r"^  \[(ok|problem)\] +disk", out, re.M), out
     assert "would run: cp compose/.env.example .env" in out
     assert "would add TUNESTACK_LLM_SERVER=llamacpp" in out
     assert "would run:" in out and "up --mode docker --llm llamacpp" in out
