@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,11 +31,11 @@ def fail(e: TunestackError | OSError | str, code: int = 1) -> NoReturn:
     if isinstance(e, OSError):
         e = disk_full_of(e) or TunestackError(str(e))
     if isinstance(e, TunestackError):
-        err_console.print(f"[bold red]error:[/] {e.message}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False)
         if e.hint:
-            err_console.print(f"[yellow]hint:[/] {e.hint}", highlight=False)
+            err_console.print(f"[yellow]hint:[/] {escape(e.hint)}", highlight=False)
     else:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
     raise SystemExit(code)
 
 

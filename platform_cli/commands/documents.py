@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from platform_cli.compare import compare_rankings
@@ -62,7 +63,7 @@ def print_report(report: IngestReport) -> None:
     t = Table("file", "status", "chunks", "reason")
     for f in report.files:
         color = STATUS_COLORS.get(f.status, "white")
-        t.add_row(f.path, f"[{color}]{f.status}[/]", str(f.chunks), f.reason)
+        t.add_row(escape(f.path), f"[{color}]{f.status}[/]", str(f.chunks), escape(f.reason))
     console.print(t)
     counts = ", ".join(f"{v} {k}" for k, v in sorted(report.counts.items()))
     console.print(
@@ -70,7 +71,7 @@ def print_report(report: IngestReport) -> None:
         f"in {report.seconds:.1f}s (embedder {report.embedder})"
     )
     for w in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}")
+        err_console.print(f"[yellow]warning:[/] {escape(w)}")
 
 
 def ask(
@@ -110,10 +111,12 @@ def ask(
 
 
 def print_answer(question: str, answer: ChatAnswer) -> None:
-    console.print(f"[bold]Q:[/] {question}", highlight=False)
-    console.print(f"[bold]A:[/] {answer.content}", highlight=False)
+    """Question, answer and sources as text: escaped, since a bracket in any of them
+    (`[b]`, `[/x]`) would be read as rich markup, vanish or stop the CLI."""
+    console.print(f"[bold]Q:[/] {escape(question)}", highlight=False)
+    console.print(f"[bold]A:[/] {escape(answer.content)}", highlight=False)
     for src in answer.sources:
-        where = src.file_name + (f" p.{src.page}" if src.page else "")
+        where = escape(src.file_name + (f" p.{src.page}" if src.page else ""))
         console.print(
             f"   [dim][{src.index}] {where} (chunk {src.chunk_index}, score {src.score:.3f})[/]",
             highlight=False,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from platform_cli.context import provision_bases, rag_client, run, settings
@@ -99,7 +100,7 @@ def synth(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """RAG training data (RAFT-style): question + retrieved passages (gold among distractors,
-    or distractors only) -> an answer citing [n], or that the documents do not say."""
+    or distractors only) -> an answer citing them as [1], [2], or saying the documents do not."""
     quiet_libraries()
     s = RagSettings()
     teacher = None
@@ -165,7 +166,7 @@ def print_synth(res: rag_synth.SynthResult, out: Path) -> None:
             + "."
         )
     for p in res.problems:
-        err_console.print(f"[yellow]Not read:[/] {p}", highlight=False)
+        err_console.print(f"[yellow]Not read:[/] {escape(p)}", highlight=False)
     console.print(
         f"Wrote {res.data_file} ({res.format}) and the '{res.name}' entry of "
         f"{res.dataset_info}" + (" (replaced)." if res.replaced else ".")
