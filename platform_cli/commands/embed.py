@@ -46,6 +46,9 @@ Pseudo = Annotated[
 LlmModel = Annotated[str | None, typer.Option()]
 PerChunk = Annotated[int | None, typer.Option(help="Queries per chunk.")]
 ValFraction = Annotated[float | None, typer.Option()]
+Seed = Annotated[
+    int, typer.Option(help="Seeds the split, the pseudo-queries and the --llm's sampling.")
+]
 
 
 def _settings() -> EmbedSettings:
@@ -66,7 +69,7 @@ def synth(
         str, typer.Option(help="Its tokenizer sizes --docs chunks.")
     ] = "all-minilm-l6-v2",
     pseudo: Pseudo = None,
-    seed: int = 0,
+    seed: Seed = 0,
 ) -> None:
     """Synthesize (query, passage) pairs; writes OUT and OUT's .val twin."""
     s = _settings()
@@ -122,7 +125,7 @@ def tune(
     hard_negatives: Annotated[int, typer.Option(help="Mined negatives per pair.")] = 0,
     matryoshka: Annotated[str | None, typer.Option(help="e.g. 384,256,128,64")] = None,
     pseudo: Pseudo = None,
-    seed: int = 0,
+    seed: Seed = 0,
     overwrite: bool = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:

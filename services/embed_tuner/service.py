@@ -80,7 +80,7 @@ def synthesize_pairs(
 ) -> tuple[QADataset, QADataset]:
     """(training, validation) queries over `passages`; an LLM run resumes from `cache`."""
     llm = (
-        LlmConfig(base_url=req.llm_url, model=req.llm_model or s.default_llm)
+        LlmConfig(base_url=req.llm_url, model=req.llm_model or s.default_llm, seed=req.seed)
         if req.llm_url
         else None
     )

@@ -89,6 +89,12 @@ class LlmConfig:
     temperature: float = 0.7
     max_tokens: int = 256
     timeout_s: float = 120.0
+    # Sent as the request's `seed` (llama.cpp, vLLM and OpenAI honour it) so a rerun of
+    # the same corpus asks the same questions; None leaves sampling to the server.
+    seed: int | None = None
+    # A small teacher sometimes answers a passage with no line that parses as a question;
+    # one more draw with the next seed usually does, and costs a call only when it failed.
+    attempts: int = 2
 
 
 def llm_questions(
@@ -122,17 +128,24 @@ def llm_questions(
                 "temperature": cfg.temperature,
                 "max_tokens": cfg.max_tokens,
             }
-            try:
-                r = client.post(url, json=body, headers=headers)
-                r.raise_for_status()
-                text = r.json()["choices"][0]["message"]["content"] or ""
-            except httpx.HTTPError as e:
-                raise ServiceUnavailable(
-                    "llm",
-                    f"Question generation failed at {cfg.base_url}: {e}",
-                    hint="Check the server (tunestack status); rerun to resume where it stopped.",
-                ) from e
-            qs = parse_questions(text, corpus[cid], per_chunk)
+            qs: list[str] = []
+            for attempt in range(max(1, cfg.attempts)):
+                if cfg.seed is not None:
+                    body["seed"] = cfg.seed + attempt
+                try:
+                    r = client.post(url, json=body, headers=headers)
+                    r.raise_for_status()
+                    text = r.json()["choices"][0]["message"]["content"] or ""
+                except httpx.HTTPError as e:
+                    raise ServiceUnavailable(
+                        "llm",
+                        f"Question generation failed at {cfg.base_url}: {e}",
+                        hint="Check the server (tunestack status); rerun to resume where it "
+                        "stopped.",
+                    ) from e
+                qs = parse_questions(text, corpus[cid], per_chunk)
+                if qs:
+                    break
             done[cid] = qs
             f.write(json.dumps({"key": key, "id": cid, "questions": qs}, ensure_ascii=False) + "\n")
             f.flush()
@@ -172,6 +185,13 @@ def synthesize(
         if cache is None:
             raise ValueError("an LLM run needs a cache path")
         questions = llm_questions(corpus, llm, per_chunk, cache, progress)
+        if corpus and not any(questions.values()):
+            raise BadInput(
+                f"The LLM '{llm.model}' gave no usable question for any of the "
+                f"{len(corpus)} passages (each reply had no line that reads as a question).",
+                hint="Use a larger teacher model (--llm-model), or leave out --llm for the "
+                f"offline pseudo-queries. Delete {cache.name} beside --out to ask again.",
+            )
     else:
         questions = pseudo_queries(corpus, per_chunk, seed=seed, method=method)
     ds = to_dataset(corpus, questions)
