@@ -36,12 +36,10 @@ from typing import Any
 
 from services.common import atomic
 from services.common.errors import BadInput
-from services.common.rag_prompt import format_context, system_prompt
+from services.common.rag_prompt import ABSTENTION, format_context, system_prompt
 from services.trainer import datasets as ds
 
 F1_CORRECT = 0.5
-# The preferred answer where the documents do not hold one; rag eval counts it as abstaining.
-ABSTENTION = "I do not know: the passages do not contain the answer."
 _MARKER = re.compile(r"\[(\d{1,2})\]")
 _PASSAGE_HEAD = re.compile(r"^Passage \[(\d{1,2})\] \(", re.MULTILINE)
 _WORD = re.compile(r"[\u4e00-\u9fff]|[^\W_]+")

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from platform_cli.main import app as cli
 from services.common.embedders import EmbedderPool
 from services.common.errors import BadInput, ServiceUnavailable
-from services.common.rag_prompt import format_context
+from services.common.rag_prompt import ABSTENTION, format_context
 from services.common.registry import Registry
 from services.rag_api.prompts import PROMPT
 from services.rag_api.rag_eval.metrics import abstained, strip_citations
@@ -36,7 +36,6 @@ from services.rag_api.rag_synth.teacher import Teacher, TeacherConfig, parse_pai
 from services.rag_api.retrieval import Hit
 from services.rag_api.settings import RagSettings
 from services.trainer import datasets as ds
-from services.trainer.prefs_from_eval import ABSTENTION
 from tests.conftest import SAMPLES, free_port
 
 TOPICS = [

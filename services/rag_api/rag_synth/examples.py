@@ -23,11 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.rag_prompt import format_context, rag_messages
+from services.common.rag_prompt import ABSTENTION, format_context, rag_messages
 from services.rag_api.bm25 import Bm25Index, tokenize
 from services.rag_api.rag_eval.gold import squash
 from services.rag_api.rag_synth.passages import SynthPassage
-from services.trainer.prefs_from_eval import ABSTENTION
 
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _END = "。！？.!?"
