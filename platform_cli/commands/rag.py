@@ -1,5 +1,6 @@
-"""`tunestack rag eval`: a thin command over services.rag_api.rag_eval (the API's own answer
-path, run in this process on the stack's Chroma and LLM server)."""
+"""`tunestack rag eval` and `rag calibrate`: thin commands over services.rag_api.rag_eval
+(the API's own answer path) and services.rag_api.relevance, run in this process on the
+stack's vector store and LLM server."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from platform_cli.context import provision_bases, rag_context, run, settings
 from platform_cli.output import console, err_console, progress_bar
+from services.rag_api import relevance
 from services.rag_api.rag_eval import report as report_mod
 from services.rag_api.rag_eval.records import RagEvalReport, RagEvalRequest
 
@@ -56,6 +58,13 @@ def eval_cmd(
         str | None,
         typer.Option(help="A model on a configured LLM server that grades each answer."),
     ] = None,
+    min_relevance: Annotated[
+        float | None,
+        typer.Option(
+            help="The relevance gate's threshold for every build (0: off; default: each "
+            "build's, from `rag calibrate`)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Answer a QA set through the RAG API's answer path; answer, citation, abstention and
@@ -75,6 +84,7 @@ def eval_cmd(
         unanswerable=unanswerable,
         resume=resume,
         judge=judge,
+        min_relevance=min_relevance,
     )
     with progress_bar("Answering") as prog:
         task = prog.task_ids[0]
@@ -96,6 +106,77 @@ def eval_cmd(
         console.print_json(json.dumps(out, ensure_ascii=False))
         return
     print_report(report, judged=judge is not None)
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    collection: Annotated[str, typer.Option("--collection", "-c")],
+    dataset: Annotated[
+        Path | None,
+        typer.Option(
+            help="Questions these documents answer (any format rag eval reads; answers are "
+            "not needed). Never the questions you will report on."
+        ),
+    ] = None,
+    embedder: Annotated[
+        str | None, typer.Option(help="The build to calibrate (default: the collection's).")
+    ] = None,
+    false_abstention: Annotated[
+        float, typer.Option(help="Share of such questions the gate may turn away.")
+    ] = 0.05,
+    off: Annotated[bool, typer.Option("--off", help="Turn the build's gate off.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Set the relevance gate of a collection's build: a question whose best passage is
+    less similar than the threshold is answered "not in the documents" without the LLM.
+    The threshold turns away FALSE_ABSTENTION of the dataset's answerable questions."""
+    if off == (dataset is not None):
+        err_console.print("Give --dataset QA to calibrate, or --off to turn the gate off.")
+        raise typer.Exit(2)
+    s = settings()
+    ctx = rag_context(s)
+    provision_bases(
+        ctx.registry, "embedder", [*([embedder] if embedder else []), s.default_embedder]
+    )
+    if dataset is None:
+        result = run(lambda: relevance.clear(ctx, collection, embedder))
+    else:
+        with progress_bar("Retrieving") as prog:
+            task = prog.task_ids[0]
+
+            def show(done: int, total: int) -> None:
+                prog.update(task, completed=done, total=total, item=f"{done}/{total}")
+
+            result = run(
+                lambda: relevance.calibrate(
+                    ctx,
+                    collection,
+                    dataset,
+                    embedder=embedder,
+                    false_abstention=false_abstention,
+                    progress=show,
+                )
+            )
+    if as_json:
+        console.print_json(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    where = f"'{result.collection}' ({result.embedder})"
+    if result.min_relevance is None:
+        console.print(f"Relevance gate off for {where}.", highlight=False)
+        return
+    sim = result.best_similarity or {}
+    console.print(
+        f"Relevance gate of {where}: min_relevance {result.min_relevance:.4f}, from "
+        f"{result.questions} answerable questions ({result.skipped} skipped); it turns away "
+        f"{result.false_abstention:.1%} of them. Their best passage's similarity: p5 "
+        f"{sim.get('p5', 0):.3f}, median {sim.get('p50', 0):.3f}, p95 {sim.get('p95', 0):.3f}.",
+        highlight=False,
+    )
+    console.print(
+        "Answers use it from the next question on (`tunestack rag calibrate -c "
+        f"{result.collection} --off` turns it off).",
+        highlight=False,
+    )
 
 
 def print_report(report: RagEvalReport, judged: bool = False) -> None:

@@ -65,6 +65,14 @@ class RetrieveResponse(BaseModel):
     embedder: str
     mode: str
     took_ms: float
+    best_dense: float | None = Field(
+        None, description="The best cosine similarity dense search found (null in bm25 mode)."
+    )
+    min_relevance: float | None = Field(
+        None,
+        description="The build's relevance gate: an answer whose best_dense is below it is "
+        "'not in the documents' without asking the LLM (`tunestack rag calibrate`); null: off.",
+    )
     hits: list[HitInfo]
 
 
@@ -125,6 +133,30 @@ class ReindexResponse(BaseModel):
     chunks: int
 
 
+class RelevanceRequest(BaseModel):
+    model_config = STRICT
+    dataset: str | None = Field(
+        None,
+        description="A registered dataset (GET /v1/datasets) of questions these documents "
+        "answer; null with off=true.",
+    )
+    embedder: str | None = Field(None, description="The build to set (default: the collection's).")
+    false_abstention: float = Field(
+        0.05, gt=0, lt=0.5, description="Share of the dataset's questions the gate may turn away."
+    )
+    off: bool = Field(False, description="Turn the build's gate off instead.")
+
+
+class RelevanceResponse(BaseModel):
+    collection: str
+    embedder: str
+    min_relevance: float | None = Field(description="The stored threshold; null: the gate is off.")
+    questions: int = 0
+    skipped: int = 0
+    false_abstention: float | None = None
+    best_similarity: dict[str, float] | None = None
+
+
 # ---- OpenAI-compatible -----------------------------------------------------------------------
 
 
@@ -181,6 +213,14 @@ class ChatRequest(BaseModel):
         default=None,
         description="rag/* only: a model the LLM server serves, to answer with instead of "
         "the deployed one (GET /v1/models lists them).",
+    )
+    min_relevance: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="rag/* only: the relevance gate for this answer; a question whose best "
+        "passage is less similar is answered 'not in the documents' without the LLM. "
+        "0 turns it off; default: the build's (`tunestack rag calibrate`).",
     )
 
 

@@ -10,6 +10,7 @@ chat prompt from these strings, and services/trainer builds its training records
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -22,6 +23,17 @@ SYSTEM = (
     "answer, say that you do not know.\n\n{context}"
 )
 MAX_CONTEXT_CHARS = 6000
+# The answer where the documents do not hold one: what `llm synth` and `llm prefs` train
+# the model to say, what the relevance gate answers without asking it, and what rag eval
+# counts as abstaining (services/rag_api/rag_eval/metrics.py matches both sentences).
+ABSTENTION = "I do not know: the passages do not contain the answer."
+ABSTENTION_ZH = "我不知道：这些段落中没有答案。"
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def abstention_for(question: str) -> str:
+    """The abstention sentence in the question's language (Chinese or English)."""
+    return ABSTENTION_ZH if _CJK.search(question) else ABSTENTION
 
 
 class Passage(Protocol):

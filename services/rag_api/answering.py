@@ -3,6 +3,13 @@
 The one RAG answer pipeline. The OpenAI-compatible route only shapes its results into
 chat.completion JSON or SSE; anything else that needs an answer (an evaluation, a job)
 calls these functions and gets the same retrieval, prompt, LLM settings and citations.
+
+The relevance gate: where the build has a calibrated threshold (`tunestack rag
+calibrate`) and the best passage dense search found is less similar than it, the answer
+is the abstention sentence, without asking the LLM. A small model asked to abstain from
+its passages abstains on answerable questions too (on XQuAD, teaching it cost 15
+points of F1); whether the documents cover the question at all is something the
+embedder judges better, and for free.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.errors import TunestackError
+from services.common.errors import BadInput, TunestackError
+from services.common.rag_prompt import abstention_for
 from services.rag_api import llm as llm_mod
 from services.rag_api import prompts
 from services.rag_api.context import RagContext
@@ -34,6 +42,8 @@ class AnswerRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     frequency_penalty: float | None = None
+    # the relevance gate: None = the build's calibrated threshold, 0 = off
+    min_relevance: float | None = None
 
 
 @dataclass
@@ -44,6 +54,7 @@ class Answer:
     usage: dict[str, int]
     finish_reason: str
     seconds: float
+    gated: bool = False  # the relevance gate answered; the LLM was not asked
 
     @property
     def hits(self) -> list[Hit]:
@@ -68,6 +79,19 @@ class _Prepared:
     target: LlmTarget
     chat_model: Any
     inputs: dict[str, Any]
+    gated: bool
+
+
+def gate_closed(retrieval: RetrievalResult, min_relevance: float | None) -> bool:
+    """True when no retrieved passage is similar enough to the question to hold its
+    answer: the best dense similarity is below the threshold (the request's, else the
+    build's). Off without a threshold, and in bm25 mode (its scores have no fixed scale)."""
+    threshold = retrieval.min_relevance if min_relevance is None else min_relevance
+    if min_relevance is not None and not 0.0 <= min_relevance <= 1.0:
+        raise BadInput("min_relevance must be between 0 and 1 (0 turns the gate off).")
+    if not threshold or retrieval.best_dense is None:
+        return False
+    return retrieval.best_dense < threshold
 
 
 async def _prepare(ctx: RagContext, req: AnswerRequest, *, streaming: bool) -> _Prepared:
@@ -93,13 +117,21 @@ async def _prepare(ctx: RagContext, req: AnswerRequest, *, streaming: bool) -> _
     )
     history = prompts.history_messages([*req.history, {"role": "user", "content": req.question}])
     inputs = prompts.prompt_input(req.question, retrieval.hits, history)
-    return _Prepared(retrieval, target, chat_model, inputs)
+    gated = gate_closed(retrieval, req.min_relevance)
+    return _Prepared(retrieval, target, chat_model, inputs, gated)
+
+
+_NO_TOKENS = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
 async def answer(ctx: RagContext, req: AnswerRequest) -> Answer:
     """The whole answer at once, with citation markers ensured."""
     t0 = time.perf_counter()
     p = await _prepare(ctx, req, streaming=False)
+    if p.gated:
+        text = abstention_for(req.question)
+        took = time.perf_counter() - t0
+        return Answer(text, p.retrieval, p.target.model, dict(_NO_TOKENS), "stop", took, True)
     try:
         text, usage = await prompts.answer(p.chat_model, p.inputs)
     except Exception as e:
@@ -112,12 +144,16 @@ class AnswerStream:
     """A streamed answer whose first token has already arrived (so a dead LLM was a clean
     error before anything was sent); iterate it for AnswerEvents."""
 
-    def __init__(self, p: _Prepared, first: Any, rest: AsyncIterator[Any]) -> None:
+    def __init__(
+        self, p: _Prepared, first: Any, rest: AsyncIterator[Any], fixed: str | None = None
+    ) -> None:
         self.retrieval = p.retrieval
         self.model = p.target.model
+        self.gated = p.gated
         self._target = p.target
         self._first = first
         self._rest = rest
+        self._fixed = fixed  # the whole answer, known without the LLM (the gate's)
 
     @property
     def hits(self) -> list[Hit]:
@@ -141,6 +177,10 @@ class AnswerStream:
             parts.append(text)
             return AnswerEvent(text=text)
 
+        if self._fixed is not None:
+            yield AnswerEvent(text=self._fixed)
+            yield AnswerEvent(done=True, usage=dict(_NO_TOKENS), finish_reason="stop")
+            return
         try:
             if self._first is not None and (ev := event(self._first)):
                 yield ev
@@ -157,6 +197,8 @@ class AnswerStream:
 
 async def stream_answer(ctx: RagContext, req: AnswerRequest) -> AnswerStream:
     p = await _prepare(ctx, req, streaming=True)
+    if p.gated:
+        return AnswerStream(p, None, _nothing(), fixed=abstention_for(req.question))
     rest = prompts.stream(p.chat_model, p.inputs)
     try:  # pull the first token now, so a dead LLM is a clean 503, not a broken stream
         first = await rest.__anext__()
@@ -165,3 +207,8 @@ async def stream_answer(ctx: RagContext, req: AnswerRequest) -> AnswerStream:
     except Exception as e:
         raise llm_mod.translate(p.target, e) from e
     return AnswerStream(p, first, rest)
+
+
+async def _nothing() -> AsyncIterator[Any]:
+    return
+    yield  # an async generator that yields nothing

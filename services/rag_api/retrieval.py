@@ -43,6 +43,10 @@ class RetrievalResult:
     mode: str
     hits: list[Hit]
     took_ms: float
+    # the relevance gate's inputs: the best cosine similarity dense search found (None in
+    # bm25 mode, whose scores have no fixed scale) and the build's calibrated threshold
+    best_dense: float | None = None
+    min_relevance: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +54,8 @@ class RetrievalResult:
             "embedder": self.embedder,
             "mode": self.mode,
             "took_ms": round(self.took_ms, 2),
+            "best_dense": self.best_dense,
+            "min_relevance": self.min_relevance,
             "hits": [h.to_dict() for h in self.hits],
         }
 
@@ -118,35 +124,39 @@ class Retriever:
         t0 = time.perf_counter()
         build, emb = self.resolve(collection, embedder)
         try:
-            hits = self._search(build, emb, query, mode, top_k)
+            hits, best = self._search(build, emb, query, mode, top_k)
         except NotFound:  # deleted or rebuilt since it was resolved: resolve it again
             self.forget(collection)
             build, emb = self.resolve(collection, embedder)
-            hits = self._search(build, emb, query, mode, top_k)
+            hits, best = self._search(build, emb, query, mode, top_k)
         for i, h in enumerate(hits, start=1):
             h.rank = i
-        return RetrievalResult(collection, emb.name, mode, hits, (time.perf_counter() - t0) * 1000)
+        took = (time.perf_counter() - t0) * 1000
+        return RetrievalResult(collection, emb.name, mode, hits, took, best, build.min_relevance)
 
-    def _search(self, build: Build, emb: Embedder, query: str, mode: str, top_k: int) -> list[Hit]:
+    def _search(
+        self, build: Build, emb: Embedder, query: str, mode: str, top_k: int
+    ) -> tuple[list[Hit], float | None]:
+        """The hits, and the best dense similarity (hybrid: of its whole dense list)."""
         if mode == "dense":
             hits = self._dense(build, emb, query, top_k)
-        elif mode == "bm25":
-            hits = self._bm25(build, query, top_k)
-        else:
-            depth = hybrid_depth(top_k)
-            dense = self._dense(build, emb, query, depth)
-            sparse = self._bm25(build, query, depth)
-            by_id = {h.id: h for h in sparse} | {h.id: h for h in dense}
-            fused = rrf([[h.id for h in dense], [h.id for h in sparse]])[:top_k]
-            hits = []
-            for id_, score in fused:
-                h = by_id[id_]
-                parts = {
-                    "dense": next((d.score for d in dense if d.id == id_), 0.0),
-                    "bm25": next((s.score for s in sparse if s.id == id_), 0.0),
-                }
-                hits.append(Hit(**{**asdict(h), "score": score, "scores": parts}))
-        return hits
+            return hits, max((h.score for h in hits), default=None)
+        if mode == "bm25":
+            return self._bm25(build, query, top_k), None
+        depth = hybrid_depth(top_k)
+        dense = self._dense(build, emb, query, depth)
+        sparse = self._bm25(build, query, depth)
+        by_id = {h.id: h for h in sparse} | {h.id: h for h in dense}
+        fused = rrf([[h.id for h in dense], [h.id for h in sparse]])[:top_k]
+        hits = []
+        for id_, score in fused:
+            h = by_id[id_]
+            parts = {
+                "dense": next((d.score for d in dense if d.id == id_), 0.0),
+                "bm25": next((s.score for s in sparse if s.id == id_), 0.0),
+            }
+            hits.append(Hit(**{**asdict(h), "score": score, "scores": parts}))
+        return hits, max((h.score for h in dense), default=None)
 
     def _dense(self, build: Build, emb: Embedder, query: str, k: int) -> list[Hit]:
         vec = emb.encode([query], kind="query")[0].tolist()

@@ -63,6 +63,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role | None] = {
     ("POST", "/v1/ingest"): "admin",
     ("DELETE", "/v1/collections/{name}"): "admin",
     ("POST", "/v1/collections/{name}/reindex"): "admin",
+    ("POST", "/v1/collections/{name}/relevance"): "admin",
     ("POST", "/v1/admin/llm"): "admin",
     ("POST", "/v1/registry/models/llm/{name}/deploy"): "admin",
     ("GET", "/v1/reports"): "admin",

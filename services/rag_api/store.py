@@ -32,6 +32,7 @@ from services.common.errors import BadInput, EmbedderMismatch, NotFound
 SEP = "__"
 READY = "1"  # metadata `tunestack` of a build that is served
 BUILDING = "building"  # ... of a staging build (reindex in progress, or crashed)
+MIN_RELEVANCE = "min_relevance"  # metadata: the relevance gate's threshold (rag calibrate)
 _NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,60}[A-Za-z0-9])?$")
 T = TypeVar("T")
 # the filter language every engine understands: {"key": value}, {"key": {"$ne": value}}
@@ -68,6 +69,12 @@ class Build:
     def key(self) -> str:
         """The logical build (collection, embedder fingerprint), whatever its physical name."""
         return f"{self.name}{SEP}{self.embedder_fp}"
+
+    @property
+    def min_relevance(self) -> float | None:
+        """The relevance gate's calibrated threshold (`tunestack rag calibrate`), if any."""
+        value = self.metadata.get(MIN_RELEVANCE)
+        return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
     @property
     def stale(self) -> str | None:
@@ -287,6 +294,13 @@ class VectorStore(ABC):
         if md.get("stale"):
             return
         self._relabel(build, {**md, "stale": reason})
+
+    def set_min_relevance(self, build: Build, threshold: float | None) -> None:
+        """Record (None: forget) the relevance gate's threshold for `build`: a cosine
+        similarity of its embedder, so it belongs to the build, not to the collection."""
+        # 0.0, not a removed key: an engine may merge metadata rather than replace it
+        md = {**self._metadata_of(build), MIN_RELEVANCE: float(threshold or 0.0)}
+        self._relabel(build, md)
 
     def touch(self, build: Build) -> str:
         """Bump the build's version so caches derived from it (BM25) are rebuilt."""

@@ -325,6 +325,7 @@ RAG_METRICS = (
     "faithfulness",
     "abstention",
     "false_abstention",
+    "gated",
     "latency_p50_s",
     "latency_p95_s",
     "tokens_per_s",

@@ -137,6 +137,15 @@ def start_api(stack: Stack, port: int, **env: str) -> subprocess.Popen[bytes]:
     )
 
 
+def stop_api(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process start_api started: terminate, and kill after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def register_embedder_copy(stack: Stack, name: str) -> None:
     """Register `name`: the bundled MiniLM's weights under another fingerprint (same
     vectors), so a collection needs a reindex for it."""

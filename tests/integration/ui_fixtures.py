@@ -139,7 +139,7 @@ class DegradedApi:
 @pytest.fixture(scope="session")
 def degraded_api(stack: Stack) -> Iterator[DegradedApi]:
     """A second API process with a key and with Chroma and the LLM pointing at dead ports."""
-    from tests.integration.conftest import start_api
+    from tests.integration.conftest import start_api, stop_api
 
     port = free_port()
     key = "ui-test-key-" + "k" * 16  # the API refuses environment keys under 16 characters
@@ -153,11 +153,7 @@ def degraded_api(stack: Stack) -> Iterator[DegradedApi]:
     try:
         yield DegradedApi(f"http://127.0.0.1:{port}", key)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_api(proc)
 
 
 @pytest.fixture(scope="session")

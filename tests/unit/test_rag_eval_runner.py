@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import BadInput, NotFound, ServiceUnavailable
+from services.common.rag_prompt import ABSTENTION
 from services.rag_api.answering import Answer, AnswerRequest
 from services.rag_api.llm import LlmTarget
 from services.rag_api.rag_eval.datasets import load_dataset, missing_metrics_note
@@ -229,9 +230,15 @@ class FakeBackend:
             "How long is the warranty?": "The warranty lasts two years [1]",
             "How much does the Path Light cost?": "It costs 49 EUR [2]",
         }.get(req.question, "I do not know.")
+        # the gate as answering applies it: the request's threshold over the best hit's
+        # similarity (here the best hit scores 1.0 - overlap-less questions score 0.2)
+        best = 1.0 if len(q & set(ranked[0].text.lower().split())) > 1 else 0.2
+        result = RetrievalResult(req.collection, req.embedder or "", req.mode, hits, 3.0, best)
+        if req.min_relevance and best < req.min_relevance:
+            return Answer(ABSTENTION, result, target.model, {}, "stop", 0.01, gated=True)
         return Answer(
             text,
-            RetrievalResult(req.collection, req.embedder or "", req.mode, hits, 3.0),
+            result,
             target.model,
             {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60},
             "stop",
@@ -292,6 +299,24 @@ def test_run_scores_writes_the_report_and_counts_missing_passages(tmp_path: Path
     assert rec.cited == [2] and rec.retrieved[0].gold and rec.gold_rank == 1
     assert "| tiny | minilm | dense | 3 |" in (rep.folder / "report.md").read_text()
     assert not list(be.reports.glob(".rag-eval-*"))  # the partial run is gone
+
+
+def test_the_gate_threshold_reaches_the_answer_path_and_the_report(tmp_path: Path) -> None:
+    data = write(tmp_path, "kb.json", SQUAD)
+    be = FakeBackend(tmp_path, chunks())
+    off = asyncio.run(run_rag_eval(be, RagEvalRequest(data, "kb", limit=3)))
+    assert off.summary["tiny | minilm | dense"]["gated"] is None  # no gate: "—"
+    be = FakeBackend(tmp_path, chunks())
+    rep = asyncio.run(run_rag_eval(be, RagEvalRequest(data, "kb", limit=3, min_relevance=0.5)))
+    assert {r.min_relevance for r in be.requests} == {0.5}
+    s = rep.summary["tiny | minilm | dense"]
+    assert s["min_relevance"] == 0.5 and s["gated"] == pytest.approx(2 / 3)
+    gated = [json.loads(line) for line in (rep.folder / "questions.jsonl").open()]
+    assert [r["gated"] for r in gated] == [True, False, True]
+    assert gated[0]["answer"] == ABSTENTION and gated[0]["abstained"]
+    assert "--min-relevance 0.5" in RagEvalRequest(data, "kb", min_relevance=0.5).command("d")
+    with pytest.raises(BadInput, match="min-relevance"):
+        asyncio.run(run_rag_eval(be, RagEvalRequest(data, "kb", min_relevance=2.0)))
 
 
 def test_unanswerable_adds_questions_whose_passage_is_absent(tmp_path: Path) -> None:

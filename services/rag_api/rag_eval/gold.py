@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from services.rag_api.rag_eval.records import EvalQuestion
+from services.rag_api.store import Build, VectorStore
 
 _WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
@@ -35,6 +36,19 @@ class Chunk:
     text: str
     file_name: str = ""
     source: str = ""  # path relative to the folder it was ingested from
+
+
+def build_chunks(store: VectorStore, build: Build) -> list[Chunk]:
+    """A collection build's chunks, as gold passages are matched against them."""
+    return [
+        Chunk(
+            id=str(r["id"]),
+            text=str(r["documents"] or ""),
+            file_name=str((r["metadatas"] or {}).get("file_name", "")),
+            source=str((r["metadatas"] or {}).get("rel_path", "")),
+        )
+        for r in store.iter_records(build, include=["documents", "metadatas"])
+    ]
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,8 @@ class RagEvalRequest:
     unanswerable: int = 0  # add N questions whose gold passage is not in the collection
     resume: bool = False
     judge: str | None = None  # a model on a configured server that grades each answer
+    # the relevance gate: None = each build's calibrated threshold, 0 = off
+    min_relevance: float | None = None
     made_by: str = "tunestack rag eval"
 
     @property
@@ -84,6 +86,7 @@ class RagEvalRequest:
             "limit": self.limit,
             "unanswerable": self.unanswerable,
             "judge": self.judge,
+            "min_relevance": self.min_relevance,
         }
 
     def command(self, dataset: str) -> str:
@@ -97,6 +100,7 @@ class RagEvalRequest:
             *([f"--limit {self.limit}"] if self.limit else []),
             *([f"--unanswerable {self.unanswerable}"] if self.unanswerable else []),
             *([f"--judge {self.judge}"] if self.judge else []),
+            *([f"--min-relevance {self.min_relevance}"] if self.min_relevance is not None else []),
         ]
         return " ".join(
             ["tunestack rag eval --dataset", dataset, "--collection", self.collection, *options]
@@ -138,6 +142,8 @@ class QuestionResult:
     retrieval_ms: float
     prompt_tokens: int
     completion_tokens: int
+    gated: bool = False  # the relevance gate answered (the LLM was not asked)
+    min_relevance: float | None = None  # the gate's threshold in effect (None: off)
 
     @property
     def combo(self) -> Combo:

@@ -33,6 +33,7 @@ QUALITY_COLUMNS = (
 BEHAVIOUR_COLUMNS = (
     ("abstention", "abstain (unans.)"),
     ("false_abstention", "abstain (ans.)"),
+    ("gated", "gated"),
     ("latency_p50_s", "p50 s"),
     ("latency_p95_s", "p95 s"),
     ("tokens_per_s", "tok/s"),
@@ -47,6 +48,8 @@ LEGEND = """\
 - faithful: share of answer tokens found in the chunks it cites
 - abstain (unans.): share of questions the collection cannot answer that were answered
   "not in the documents" (the rest were invented); abstain (ans.): the same on answerable ones
+- gated: share of answers the relevance gate gave (no passage as similar as the build's
+  calibrated min_relevance, `tunestack rag calibrate`; the LLM was not asked); — : no gate
 - judge correct / grounded: the --judge model's grades (0-10, shown /10), when one was used;
   judge unreadable: answers whose grades were not found in the judge's reply
 - p50/p95 s: seconds per answer (retrieval + prompt + generation); tok/s: generated

@@ -33,7 +33,7 @@ from services.rag_api.llm import LlmHolder, LlmTarget
 from services.rag_api.rag_eval import judge as judge_mod
 from services.rag_api.rag_eval import report as report_mod
 from services.rag_api.rag_eval.datasets import load_dataset, missing_metrics_note
-from services.rag_api.rag_eval.gold import Chunk, ChunkIndex, Gold
+from services.rag_api.rag_eval.gold import Chunk, ChunkIndex, Gold, build_chunks
 from services.rag_api.rag_eval.llms import resolve_llms
 from services.rag_api.rag_eval.records import (
     Combo,
@@ -96,15 +96,7 @@ class RagBackend:
     def chunks(self, collection: str, embedder: str) -> list[Chunk]:
         store = self.ctx.store
         build = store.resolve(collection, embedder, None, self.ctx.settings.default_embedder)
-        return [
-            Chunk(
-                id=str(r["id"]),
-                text=str(r["documents"] or ""),
-                file_name=str((r["metadatas"] or {}).get("file_name", "")),
-                source=str((r["metadatas"] or {}).get("rel_path", "")),
-            )
-            for r in store.iter_records(build, include=["documents", "metadatas"])
-        ]
+        return build_chunks(store, build)
 
     async def answer(self, target: LlmTarget, req: AnswerRequest) -> Answer:
         # the API's context with this LLM: the served model is not switched for anyone else
@@ -190,6 +182,8 @@ def _check(req: RagEvalRequest, top_k: int) -> None:
         raise BadInput("--limit must be at least 1.")
     if req.unanswerable < 0:
         raise BadInput("--unanswerable must be 0 or more.")
+    if req.min_relevance is not None and not 0.0 <= req.min_relevance <= 1.0:
+        raise BadInput("--min-relevance must be between 0 and 1 (0 turns the gate off).")
 
 
 def run_key(
@@ -206,6 +200,7 @@ def run_key(
         "limit": req.limit,
         "unanswerable": req.unanswerable,
         "judge": req.judge,
+        "min_relevance": req.min_relevance,
     }
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -299,6 +294,7 @@ async def run_rag_eval(
                 "limit": req.limit,
                 "unanswerable": req.unanswerable,
                 "judge": req.judge,
+                "min_relevance": req.min_relevance,
             }
         )
         total = len(plan) * len(combos)
@@ -317,12 +313,13 @@ async def run_rag_eval(
                     embedder=combo.embedder,
                     llm=target.model,
                     max_tokens=req.max_tokens,
+                    min_relevance=req.min_relevance,
                 )
                 try:
                     ans = await backend.answer(target, ans_req)
                 except TunestackError as e:
                     raise _stopped(e, f"LLM '{combo.llm}'", combo, count, total) from e
-                result = score_answer(q, role, gold, combo, ans)
+                result = score_answer(q, role, gold, combo, ans, req.min_relevance)
                 if judge is not None:
                     cited = [ans.hits[c - 1].text for c in result.cited]
                     user = judge_mod.user_message(q.question, list(q.answers), ans.text, cited)

@@ -19,9 +19,17 @@ from services.rag_api.rag_eval.records import (
 
 
 def score_answer(
-    q: EvalQuestion, role: Role, gold: Gold, combo: Combo, ans: Answer
+    q: EvalQuestion,
+    role: Role,
+    gold: Gold,
+    combo: Combo,
+    ans: Answer,
+    min_relevance: float | None = None,
 ) -> QuestionResult:
+    """`min_relevance`: the request's gate threshold (None: the build's, 0: off)."""
     hits = ans.hits
+    threshold = ans.retrieval.min_relevance if min_relevance is None else min_relevance
+    threshold = threshold or None
     lang = m.lang_of(q.answers, q.question)
     gold_ranks = {i for i, h in enumerate(hits, start=1) if h.id in gold.bearing}
     gold_rank = min(gold_ranks) if gold_ranks else None
@@ -76,6 +84,8 @@ def score_answer(
         retrieval_ms=round(ans.retrieval.took_ms, 2),
         prompt_tokens=int(ans.usage.get("prompt_tokens", 0)),
         completion_tokens=int(ans.usage.get("completion_tokens", 0)),
+        gated=ans.gated,
+        min_relevance=threshold,
     )
 
 
@@ -107,6 +117,11 @@ def summarize(rows: Sequence[QuestionResult], top_k: int) -> dict[str, Any]:
         "no_citation": _avg(speaking, "no_citation"),
         "faithfulness": _avg(speaking, "faithfulness"),
         "false_abstention": m.mean(float(r.abstained) for r in ans),
+        # the relevance gate: its threshold, and the share of answers it gave
+        "min_relevance": next((r.min_relevance for r in rows if r.min_relevance), None),
+        "gated": m.mean(float(r.gated) for r in rows)
+        if any(r.min_relevance for r in rows)
+        else None,
         "abstention": m.mean(float(r.abstained) for r in una),
         "invented": m.mean(float(not r.abstained) for r in una),
         "latency_p50_s": round(p50, 3) if p50 is not None else None,

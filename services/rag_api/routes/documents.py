@@ -13,13 +13,17 @@ from services.common.api_schemas import (
     IngestResponse,
     ReindexRequest,
     ReindexResponse,
+    RelevanceRequest,
+    RelevanceResponse,
     RetrieveRequest,
     RetrieveResponse,
     error_responses,
 )
-from services.common.errors import disk_full_names
+from services.common.errors import BadInput, disk_full_names
 from services.rag_api import collections as svc
+from services.rag_api import relevance
 from services.rag_api.context import RagContext
+from services.rag_api.registry_views import resolve_dataset
 
 CollectionForm = Annotated[str, Form(json_schema_extra=COLLECTION_NAME)]
 CollectionPath = Annotated[str, Path(json_schema_extra=COLLECTION_NAME)]
@@ -94,3 +98,31 @@ def reindex_collection(
 ) -> ReindexResponse:
     build, n = svc.reindex_collection(context(request), name, body.embedder)
     return ReindexResponse(collection=name, embedder=build.embedder, chunks=n)
+
+
+@router.post(
+    "/collections/{name}/relevance",
+    summary="Calibrate (or turn off) the relevance gate of a collection's build",
+    response_model=RelevanceResponse,
+)
+def calibrate_relevance(
+    request: Request, name: CollectionPath, body: RelevanceRequest
+) -> RelevanceResponse:
+    """What `tunestack rag calibrate` does: the threshold below which `false_abstention` of
+    the dataset's answerable questions' best passages fall, stored on the build."""
+    ctx = context(request)
+    if body.off == (body.dataset is not None):
+        raise BadInput("Give a dataset to calibrate, or off: true to turn the gate off.")
+    if body.dataset is None:
+        result = relevance.clear(ctx, name, body.embedder)
+    else:
+        path = resolve_dataset(ctx, body.dataset, suffixes=(".json", ".jsonl"))
+        result = relevance.calibrate(
+            ctx,
+            name,
+            path,
+            embedder=body.embedder,
+            false_abstention=body.false_abstention,
+            dataset_name=body.dataset,
+        )
+    return RelevanceResponse.model_validate(result.to_dict())

@@ -21,7 +21,7 @@ from services.rag_api.passthrough import forward_chat
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-TUNESTACK_FIELDS = {"top_k", "retrieval_mode", "embedder", "llm"}
+TUNESTACK_FIELDS = {"top_k", "retrieval_mode", "embedder", "llm", "min_relevance"}
 
 
 def context(request: Request) -> RagContext:
@@ -61,6 +61,7 @@ def answer_request(body: ChatRequest) -> answering.AnswerRequest:
         temperature=body.temperature,
         max_tokens=body.max_tokens,
         frequency_penalty=body.frequency_penalty,
+        min_relevance=body.min_relevance,
     )
 
 
