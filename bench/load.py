@@ -63,10 +63,13 @@ class OpStats:
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
+    # time.monotonic() of each error: a chaos run tells errors at a kill from later ones
+    error_at: list[float] = field(default_factory=list)
 
     def fail(self, kind: str) -> None:
         self.errors += 1
         self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+        self.error_at.append(time.monotonic())
 
 
 @dataclass

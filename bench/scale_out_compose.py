@@ -68,6 +68,33 @@ while chunk := s.recv(65536):
 """
 
 
+STAT_FIELDS = ("status", "chkfail", "chkdown", "downtime", "econ", "eresp", "hrsp_5xx")
+
+
+def server_states(show_stat: str) -> dict[str, dict[str, str]]:
+    """haproxy's view of each API replica after the run: its state, failed health checks,
+    transitions to DOWN, seconds down, connection and response errors, 5xx answers."""
+    lines = show_stat.splitlines()
+    header = lines[0].lstrip("# ").split(",") if lines else []
+    rows = (dict(zip(header, line.split(","), strict=False)) for line in lines[1:])
+    return {
+        r["svname"]: {k: r.get(k, "") for k in STAT_FIELDS}
+        for r in rows
+        if r.get("svname", "").startswith("api-")
+    }
+
+
+def error_timeline(result: object, kill_at: float, bin_s: float = 5.0) -> dict[str, int]:
+    """The load's errors per `bin_s` seconds relative to the kill ("-5" = the 5 s before,
+    "0" = the first 5 s after): errors at the kill are cut requests, later ones are not."""
+    bins: dict[str, int] = {}
+    for op in result.ops.values():  # type: ignore[attr-defined]
+        for at in op.error_at:
+            key = str(int((at - kill_at) // bin_s * bin_s))
+            bins[key] = bins.get(key, 0) + 1
+    return dict(sorted(bins.items(), key=lambda kv: float(kv[0])))
+
+
 def compose_cmd() -> tuple[list[str], dict[str, str]]:
     """The compose v2 plugin (its own or .cache/docker-v2's), else docker-compose v1."""
     for config in (os.environ.get("DOCKER_CONFIG"), str(V2_PLUGIN)):
@@ -184,6 +211,24 @@ def main() -> None:
             f"{killed['running_at_kill']}"
         )
         jobs = settle_jobs(url, killed["ids"])  # type: ignore[arg-type]
+        stat = dc("exec", "-T", "lb", "python", "-c", SHOW_STAT, capture_output=True)
+        containers = {}
+        for name in ("api-1", "api-2", "worker-1", "worker-2", "milvus", "llm", "redis", "lb"):
+            cid = dc("ps", "-q", name, capture_output=True, check=False).stdout.strip()
+            fmt = "{{.RestartCount}} {{.State.OOMKilled}} {{.State.Status}}"
+            got = subprocess.run(
+                ["docker", "inspect", "-f", fmt, cid], capture_output=True, text=True
+            ).stdout.split()
+            if len(got) == 3:
+                containers[name] = {"restarts": int(got[0]), "oom_killed": got[1], "state": got[2]}
+        diagnostics = {
+            "errors_per_5s_from_kill": error_timeline(result, killed["at"]),  # type: ignore[arg-type]
+            "haproxy": server_states(stat.stdout),
+            "containers": containers,
+        }
+        print(f"errors per 5 s from the kill: {diagnostics['errors_per_5s_from_kill']}")
+        print(f"haproxy after the run: {diagnostics['haproxy']}")
+        print(f"containers: {containers}")
         if args.json:
             args.json.write_text(
                 json.dumps(
@@ -194,6 +239,7 @@ def main() -> None:
                         "jobs_running_at_kill": killed["running_at_kill"],
                         "jobs": [{k: j[k] for k in ("id", "status", "attempts")} for j in jobs],
                         "build_s": round(built, 1),
+                        "diagnostics": diagnostics,
                     }
                 )
             )
