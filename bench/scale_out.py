@@ -51,7 +51,9 @@ backend replicas
   option httpchk
   # the API answers only Host names it knows (421 otherwise): send one
   http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host 127.0.0.1
-  default-server inter 1s fall 2 rise 2
+  # as compose/haproxy.cfg: a busy replica's late /healthz is not a dead replica
+  timeout check 10s
+  default-server inter 1s fall 3 rise 2 observe layer4 error-limit 1 on-error mark-down
   server api1 127.0.0.1:{api1} check
   server api2 127.0.0.1:{api2} check
 """
