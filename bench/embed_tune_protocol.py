@@ -33,12 +33,27 @@ from typing import Any
 
 from _harness import peak_rss_mb
 
-# Candidate settings: (pseudo-query method, per-passage cap, epochs, learning rate).
+# Candidate settings: (pseudo-query method, per-passage cap, epochs, learning rate, and
+# hard negatives mined with the base model per pair: `embed tune --hard-negatives`).
 CANDIDATES: dict[str, dict[str, Any]] = {
     "sentences-2ep-5e-5": {"pseudo": "sentences", "per_chunk": 0, "epochs": 2.0, "lr": 5e-5},
     "sentences-1ep-5e-5": {"pseudo": "sentences", "per_chunk": 0, "epochs": 1.0, "lr": 5e-5},
     "sentences-1ep-1e-4": {"pseudo": "sentences", "per_chunk": 0, "epochs": 1.0, "lr": 1e-4},
     "mixed4-1ep-5e-5": {"pseudo": "mixed", "per_chunk": 4, "epochs": 1.0, "lr": 5e-5},
+    "sentences-1ep-5e-5-hn1": {
+        "pseudo": "sentences",
+        "per_chunk": 0,
+        "epochs": 1.0,
+        "lr": 5e-5,
+        "hard_negatives": 1,
+    },
+    "mixed4-1ep-5e-5-hn1": {
+        "pseudo": "mixed",
+        "per_chunk": 4,
+        "epochs": 1.0,
+        "lr": 5e-5,
+        "hard_negatives": 1,
+    },
 }
 
 
@@ -101,7 +116,8 @@ def tune_on(passages: dict[str, str], setting: dict[str, Any], home: Path, name:
             bar.set_postfix_str(note)
 
     t = time.perf_counter()
-    entry = tune_embedder(s, Registry(home), TuneRequest(name=name, synth=synth), progress)
+    req = TuneRequest(name=name, synth=synth, hard_negatives=setting.get("hard_negatives", 0))
+    entry = tune_embedder(s, Registry(home), req, progress)
     seconds = time.perf_counter() - t
     bar.close()
     steps = entry.record.metrics.get("trained_steps") or [0, 0]
@@ -135,6 +151,7 @@ def tune_without(
         val=home / f"{name}.val.json",
         epochs=setting["epochs"],
         lr=setting["lr"],
+        hard_negatives=setting.get("hard_negatives", 0),
     )
     t = time.perf_counter()
     entry = tune_embedder(s, Registry(home), req)
