@@ -255,7 +255,10 @@ async def run_load(
     pid: int | None = None,
     timeout: float = 120,
     chat_slots: int = 1,
+    seeded: asyncio.Event | None = None,
 ) -> LoadResult:
+    """`users` users for `seconds` after the seed ingest; `seeded` is set when that ingest
+    has finished (a chaos run must not kill the replica that is still writing it)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     limits = httpx.Limits(max_connections=users + 4, max_keepalive_connections=users + 4)
     stats = {op: OpStats() for op in MIX}
@@ -263,6 +266,8 @@ async def run_load(
         base_url=url, headers=headers, timeout=timeout, limits=limits
     ) as client:
         await seed(client, collection)
+        if seeded is not None:
+            seeded.set()
         peak_sample = 0.0
 
         async def sample_rss(stop: asyncio.Event) -> None:

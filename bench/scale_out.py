@@ -81,15 +81,6 @@ def haproxy_stat(sock: Path, server: str) -> int:
     return parse_scur(data.decode(), server)
 
 
-async def wait_for_load_collection(c: httpx.AsyncClient) -> None:
-    """The load's seed ingest into "load" comes first; reindex jobs need it."""
-    while True:
-        cols = (await c.get("/v1/collections")).json()["collections"]
-        if any(col["name"] == "load" for col in cols):
-            return
-        await asyncio.sleep(0.5)
-
-
 async def queue_reindex(c: httpx.AsyncClient, jobs: int) -> list[str]:
     """`jobs` reindex jobs of "load", each into its own embedder copy (minilm-i)."""
     ids = []
@@ -101,14 +92,15 @@ async def queue_reindex(c: httpx.AsyncClient, jobs: int) -> list[str]:
 
 
 def load_during_chaos(
-    url: str, users: int, seconds: float, chaos: Callable[[], Awaitable[None]]
+    url: str, users: int, seconds: float, chaos: Callable[[asyncio.Event], Awaitable[None]]
 ) -> Any:
     """bench/load.py's users for `seconds` while `chaos` (queue jobs, kill a replica and a
     worker) runs beside them; the load's result."""
 
     async def run() -> Any:
-        chaos_task = asyncio.create_task(chaos())
-        result = await run_load(url, None, users, seconds, chat_slots=1)
+        seeded = asyncio.Event()  # the load's seed ingest into "load" has finished
+        chaos_task = asyncio.create_task(chaos(seeded))
+        result = await run_load(url, None, users, seconds, chat_slots=1, seeded=seeded)
         await chaos_task
         return result
 
@@ -217,10 +209,10 @@ def main() -> None:
 
         killed: dict[str, float] = {}
 
-        async def chaos() -> None:
+        async def chaos(seeded: asyncio.Event) -> None:
+            await seeded.wait()  # reindex needs the whole collection; the kill must not cut it
             started = time.monotonic()
             async with httpx.AsyncClient(base_url=url, timeout=30) as c:
-                await wait_for_load_collection(c)
                 killed["ids"] = await queue_reindex(c, args.jobs)  # type: ignore[assignment]
             await asyncio.sleep(max(0.0, args.seconds / 3 - (time.monotonic() - started)))
             killed["in_flight_api1"] = haproxy_stat(sock, "api1")

@@ -36,7 +36,6 @@ from scale_out import (
     parse_scur,
     queue_reindex,
     settle_jobs,
-    wait_for_load_collection,
 )
 
 PROJECT = "tunestack-scale"
@@ -182,10 +181,12 @@ def main() -> None:
         dc("exec", "-T", "api-1", "python", "-c", COPY_EMBEDDERS, str(args.jobs))
         killed: dict[str, object] = {}
 
-        async def chaos() -> None:
+        async def chaos(seeded: asyncio.Event) -> None:
+            # after the seed ingest: a replica killed while it still wrote the collection
+            # failed the whole run under a loaded CPU (a 502 to the seed, 2026-12-07)
+            await seeded.wait()
             started = time.monotonic()
             async with httpx.AsyncClient(base_url=url, timeout=30) as c:
-                await wait_for_load_collection(c)
                 # queued just before the kill, so that both workers are running one
                 await asyncio.sleep(max(0.0, args.seconds / 3 - 5 - (time.monotonic() - started)))
                 ids = await queue_reindex(c, args.jobs)
