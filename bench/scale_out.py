@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,10 @@ async def queue_reindex(c: httpx.AsyncClient, jobs: int) -> list[str]:
 
 
 def load_during_chaos(
-    url: str, users: int, seconds: float, chaos: Callable[[asyncio.Event], Awaitable[None]]
+    url: str,
+    users: int,
+    seconds: float,
+    chaos: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
 ) -> Any:
     """bench/load.py's users for `seconds` while `chaos` (queue jobs, kill a replica and a
     worker) runs beside them; the load's result."""
