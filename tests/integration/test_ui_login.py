@@ -24,6 +24,7 @@ from services.common.api_schemas import WhoAmI
 from services.common.auth import KeyStore
 from services.ui.components import AUTH
 from tests.conftest import ROOT, free_port
+from tests.integration.conftest import stop_api
 
 APP = str(ROOT / "services" / "ui" / "app.py")
 ENV_KEY = "ui-process-key-" + "x" * 16  # the UI process's own key: must never be used
@@ -65,14 +66,6 @@ def start_api(home: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError(f"API did not start: {(home / 'api.log').read_text()}")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 @pytest.fixture(scope="module")
 def keyed_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     home = tmp_path_factory.mktemp("ui-login-home")
@@ -83,7 +76,7 @@ def keyed_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     try:
         yield Api(url, user, admin)
     finally:
-        stop(proc)
+        stop_api(proc)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +85,7 @@ def open_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     try:
         yield Api(url)
     finally:
-        stop(proc)
+        stop_api(proc)
 
 
 @pytest.fixture
