@@ -110,6 +110,20 @@ def compose_cmd() -> tuple[list[str], dict[str, str]]:
     sys.exit("no docker compose: run `make test-compose` once (it installs Docker and compose)")
 
 
+def installer_compose(fallback: list[str]) -> list[str]:
+    """The compose infra/desktop/install.sh builds with: the machine's own v2 plugin, else
+    docker-compose v1, else `fallback`.
+
+    Building the scale profile with the same builder as the installer reuses its cache:
+    v1 builds with Docker's classic builder and the .cache v2 plugin with BuildKit, which
+    keep separate caches, so CI built every image twice and held two copies (about 15 GB
+    each) on a disk that then failed the installer's free-space check (2026-12-07).
+    """
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else fallback
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--users", type=int, default=16)
@@ -164,7 +178,9 @@ def main() -> None:
     subprocess.run(["infra/ci/wheelhouse.sh", ".cache/wheelhouse"], cwd=ROOT, check=True)
     (ROOT / ".cache" / "certs").mkdir(parents=True, exist_ok=True)
     shutil.copy("/etc/ssl/certs/ca-certificates.crt", ROOT / ".cache/certs/host-ca-bundle.crt")
-    dc("build")
+    build = [*installer_compose(cmd), "--env-file", str(dotenv), "-f", str(FILE), "-p", PROJECT]
+    if subprocess.run([*build, "build"], env=env, cwd=ROOT).returncode != 0:
+        raise SystemExit("build failed")
     built = time.monotonic() - t0
     if args.build_only:
         print(f"built in {built:.0f} s", flush=True)

@@ -26,7 +26,10 @@ $ErrorActionPreference = 'Stop'
 $Repo = (Resolve-Path (Join-Path $PSScriptRoot '..\..')).Path
 Set-Location $Repo
 $MinRamGb = 8
+# a first install builds the images and keeps models and indexes; once our images are here,
+# a rebuild replaces their layers and needs much less
 $MinDiskGb = 20
+$MinUpdateDiskGb = 8
 $OneGb = 1GB
 $script:Problems = 0
 
@@ -112,8 +115,19 @@ if ($ramGb -ge $MinRamGb) { Write-Ok "RAM $ramGb GB" }
 else { Write-Note "RAM $ramGb GB (< $MinRamGb GB: the stack runs, training will be slow or fail)" }
 $drive = (Get-Item $Repo).PSDrive
 $diskGb = [math]::Floor($drive.Free / $OneGb)
-if ($diskGb -ge $MinDiskGb) { Write-Ok "disk $diskGb GB free on $($drive.Name):" }
-else { Write-Problem "only $diskGb GB free on $($drive.Name): (images and models need >= $MinDiskGb GB)" }
+$imagePrefix = if ($env:TUNESTACK_IMAGE_PREFIX) { $env:TUNESTACK_IMAGE_PREFIX } else { Get-EnvValue 'TUNESTACK_IMAGE_PREFIX' }
+$imageTag = if ($env:TUNESTACK_VERSION) { $env:TUNESTACK_VERSION } else { Get-EnvValue 'TUNESTACK_VERSION' }
+if (-not $imagePrefix) { $imagePrefix = 'tunestack' }
+if (-not $imageTag) { $imageTag = '0.1.0' }
+$haveImages = $false
+if (Test-Command 'docker') {
+    & docker image inspect "$imagePrefix/rag-api:$imageTag" *> $null
+    $haveImages = ($LASTEXITCODE -eq 0)
+}
+if ($haveImages) { $needGb = $MinUpdateDiskGb; $needWhat = 'updating the images already here' }
+else { $needGb = $MinDiskGb; $needWhat = 'a first build of the images, models and indexes' }
+if ($diskGb -ge $needGb) { Write-Ok "disk $diskGb GB free on $($drive.Name): ($needWhat needs >= $needGb GB)" }
+else { Write-Problem "only $diskGb GB free on $($drive.Name): ($needWhat needs >= $needGb GB): free space, e.g. 'docker image prune' (untagged images of earlier builds) and 'docker builder prune' (build cache)" }
 
 $haveGpu = $false
 if (Test-Command 'nvidia-smi') {

@@ -27,7 +27,10 @@ build=1
 start=1
 dry=0
 min_ram_gb=8
+# a first install builds the images (~15 GB with their build stages) and keeps models and
+# indexes; once our images are here, a rebuild replaces their layers and needs much less
 min_disk_gb=20
+min_update_disk_gb=8
 
 usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -51,6 +54,8 @@ say() { printf '%s\n' "$*"; }
 ok() { printf '  [ok]      %s\n' "$*"; }
 note() { printf '  [note]    %s\n' "$*"; }
 bad() { printf '  [problem] %s\n' "$*"; problems=$((problems + 1)); }
+# the value of KEY in .env (empty when absent)
+env_get() { { grep "^$1=" .env 2>/dev/null || true; } | tail -n1 | cut -d= -f2-; }
 # run a command, or print it under --dry-run
 run() {
   if [ "$dry" = 1 ]; then
@@ -102,8 +107,17 @@ if [ "$ram_gb" -ge "$min_ram_gb" ]; then ok "RAM ${ram_gb} GB"; else
   note "RAM ${ram_gb} GB (< ${min_ram_gb} GB: the stack runs, training will be slow or fail)"
 fi
 disk_gb=$(($(df -Pk "$repo" | awk 'NR==2 {print $4}') / 1024 / 1024))
-if [ "$disk_gb" -ge "$min_disk_gb" ]; then ok "disk ${disk_gb} GB free"; else
-  bad "disk: only ${disk_gb} GB free at $repo (images and models need >= ${min_disk_gb} GB)"
+image_prefix=${TUNESTACK_IMAGE_PREFIX:-$(env_get TUNESTACK_IMAGE_PREFIX)}
+image_tag=${TUNESTACK_VERSION:-$(env_get TUNESTACK_VERSION)}
+if docker image inspect "${image_prefix:-tunestack}/rag-api:${image_tag:-0.1.0}" >/dev/null 2>&1; then
+  need_gb=$min_update_disk_gb
+  need_what="updating the images already here"
+else
+  need_gb=$min_disk_gb
+  need_what="a first build of the images, models and indexes"
+fi
+if [ "$disk_gb" -ge "$need_gb" ]; then ok "disk ${disk_gb} GB free (${need_what} needs >= ${need_gb} GB)"; else
+  bad "disk: only ${disk_gb} GB free at $repo (${need_what} needs >= ${need_gb} GB): free space, e.g. 'docker image prune' (untagged images of earlier builds) and 'docker builder prune' (build cache)"
 fi
 
 have_gpu=no
@@ -160,7 +174,6 @@ if [ -f .env ]; then ok ".env exists (kept)"; else
 fi
 if [ "$os" = Linux ] && [ "$(id -u)" != 0 ]; then default_env TUNESTACK_UID "$(id -u)"; fi
 if [ -n "$llm" ]; then set_env TUNESTACK_LLM_SERVER "$llm"; else default_env TUNESTACK_LLM_SERVER ollama; fi
-env_get() { { grep "^$1=" .env 2>/dev/null || true; } | tail -n1 | cut -d= -f2-; }
 # a variable set in the environment wins over .env, as in compose
 llm=${llm:-${TUNESTACK_LLM_SERVER:-$(env_get TUNESTACK_LLM_SERVER)}}
 llm=${llm:-ollama}
