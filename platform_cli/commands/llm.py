@@ -249,12 +249,21 @@ def prefs(
         Path, typer.Option("--out", help="Dataset folder: gets NAME.json + dataset_info.json.")
     ],
     name: Annotated[str, typer.Option(help="Dataset name in dataset_info.json.")] = "rag_prefs",
+    citation_pairs: Annotated[
+        bool,
+        typer.Option(
+            "--citation-pairs",
+            help="Also, for every grounded question, the reference citing its passage over "
+            "the same answer citing a passage without it (teaches which passage to cite).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Preference pairs from evaluation failures: the cited reference answer over the model's
-    wrong or uncited one, with the RAG API's exact prompt (train with stage: dpo)."""
+    wrong, uncited or over-cited one, with the RAG API's exact prompt (train with stage: dpo)."""
     s = _train_settings()
-    res = run(lambda: trainer.prefs_from_eval(s, trainer.PrefsRequest(from_eval, out, name)))
+    req = trainer.PrefsRequest(from_eval, out, name, citation_pairs)
+    res = run(lambda: trainer.prefs_from_eval(s, req))
     if as_json:
         out_json = {
             "name": res.name,
@@ -265,13 +274,15 @@ def prefs(
             "skipped": res.skipped,
             "ungrounded": res.ungrounded,
             "reasons": res.reasons,
+            "citation_pairs": res.citation_pairs,
         }
         console.print_json(json.dumps(out_json))
         return
     why = ", ".join(f"{k}: {v}" for k, v in sorted(res.reasons.items()))
     console.print(
-        f"{res.pairs} preference pairs from {res.rows} rows ({why}); {res.skipped} answers "
-        f"were right and cited"
+        f"{res.pairs} preference pairs from {res.rows} rows ({why}"
+        + (f"; right over wrong passage: {res.citation_pairs}" if res.citation_pairs else "")
+        + f"); {res.skipped} answers were right and cited only the right passages"
         + (
             f"; {res.ungrounded} left out (answer-bearing passage not retrieved)"
             if res.ungrounded

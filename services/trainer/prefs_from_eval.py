@@ -12,14 +12,25 @@ strings or of {text, file_name|source, page} objects, or the formatted context b
 `citation` (the passage number(s) of the reference, e.g. 2, "[2]" or [1, 3]; else the
 passage sharing most words with the reference), `correct` and `cited` (the evaluation's
 own verdicts; else judged here: the answer holds every number of the reference and its
-words, or token F1 >= 0.5, and cites the reference's passage). Rows that are correct and
-cited teach nothing and are skipped.
+words, or token F1 >= 0.5, and cites the reference's passage) and `overcited` (the answer
+also cites a passage that does not hold the reference; else judged against `citation`).
+Rows that are correct, cited and cite nothing else teach nothing and are skipped.
 
 `tunestack rag eval`'s questions.jsonl is read directly: its retrieved chunks are the
-passages, its first reference answer the preferred one, cited with the retrieved chunks
-that hold it (rows whose answer-bearing chunk was not retrieved are left out: the
-reference cannot be grounded in what the model saw); on an unanswerable question the
-preferred answer is ABSTENTION, and an answer that abstained is right.
+passages, its first reference answer the preferred one, cited with the retrieved gold
+chunk that shares most words with it (rows whose answer-bearing chunk was not retrieved
+are left out: the reference cannot be grounded in what the model saw); on an unanswerable
+question the preferred answer is ABSTENTION, and an answer that abstained is right.
+
+Why one chunk: rag eval's gold is every chunk of the file that states the answer, and a
+preferred answer citing all of them taught DPO to cite every passage (36 of 78 pairs on
+the sample corpus cited two; the trained model then cited both passages in 11 of 26 test
+answers where the base did in 3, and its citation precision fell). The verdicts keep the
+file-level gold, as rag eval's precision does.
+
+`citation_pairs` adds what an evaluation alone rarely shows: for each grounded row, the
+reference citing a passage that does not hold it is rejected against the same reference
+citing the right one, so DPO learns which passage to cite, not only to cite.
 
 Output: an alpaca preference file `<name>.json` (instruction, input, system, chosen,
 rejected) and its dataset_info.json entry with "ranking": true, in LLaMA-Factory's layout.
@@ -72,6 +83,10 @@ class EvalRow:
     citation: list[int]
     correct: bool | None = None
     cited: bool | None = None
+    overcited: bool | None = None
+    # passages an answer may cite without being over-cited (rag eval: every chunk of the
+    # gold file); else the citation
+    bearing: list[int] | None = None
 
 
 @dataclass
@@ -83,7 +98,8 @@ class PrefsResult:
     pairs: int
     skipped: int  # correct and cited: nothing to learn
     ungrounded: int = 0  # rag eval rows whose answer-bearing chunk was not retrieved
-    reasons: dict[str, int] = field(default_factory=dict)  # wrong / uncited / both
+    reasons: dict[str, int] = field(default_factory=dict)  # wrong / uncited / overcited / ...
+    citation_pairs: int = 0  # of `pairs`: the right passage cited over a wrong one
     replaced: bool = False
 
 
@@ -206,12 +222,16 @@ def from_rag_eval(rec: dict[str, Any], where: str, probs: ds.Problems) -> dict[s
         return None
     f1 = (rec.get("scores") or {}).get("f1")
     cited = rec.get("cited") or []
+    cited = cited if isinstance(cited, list) else []
+    holding = _best_passage(answers[0], [ContextPassage(retrieved[g - 1]["text"]) for g in gold])
     return {
         **base,
         "reference": answers[0],
-        "citation": gold,
+        "citation": [gold[holding[0] - 1]] if holding else gold,
+        "bearing": gold,
         "correct": isinstance(f1, int | float) and f1 >= F1_CORRECT,
-        "cited": isinstance(cited, list) and bool(set(cited) & set(gold)),
+        "cited": bool(set(cited) & set(gold)),
+        "overcited": bool(set(cited) - set(gold)),
     }
 
 
@@ -231,7 +251,7 @@ def _row(rec: Any, where: str, probs: ds.Problems) -> EvalRow | None:
         probs.add(where, "context", "is missing (the passages the model was given)")
         return None
     passages, context = _passages(rec["context"], where, probs)
-    for key in ("correct", "cited"):
+    for key in ("correct", "cited", "overcited"):
         if rec.get(key) is not None and not isinstance(rec[key], bool):
             probs.add(where, key, "must be true or false when given")
     if probs.count != before:
@@ -250,6 +270,7 @@ def _row(rec: Any, where: str, probs: ds.Problems) -> EvalRow | None:
             )
     if probs.count != before or citation is None:
         return None
+    bearing = rec.get("bearing")
     return EvalRow(
         where,
         rec["question"],
@@ -260,6 +281,8 @@ def _row(rec: Any, where: str, probs: ds.Problems) -> EvalRow | None:
         citation,
         rec.get("correct"),
         rec.get("cited"),
+        rec.get("overcited"),
+        bearing if isinstance(bearing, list) else None,
     )
 
 
@@ -313,31 +336,47 @@ def chosen_answer(row: EvalRow) -> str:
 
 
 def failure(row: EvalRow) -> str | None:
-    """Why the model's answer is worse than the reference ('wrong', 'uncited', both), or
-    None when it is right and cites the right passage."""
+    """Why the model's answer is worse than the reference ('wrong', 'uncited', 'overcited':
+    it also cites a passage without the answer, which lowers citation precision; joined by
+    '+'), or None when it is right and cites only passages that hold the answer."""
     correct = row.correct if row.correct is not None else is_correct(row.answer, row.reference)
-    cited = (
-        row.cited
-        if row.cited is not None
-        else bool(set(cited_numbers(row.answer, len(row.passages))) & set(row.citation))
-    )
-    reasons = [r for r, bad in (("wrong", not correct), ("uncited", not cited)) if bad]
+    said = set(cited_numbers(row.answer, len(row.passages)))
+    bearing = set(row.bearing if row.bearing is not None else row.citation)
+    cited = row.cited if row.cited is not None else bool(said & set(row.citation))
+    over = row.overcited if row.overcited is not None else bool(said - bearing)
+    reasons = [
+        r for r, bad in (("wrong", not correct), ("uncited", not cited), ("overcited", over)) if bad
+    ]
     return "+".join(reasons) or None
 
 
-def preference_record(row: EvalRow) -> dict[str, str]:
+def preference_record(row: EvalRow, rejected: str | None = None) -> dict[str, str]:
     """An alpaca preference record whose system + instruction is the serving prompt."""
     return {
         "instruction": row.question,
         "input": "",
         "system": system_prompt(row.context),
         "chosen": chosen_answer(row),
-        "rejected": row.answer,
+        "rejected": row.answer if rejected is None else rejected,
     }
 
 
-def build_prefs(report: Path, out_dir: Path, name: str) -> PrefsResult:
-    """Write `out_dir/<name>.json` and its dataset_info.json entry (ranking: true)."""
+def wrong_citation(row: EvalRow) -> str | None:
+    """The reference citing the first passage that does not hold it (None when every
+    passage does, or the reference has no citation: an abstention)."""
+    bearing = set(row.bearing if row.bearing is not None else row.citation)
+    wrong = [i for i in range(1, len(row.passages) + 1) if i not in bearing]
+    if not row.citation or not wrong:
+        return None
+    return _MARKER.sub("", row.reference).rstrip() + f" [{wrong[0]}]"
+
+
+def build_prefs(
+    report: Path, out_dir: Path, name: str, *, citation_pairs: bool = False
+) -> PrefsResult:
+    """Write `out_dir/<name>.json` and its dataset_info.json entry (ranking: true);
+    `citation_pairs`: also the right passage cited over a wrong one, for every grounded
+    row (see the module's docstring)."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise BadInput(f"'{name}' is not a usable dataset name.", hint="Use letters, digits, _-.")
     if report.is_dir():  # a `rag eval` report folder
@@ -345,12 +384,15 @@ def build_prefs(report: Path, out_dir: Path, name: str) -> PrefsResult:
     rows, ungrounded = read_eval_rows(report)
     records: list[dict[str, str]] = []
     reasons: Counter[str] = Counter()
+    contrasts = 0
     for row in rows:
         why = failure(row)
-        if why is None:
-            continue
-        reasons[why] += 1
-        records.append(preference_record(row))
+        if why is not None:
+            reasons[why] += 1
+            records.append(preference_record(row))
+        if citation_pairs and (rejected := wrong_citation(row)) is not None:
+            records.append(preference_record(row, rejected))
+            contrasts += 1
     if not records:
         raise BadInput(
             f"All {len(rows)} answers in {report} are correct and cited: no preference to learn.",
@@ -370,8 +412,9 @@ def build_prefs(report: Path, out_dir: Path, name: str) -> PrefsResult:
         info_path,
         rows=len(rows),
         pairs=len(records),
-        skipped=len(rows) - len(records),
+        skipped=len(rows) - sum(reasons.values()),
         ungrounded=ungrounded,
         reasons=dict(reasons),
         replaced=replaced,
+        citation_pairs=contrasts,
     )

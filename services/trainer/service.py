@@ -64,6 +64,7 @@ class PrefsRequest:
     report: Path  # JSONL of question, context, answer, reference (, citation)
     out_dir: Path  # gets <name>.json and a dataset_info.json entry with "ranking": true
     name: str = "rag_prefs"
+    citation_pairs: bool = False  # also the right passage cited over a wrong one
 
 
 def train(
@@ -125,7 +126,7 @@ def evaluate_llm(
 def prefs_from_eval(settings: TrainSettings, req: PrefsRequest) -> PrefsResult:
     """Preference pairs (reference answer with its citation over the model's wrong or
     uncited answer) for the exact prompt the RAG API serves; train them with stage: dpo."""
-    return build_prefs(req.report, req.out_dir, req.name)
+    return build_prefs(req.report, req.out_dir, req.name, citation_pairs=req.citation_pairs)
 
 
 def open_chat(

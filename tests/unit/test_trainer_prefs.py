@@ -477,6 +477,41 @@ def test_prefs_from_a_rag_eval_report_folder(tmp_path: Path) -> None:
     assert all(r["system"] == recs[0]["system"] and "Passage [2]" in r["system"] for r in recs)
 
 
+def test_prefs_teach_citation_precision(tmp_path: Path) -> None:
+    """The preferred answer cites the one gold chunk that holds the reference, not every
+    chunk of its file; an answer that also cites a passage without the answer is a
+    failure (it lowers rag eval's citation precision); --citation-pairs adds the right
+    passage over a wrong one for every grounded row. Without the first, DPO on the sample
+    corpus learned to cite both passages (11 of 26 test answers, 3 before)."""
+    same_file = rag_eval_line("49 EUR", f1=1.0)  # uncited; both chunks of the gold file
+    same_file["retrieved"][0]["text"] = "The LO-200 catalog lists lamps."
+    same_file["retrieved"][1]["text"] = "The LO-200 Path Light costs 49 EUR."
+    for c in same_file["retrieved"]:
+        c["gold"] = True
+    lines = [
+        same_file,
+        rag_eval_line("49 EUR [1][2]", f1=1.0, cited=[1, 2]),  # right, also cites [2]
+        rag_eval_line("49 EUR [1]", f1=1.0, cited=[1]),  # right and precise
+    ]
+    report = tmp_path / "questions.jsonl"
+    report.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    res = build_prefs(report, tmp_path / "data", "p")
+    assert (res.pairs, res.skipped, res.citation_pairs) == (2, 1, 0)
+    assert res.reasons == {"uncited": 1, "overcited": 1}
+    recs = json.loads(res.data_file.read_text())
+    assert [(r["chosen"], r["rejected"]) for r in recs] == [
+        ("49 EUR [2]", "49 EUR"),  # the chunk that states it, not [1][2]
+        ("49 EUR [1]", "49 EUR [1][2]"),
+    ]
+    res = build_prefs(report, tmp_path / "data", "p", citation_pairs=True)
+    assert (res.pairs, res.citation_pairs) == (4, 2)  # the same-file row has no wrong passage
+    recs = json.loads(res.data_file.read_text())
+    assert [(r["chosen"], r["rejected"]) for r in recs[2:]] == [
+        ("49 EUR [1]", "49 EUR [2]"),
+        ("49 EUR [1]", "49 EUR [2]"),
+    ]
+
+
 def test_a_wrong_number_is_wrong_however_many_words_match() -> None:
     from services.trainer.prefs_from_eval import is_correct
 
