@@ -337,13 +337,15 @@ def chosen_answer(row: EvalRow) -> str:
 
 def failure(row: EvalRow) -> str | None:
     """Why the model's answer is worse than the reference ('wrong', 'uncited', 'overcited':
-    it also cites a passage without the answer, which lowers citation precision; joined by
-    '+'), or None when it is right and cites only passages that hold the answer."""
+    it cites the right passage and also one without the answer, which lowers citation
+    precision; joined by '+'), or None when it is right and cites only passages that hold
+    the answer."""
     correct = row.correct if row.correct is not None else is_correct(row.answer, row.reference)
     said = set(cited_numbers(row.answer, len(row.passages)))
     bearing = set(row.bearing if row.bearing is not None else row.citation)
     cited = row.cited if row.cited is not None else bool(said & set(row.citation))
-    over = row.overcited if row.overcited is not None else bool(said - bearing)
+    # beside the right passage: an answer citing only wrong ones is uncited
+    over = cited and (row.overcited if row.overcited is not None else bool(said - bearing))
     reasons = [
         r for r, bad in (("wrong", not correct), ("uncited", not cited), ("overcited", over)) if bad
     ]
