@@ -6,9 +6,10 @@
 # serving prompt), a DPO run (LoRA, the SFT term on the chosen answer: `pref_ftx`) trains
 # on them, and both models answer questions none of the pairs came from.
 #
-#   bench/dpo_from_eval.sh                                  (~35 min on 2 idle cores)
-#   RUN=lumen-dpo-cite PREFS_ARGS=--citation-pairs bench/dpo_from_eval.sh   (a variant;
-#                           the stack, collection and base evaluations are reused)
+#   bench/dpo_from_eval.sh          (~25 min on 2 idle cores, in a fresh TUNESTACK_HOME:
+#                                    the base must be the served model for its evaluations)
+#   RUN=lumen-dpo-a PREFS_ARGS=--no-citation-pairs bench/dpo_from_eval.sh   (a variant:
+#                   the same home reuses its stack, collection and base evaluations)
 #
 # Training questions: samples/llm_sft/lumen_qa.json (122 one-sentence answers grounded in
 # samples/corpus; each gets the file that states it, as rag eval's gold); every fifth is

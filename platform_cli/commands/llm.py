@@ -252,11 +252,11 @@ def prefs(
     citation_pairs: Annotated[
         bool,
         typer.Option(
-            "--citation-pairs",
+            "--citation-pairs/--no-citation-pairs",
             help="Also, for every grounded question, the reference citing its passage over "
             "the same answer citing a passage without it (teaches which passage to cite).",
         ),
-    ] = False,
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Preference pairs from evaluation failures: the cited reference answer over the model's

@@ -28,9 +28,12 @@ the sample corpus cited two; the trained model then cited both passages in 11 of
 answers where the base did in 3, and its citation precision fell). The verdicts keep the
 file-level gold, as rag eval's precision does.
 
-`citation_pairs` adds what an evaluation alone rarely shows: for each grounded row, the
-reference citing a passage that does not hold it is rejected against the same reference
-citing the right one, so DPO learns which passage to cite, not only to cite.
+`citation_pairs` (the default) adds what an evaluation alone rarely shows: for each
+grounded row, the reference citing a passage that does not hold it is rejected against the
+same reference citing the right one, so DPO learns which passage to cite, not only to
+cite. Chosen on held-out training questions (bench/dpo_from_eval.sh, README "Preference
+training"): without them the DPO run rambled past its end of turn and failed the export's
+stop gate (18/20); with them it passed and raised citation precision and F1.
 
 Output: an alpaca preference file `<name>.json` (instruction, input, system, chosen,
 rejected) and its dataset_info.json entry with "ranking": true, in LLaMA-Factory's layout.
@@ -374,7 +377,7 @@ def wrong_citation(row: EvalRow) -> str | None:
 
 
 def build_prefs(
-    report: Path, out_dir: Path, name: str, *, citation_pairs: bool = False
+    report: Path, out_dir: Path, name: str, *, citation_pairs: bool = True
 ) -> PrefsResult:
     """Write `out_dir/<name>.json` and its dataset_info.json entry (ranking: true);
     `citation_pairs`: also the right passage cited over a wrong one, for every grounded

@@ -64,7 +64,7 @@ class PrefsRequest:
     report: Path  # JSONL of question, context, answer, reference (, citation)
     out_dir: Path  # gets <name>.json and a dataset_info.json entry with "ranking": true
     name: str = "rag_prefs"
-    citation_pairs: bool = False  # also the right passage cited over a wrong one
+    citation_pairs: bool = True  # also the right passage cited over a wrong one
 
 
 def train(

@@ -42,10 +42,14 @@ def test_prefs_then_dpo_then_chat(home: Path) -> None:
     report = home / "eval.jsonl"
     report.write_text("".join(ROWS.read_text(encoding="utf-8").splitlines(True)[:4]))
     data = home / "data"
-    r = cli(home, "llm", "prefs", "--from-eval", str(report), "--out", str(data), "--json")
+    args = ("llm", "prefs", "--from-eval", str(report), "--out", str(data), "--json")
+    r = cli(home, *args)
     assert r.returncode == 0, r.stderr[-3000:]
     made = json.loads(r.stdout)
-    assert made["pairs"] == 4 and made["reasons"] == {"wrong+uncited": 4}
+    assert made["reasons"] == {"wrong+uncited": 4} and made["pairs"] == 4 + made["citation_pairs"]
+    assert made["citation_pairs"] > 0  # the default: the right passage over a wrong one
+    r = cli(home, *args, "--no-citation-pairs")  # failures only: 4 pairs, train in 3 steps
+    assert r.returncode == 0 and json.loads(r.stdout)["pairs"] == 4, r.stderr[-3000:]
     assert json.loads((data / "dataset_info.json").read_text())["rag_prefs"]["ranking"] is True
 
     config = home / "dpo.yaml"

@@ -372,7 +372,7 @@ def test_prefs_from_eval_writes_a_ranking_dataset_with_the_serving_prompt(tmp_pa
     report.write_text("".join(json.dumps(r) + "\n" for r in eval_rows()), encoding="utf-8")
     out = tmp_path / "data"
     write_dataset(out, {"other": {"file_name": "o.json"}}, {})
-    res = build_prefs(report, out, "rag_prefs")
+    res = build_prefs(report, out, "rag_prefs", citation_pairs=False)
     assert (res.rows, res.pairs, res.skipped) == (4, 3, 1)
     assert res.reasons == {"wrong+uncited": 1, "uncited": 1, "wrong": 1}
     info = json.loads((out / "dataset_info.json").read_text())
@@ -462,7 +462,7 @@ def test_prefs_from_a_rag_eval_report_folder(tmp_path: Path) -> None:
     folder = tmp_path / "reports" / "rag-eval-1"
     folder.mkdir(parents=True)
     (folder / "questions.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    res = build_prefs(folder, tmp_path / "data", "from_rag_eval")
+    res = build_prefs(folder, tmp_path / "data", "from_rag_eval", citation_pairs=False)
     assert (res.rows, res.pairs, res.skipped, res.ungrounded) == (6, 4, 2, 1)
     recs = json.loads(res.data_file.read_text())
     assert [(r["chosen"], r["rejected"]) for r in recs] == [
@@ -482,7 +482,8 @@ def test_prefs_teach_citation_precision(tmp_path: Path) -> None:
     chunk of its file; an answer that also cites a passage without the answer is a
     failure (it lowers rag eval's citation precision); --citation-pairs adds the right
     passage over a wrong one for every grounded row. Without the first, DPO on the sample
-    corpus learned to cite both passages (11 of 26 test answers, 3 before)."""
+    corpus learned to cite both passages (11 of 26 test answers, 3 before); without the
+    last, it rambled past its end of turn and failed the export's stop gate."""
     same_file = rag_eval_line("49 EUR", f1=1.0)  # uncited; both chunks of the gold file
     same_file["retrieved"][0]["text"] = "The LO-200 catalog lists lamps."
     same_file["retrieved"][1]["text"] = "The LO-200 Path Light costs 49 EUR."
@@ -495,7 +496,7 @@ def test_prefs_teach_citation_precision(tmp_path: Path) -> None:
     ]
     report = tmp_path / "questions.jsonl"
     report.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    res = build_prefs(report, tmp_path / "data", "p")
+    res = build_prefs(report, tmp_path / "data", "p", citation_pairs=False)
     assert (res.pairs, res.skipped, res.citation_pairs) == (2, 1, 0)
     assert res.reasons == {"uncited": 1, "overcited": 1}
     recs = json.loads(res.data_file.read_text())
@@ -503,7 +504,7 @@ def test_prefs_teach_citation_precision(tmp_path: Path) -> None:
         ("49 EUR [2]", "49 EUR"),  # the chunk that states it, not [1][2]
         ("49 EUR [1]", "49 EUR [1][2]"),
     ]
-    res = build_prefs(report, tmp_path / "data", "p", citation_pairs=True)
+    res = build_prefs(report, tmp_path / "data", "p")  # the default adds them
     assert (res.pairs, res.citation_pairs) == (4, 2)  # the same-file row has no wrong passage
     recs = json.loads(res.data_file.read_text())
     assert [(r["chosen"], r["rejected"]) for r in recs[2:]] == [
