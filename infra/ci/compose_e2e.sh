@@ -93,6 +93,9 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { tail -20 /tmp/tunestack-dockerd.log; exit 1; }
   echo "started dockerd (pid $(cat /tmp/tunestack-dockerd.pid))"
 fi
+# what the installer's disk check will see, and what Docker holds (CI failed there once)
+echo "disk: $(df -Ph . | awk 'NR==2 {print $4}') free here; Docker:" \
+  "$(docker system df --format '{{.Type}} {{.Size}} ({{.Reclaimable}} reclaimable)' | paste -sd ';' -)"
 
 phase "base image (debootstrap + docker import)"
 PYTHON=.venv/bin/python infra/ci/base_image.sh "$BASE_IMAGE"
