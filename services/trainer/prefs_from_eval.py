@@ -12,9 +12,10 @@ strings or of {text, file_name|source, page} objects, or the formatted context b
 `citation` (the passage number(s) of the reference, e.g. 2, "[2]" or [1, 3]; else the
 passage sharing most words with the reference), `correct` and `cited` (the evaluation's
 own verdicts; else judged here: the answer holds every number of the reference and its
-words, or token F1 >= 0.5, and cites the reference's passage) and `overcited` (the answer
-also cites a passage that does not hold the reference; else judged against `citation`).
-Rows that are correct, cited and cite nothing else teach nothing and are skipped.
+words, or token F1 >= 0.5, and cites the reference's passage) and `overcited` (beside the
+right passage the answer also cites one that does not hold the reference; else judged
+against `bearing`, the passages that do, by default `citation`). Rows that are correct,
+cited and not over-cited teach nothing and are skipped.
 
 `tunestack rag eval`'s questions.jsonl is read directly: its retrieved chunks are the
 passages, its first reference answer the preferred one, cited with the retrieved gold
@@ -99,7 +100,7 @@ class PrefsResult:
     dataset_info: Path
     rows: int
     pairs: int
-    skipped: int  # correct and cited: nothing to learn
+    skipped: int  # correct, cited and not over-cited: nothing to learn
     ungrounded: int = 0  # rag eval rows whose answer-bearing chunk was not retrieved
     reasons: dict[str, int] = field(default_factory=dict)  # wrong / uncited / overcited / ...
     citation_pairs: int = 0  # of `pairs`: the right passage cited over a wrong one

@@ -124,8 +124,9 @@ def evaluate_llm(
 
 
 def prefs_from_eval(settings: TrainSettings, req: PrefsRequest) -> PrefsResult:
-    """Preference pairs (reference answer with its citation over the model's wrong or
-    uncited answer) for the exact prompt the RAG API serves; train them with stage: dpo."""
+    """Preference pairs (reference answer with its citation over the model's wrong, uncited
+    or over-cited answer, and, with `citation_pairs`, over the reference citing a wrong
+    passage) for the exact prompt the RAG API serves; train them with stage: dpo."""
     return build_prefs(req.report, req.out_dir, req.name, citation_pairs=req.citation_pairs)
 
 
