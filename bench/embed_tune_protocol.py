@@ -40,6 +40,9 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "sentences-1ep-5e-5": {"pseudo": "sentences", "per_chunk": 0, "epochs": 1.0, "lr": 5e-5},
     "sentences-1ep-1e-4": {"pseudo": "sentences", "per_chunk": 0, "epochs": 1.0, "lr": 1e-4},
     "mixed4-1ep-5e-5": {"pseudo": "mixed", "per_chunk": 4, "epochs": 1.0, "lr": 5e-5},
+    # more passes for a small corpus (60 passages: 8 steps an epoch), as a step floor would
+    "mixed4-2ep-5e-5": {"pseudo": "mixed", "per_chunk": 4, "epochs": 2.0, "lr": 5e-5},
+    "mixed4-3ep-5e-5": {"pseudo": "mixed", "per_chunk": 4, "epochs": 3.0, "lr": 5e-5},
     "sentences-1ep-5e-5-hn1": {
         "pseudo": "sentences",
         "per_chunk": 0,
@@ -57,16 +60,17 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 }
 
 
-def load_squad(path: Path, exclude: Path | None) -> dict[str, Any]:
+def load_squad(path: Path, exclude: Path | None, articles: int = 0) -> dict[str, Any]:
     """A SQuAD file without SQuAD 2.0's unanswerable questions, and without the passages
-    of `exclude`."""
+    of `exclude`; only its first `articles` articles when > 0 (a small corpus: XQuAD-en's
+    first 12 are CI's 60 paragraphs, tests/integration/test_embed_tuner_training.py)."""
     data = json.loads(path.read_text(encoding="utf-8"))
     drop: set[str] = set()
     if exclude is not None:
         ex = json.loads(exclude.read_text(encoding="utf-8"))
         drop = {p["context"].strip() for a in ex["data"] for p in a["paragraphs"]}
-    articles = []
-    for a in data["data"]:
+    kept = []
+    for a in data["data"][: articles or None]:
         paras = []
         for p in a["paragraphs"]:
             if p["context"].strip() in drop:
@@ -74,8 +78,8 @@ def load_squad(path: Path, exclude: Path | None) -> dict[str, Any]:
             qas = [q for q in p.get("qas", []) if not q.get("is_impossible")]
             paras.append({"context": p["context"], "qas": qas})
         if paras:
-            articles.append({"title": a.get("title", ""), "paragraphs": paras})
-    return {"version": "1.1", "data": articles}
+            kept.append({"title": a.get("title", ""), "paragraphs": paras})
+    return {"version": "1.1", "data": kept}
 
 
 def cloze_queries(passages: dict[str, str], seed: int) -> dict[str, list[str]]:
@@ -178,7 +182,7 @@ def select(args: argparse.Namespace) -> dict:
     from services.common.qa import QADataset, squad_to_qa
     from services.common.registry import Registry
 
-    full = squad_to_qa(load_squad(args.dataset, args.exclude))
+    full = squad_to_qa(load_squad(args.dataset, args.exclude, args.articles))
     rng = random.Random(args.seed)
     held_sentence: dict[str, str] = {}
     if args.holdout == "articles":
@@ -229,7 +233,7 @@ def confirm(args: argparse.Namespace) -> dict:
     from services.common.qa import squad_to_qa
     from services.common.registry import Registry
 
-    ds = squad_to_qa(load_squad(args.dataset, args.exclude))
+    ds = squad_to_qa(load_squad(args.dataset, args.exclude, args.articles))
     home = Path(tempfile.mkdtemp(prefix="tune-confirm-"))
     Registry(home).ensure("embedder", "all-minilm-l6-v2")
     setting = CANDIDATES[args.setting] if args.setting else {}
@@ -259,6 +263,7 @@ def main() -> None:
     ap.add_argument("--candidates", nargs="*", default=list(CANDIDATES))
     ap.add_argument("--setting", choices=list(CANDIDATES), help="confirm: instead of defaults")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--articles", type=int, default=0, help="only the first N articles")
     ap.add_argument(
         "--holdout",
         choices=("articles", "sentences"),
