@@ -161,10 +161,12 @@ def main() -> None:
     # a variable in compose's environment wins over its env file: `make test-compose`'s
     # script exports its own stack's ports and project, so ours go in the environment too
     env = {**env, **ours}
-    compose = [*cmd, "--env-file", str(dotenv), "-f", str(FILE), "-p", PROJECT]
+    project = ["--env-file", str(dotenv), "-f", str(FILE), "-p", PROJECT]
 
-    def dc(*a: str, check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
-        r = subprocess.run([*compose, *a], env=env, text=True, cwd=ROOT, **kw)  # type: ignore[call-overload]
+    def dc(
+        *a: str, check: bool = True, via: list[str] = cmd, **kw: object
+    ) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([*via, *project, *a], env=env, text=True, cwd=ROOT, **kw)  # type: ignore[call-overload]
         if check and r.returncode != 0:
             raise SystemExit(f"{' '.join(a)} failed ({r.returncode})")
         return r
@@ -178,9 +180,7 @@ def main() -> None:
     subprocess.run(["infra/ci/wheelhouse.sh", ".cache/wheelhouse"], cwd=ROOT, check=True)
     (ROOT / ".cache" / "certs").mkdir(parents=True, exist_ok=True)
     shutil.copy("/etc/ssl/certs/ca-certificates.crt", ROOT / ".cache/certs/host-ca-bundle.crt")
-    build = [*installer_compose(cmd), "--env-file", str(dotenv), "-f", str(FILE), "-p", PROJECT]
-    if subprocess.run([*build, "build"], env=env, cwd=ROOT).returncode != 0:
-        raise SystemExit("build failed")
+    dc("build", via=installer_compose(cmd))
     built = time.monotonic() - t0
     if args.build_only:
         print(f"built in {built:.0f} s", flush=True)

@@ -89,8 +89,8 @@ class EvalRow:
     cited: bool | None = None
     overcited: bool | None = None
     # passages an answer may cite without being over-cited (rag eval: every chunk of the
-    # gold file); else the citation
-    bearing: list[int] | None = None
+    # gold file; else the citation)
+    bearing: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -286,7 +286,7 @@ def _row(rec: Any, where: str, probs: ds.Problems) -> EvalRow | None:
         rec.get("correct"),
         rec.get("cited"),
         rec.get("overcited"),
-        bearing if isinstance(bearing, list) else None,
+        bearing if isinstance(bearing, list) else citation,
     )
 
 
@@ -346,10 +346,9 @@ def failure(row: EvalRow) -> str | None:
     the answer."""
     correct = row.correct if row.correct is not None else is_correct(row.answer, row.reference)
     said = set(cited_numbers(row.answer, len(row.passages)))
-    bearing = set(row.bearing if row.bearing is not None else row.citation)
     cited = row.cited if row.cited is not None else bool(said & set(row.citation))
     # beside the right passage: an answer citing only wrong ones is uncited
-    over = cited and (row.overcited if row.overcited is not None else bool(said - bearing))
+    over = cited and (row.overcited if row.overcited is not None else bool(said - set(row.bearing)))
     reasons = [
         r for r, bad in (("wrong", not correct), ("uncited", not cited), ("overcited", over)) if bad
     ]
@@ -370,8 +369,7 @@ def preference_record(row: EvalRow, rejected: str | None = None) -> dict[str, st
 def wrong_citation(row: EvalRow) -> str | None:
     """The reference citing the first passage that does not hold it (None when every
     passage does, or the reference has no citation: an abstention)."""
-    bearing = set(row.bearing if row.bearing is not None else row.citation)
-    wrong = [i for i in range(1, len(row.passages) + 1) if i not in bearing]
+    wrong = [i for i in range(1, len(row.passages) + 1) if i not in row.bearing]
     if not row.citation or not wrong:
         return None
     return _MARKER.sub("", row.reference).rstrip() + f" [{wrong[0]}]"
